@@ -1,0 +1,320 @@
+//! Command line and environment: what a worker is built with.
+//!
+//! Every flag reads an environment variable (udp-gate's names where udp-gate has the setting,
+//! `RINGGATE_*` otherwise). Precedence: flags, then the real environment, then a `.env` file in
+//! the working directory (loaded by the binary without overriding what is already set).
+//! [`Config`] is the validated result; tests and benches build one directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::sys::buf_ring::ENTRIES_MAX;
+use crate::user_data::SLOTS_MAX;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A thread-per-core io_uring UDP forwarder: each client session gets its own connected
+/// upstream socket to a backend.
+#[derive(Debug, Parser)]
+#[command(name = "ringgate", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Address clients send to ([::]:PORT for IPv6)
+    #[arg(
+        long,
+        env = "PROXY_ADDR",
+        default_value = "0.0.0.0:19132",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Static backend (repeat, or comma-separate in the variable); new sessions go to the one
+    /// with the fewest sessions on the worker, ties round-robin
+    #[arg(
+        long = "backend",
+        env = "BACKENDS",
+        value_delimiter = ',',
+        value_name = "ADDR",
+        required = true
+    )]
+    pub backends: Vec<SocketAddr>,
+
+    /// Worker threads [default: one per online CPU, or one per --cpus entry; udp-gate's
+    /// LISTENER_COUNT is honoured when WORKERS is unset]
+    #[arg(long, env = "WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// CPUs to pin workers to, e.g. 0-3,6 (worker i gets the i-th, cycling) [default: all]
+    #[arg(long, env = "RINGGATE_CPUS", value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+
+    /// Do not pin workers to CPUs
+    #[arg(long, env = "RINGGATE_NO_PIN")]
+    pub no_pin: bool,
+
+    /// Close a session after this long without a datagram in either direction
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT_SECS", value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+
+    /// Sessions per worker; datagrams from new clients beyond it are dropped and counted
+    #[arg(long, env = "RINGGATE_MAX_SESSIONS", value_name = "N", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..(SLOTS_MAX as i64)))]
+    pub max_sessions: u32,
+
+    /// Datagrams held per session while its route is looked up
+    #[arg(long, env = "RINGGATE_PENDING_MAX", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pending_max: u32,
+
+    /// Largest datagram forwarded, in bytes; larger ones are dropped and counted
+    #[arg(long, env = "RINGGATE_BUFFER_SIZE", value_name = "BYTES", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub buffer_size: u32,
+
+    /// Receive buffers per worker (a power of two up to 32768), shared by all its sockets
+    #[arg(long, env = "RINGGATE_BUFFERS", value_name = "N", default_value_t = 4096,
+          value_parser = parse_buffers)]
+    pub buffers: u32,
+
+    /// SO_RCVBUF/SO_SNDBUF of every socket, in bytes (SO_*BUFFORCE when permitted)
+    #[arg(long, env = "RINGGATE_SOCKET_BUFFER", value_name = "BYTES", default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u32).range(4096..=(1 << 30)))]
+    pub socket_buffer: u32,
+
+    /// Submission queue entries per worker (a power of two); the completion queue gets 8x
+    #[arg(long, env = "RINGGATE_RING_ENTRIES", value_name = "N", default_value_t = 2048,
+          value_parser = parse_ring_entries)]
+    pub ring_entries: u32,
+
+    /// Serve /metrics, /healthz and /readyz on this address [default: off]
+    #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log line format (the level comes from RUST_LOG, default info)
+    #[arg(long, env = "RINGGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A list of CPU ids, as written `0-3,6`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{part}` is not a CPU number or range like 0-3"))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if lo > hi || hi >= 4096 {
+            return Err(format!("`{part}` is not a valid CPU range"));
+        }
+        cpus.extend(lo..=hi);
+    }
+    Ok(CpuList(cpus))
+}
+
+fn parse_power_of_two(text: &str, min: u32, max: u32) -> Result<u32, String> {
+    let n: u32 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if !n.is_power_of_two() || n < min || n > max {
+        return Err(format!("must be a power of two from {min} to {max}"));
+    }
+    Ok(n)
+}
+
+fn parse_buffers(text: &str) -> Result<u32, String> {
+    parse_power_of_two(text, 2, ENTRIES_MAX)
+}
+
+fn parse_ring_entries(text: &str) -> Result<u32, String> {
+    parse_power_of_two(text, 8, 32_768)
+}
+
+/// Everything a running ringgate is built from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub backends: Vec<SocketAddr>,
+    pub workers: usize,
+    /// CPU for each worker (cycled); `None` leaves threads unpinned.
+    pub cpus: Option<Vec<usize>>,
+    pub idle_timeout: Duration,
+    pub max_sessions: usize,
+    pub pending_max: usize,
+    pub buffer_size: u32,
+    pub buffers: u32,
+    pub socket_buffer: usize,
+    pub ring_entries: u32,
+    pub metrics: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, forwarding `listen` to `backends`, one unpinned worker.
+    pub fn new(listen: SocketAddr, backends: Vec<SocketAddr>) -> Config {
+        Config {
+            listen,
+            backends,
+            workers: 1,
+            cpus: None,
+            idle_timeout: Duration::from_secs(60),
+            max_sessions: 65_536,
+            pending_max: 8,
+            buffer_size: 2048,
+            buffers: 4096,
+            socket_buffer: 8 << 20,
+            ring_entries: 2048,
+            metrics: None,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// How often the reaper runs: an eighth of the idle timeout, between 10 ms and 1 s, so a
+    /// session is closed between 1x and 1.25x the idle timeout after its last datagram.
+    pub fn tick(&self) -> Duration {
+        (self.idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+impl Cli {
+    /// Validates the parsed arguments into a [`Config`]. `listener_count` is udp-gate's
+    /// `LISTENER_COUNT`, used when neither `--workers` nor `WORKERS` is given.
+    pub fn into_config(
+        self,
+        listener_count: Option<String>,
+        online_cpus: usize,
+    ) -> Result<Config, String> {
+        let workers = match (self.workers, listener_count) {
+            (Some(n), _) => usize::from(n),
+            (None, Some(text)) => match text.trim().parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "invalid value '{text}' for LISTENER_COUNT (--workers): a number from 1 to 1024"
+                    ));
+                }
+            },
+            (None, None) => self.cpus.as_ref().map_or(online_cpus, |c| c.0.len()),
+        };
+        if let Some(cpus) = &self.cpus
+            && let Some(bad) = cpus.0.iter().find(|&&c| c >= online_cpus)
+        {
+            return Err(format!(
+                "invalid value for '--cpus': CPU {bad} does not exist (this machine has CPUs 0-{})",
+                online_cpus.saturating_sub(1)
+            ));
+        }
+        let cpus = match (self.no_pin, self.cpus) {
+            (true, _) => None,
+            (false, Some(list)) => Some(list.0),
+            (false, None) => Some((0..online_cpus).collect()),
+        };
+        Ok(Config {
+            listen: self.listen,
+            backends: self.backends,
+            workers,
+            cpus,
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_sessions: self.max_sessions as usize,
+            pending_max: self.pending_max as usize,
+            buffer_size: self.buffer_size,
+            buffers: self.buffers,
+            socket_buffer: self.socket_buffer as usize,
+            ring_entries: self.ring_entries,
+            metrics: self.metrics,
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ringgate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6"), Ok(CpuList(vec![0, 1, 2, 3, 6])));
+        assert_eq!(parse_cpu_list("1"), Ok(CpuList(vec![1])));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (
+                &["--backend", "127.0.0.1:1", "--buffers", "1000"][..],
+                "--buffers",
+            ),
+            (&["--backend", "127.0.0.1:1", "--workers", "0"], "--workers"),
+            (&["--backend", "nope"], "--backend"),
+            (
+                &["--backend", "127.0.0.1:1", "--listen", "19132"],
+                "--listen",
+            ),
+            (
+                &["--backend", "127.0.0.1:1", "--idle-timeout", "0"],
+                "--idle-timeout",
+            ),
+        ] {
+            let err = cli(args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn workers_follow_flag_then_listener_count_then_cpus() {
+        let parsed = |args: &[&str], lc: Option<&str>| {
+            cli(args)
+                .unwrap()
+                .into_config(lc.map(String::from), 4)
+                .map(|c| c.workers)
+        };
+        let base = ["--backend", "127.0.0.1:1"];
+        assert_eq!(parsed(&base, None), Ok(4));
+        assert_eq!(parsed(&base, Some("2")), Ok(2));
+        assert_eq!(
+            parsed(&[&base[..], &["--workers", "3"]].concat(), Some("2")),
+            Ok(3)
+        );
+        assert_eq!(
+            parsed(&[&base[..], &["--cpus", "1-2"]].concat(), None),
+            Ok(2)
+        );
+        assert!(
+            parsed(&base, Some("x"))
+                .unwrap_err()
+                .contains("LISTENER_COUNT")
+        );
+        assert!(
+            parsed(&[&base[..], &["--cpus", "9"]].concat(), None)
+                .unwrap_err()
+                .contains("--cpus")
+        );
+    }
+
+    #[test]
+    fn tick_is_bounded() {
+        let mut c = Config::new("127.0.0.1:1".parse().unwrap(), vec![]);
+        assert_eq!(c.tick(), Duration::from_secs(1));
+        c.idle_timeout = Duration::from_millis(40);
+        assert_eq!(c.tick(), Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,22 @@
+//! ringgate: a thread-per-core io_uring UDP forwarder.
+//!
+//! Start at [`proxy::Proxy::start`]; the packet's path is in [`worker`].
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod datagram;
+pub mod host_check;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod route;
+pub mod session;
+pub mod sockaddr;
+pub mod stats;
+pub mod sys;
+pub mod user_data;
+pub mod worker;
+
+pub use config::Config;
+pub use proxy::{Proxy, StartError};
+pub use stats::Counter;

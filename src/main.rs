@@ -1,0 +1,97 @@
+//! The `ringgate` binary: parse arguments, start the pinned workers, wait for a signal.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+
+use ringgate::config::{Cli, LogFormat};
+use ringgate::{Proxy, host_check};
+
+fn main() -> ExitCode {
+    // The real environment wins over .env: dotenvy never overrides a variable already set.
+    let dotenv = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let online = std::thread::available_parallelism().map_or(1, usize::from);
+    let config = match cli.into_config(std::env::var("LISTENER_COUNT").ok(), online) {
+        Ok(config) => config,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    if let Ok(path) = dotenv {
+        info!(path = %path.display(), "loaded .env");
+    }
+    // Registered before the workers start, so a signal during start-up is not lost.
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    info!(
+        kernel = kernel.trim(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting ringgate"
+    );
+    let (workers, max_sessions, socket_buffer) =
+        (config.workers, config.max_sessions, config.socket_buffer);
+    let backends = config.backends.clone();
+    let proxy = match Proxy::start(config) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limits = host_check::HostLimits {
+        workers: workers,
+        max_sessions_per_worker: max_sessions,
+        socket_buffer_bytes: socket_buffer,
+    };
+    // Checked once the workers know whether they may exceed rmem_max/wmem_max.
+    let forced = proxy.shared().buffers_forced.load(Ordering::Relaxed);
+    let capped = ["net.core.rmem_max", "net.core.wmem_max"];
+    for finding in host_check::check(&limits) {
+        if !(forced && capped.contains(&finding.key.as_str())) {
+            warn!("{finding}");
+        }
+    }
+    info!(
+        listen = %proxy.local_addr(),
+        workers,
+        ?backends,
+        metrics = ?proxy.metrics_addr(),
+        "ready"
+    );
+    let signal = signals.forever().next();
+    info!(?signal, "shutting down");
+    match proxy.shutdown() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "worker failed during shutdown");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

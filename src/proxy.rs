@@ -1,0 +1,237 @@
+//! Starting, observing and stopping a set of workers.
+//!
+//! Each worker is built inside its own (optionally pinned) thread, so everything it owns is
+//! created on the CPU that uses it and never crosses threads. Worker 0 starts first: when the
+//! listen address has port 0 it picks the port, and the others join its reuseport group on that
+//! concrete port. Workers share only [`Shared`]: read-only-after-start flags and each worker's
+//! published counters.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::MetricsServer;
+use crate::stats::{self, Counter, SharedStats};
+use crate::sys::{eventfd, limits};
+use crate::worker::{Started, Worker};
+
+/// What workers, the metrics thread and the owner of a [`Proxy`] share.
+#[derive(Debug)]
+pub struct Shared {
+    pub stats: Box<[SharedStats]>,
+    /// Workers whose listener receive is armed.
+    pub armed: AtomicUsize,
+    pub workers: usize,
+    pub stop: AtomicBool,
+    /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
+    /// `wmem_max` do not cap ringgate's socket buffers.
+    pub buffers_forced: AtomicBool,
+}
+
+impl Shared {
+    /// Every worker has armed its receive and no stop was requested.
+    pub fn is_ready(&self) -> bool {
+        !self.stop.load(Ordering::Acquire) && self.armed.load(Ordering::Acquire) == self.workers
+    }
+
+    pub fn total(&self, counter: Counter) -> u64 {
+        stats::total(&self.stats, counter)
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.stats.iter().map(SharedStats::sessions).sum()
+    }
+}
+
+/// Why ringgate could not start; the message names the cause and, where there is one, the fix.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+struct WorkerThread {
+    handle: JoinHandle<io::Result<()>>,
+    waker: File,
+}
+
+/// A running ringgate.
+pub struct Proxy {
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    workers: Vec<WorkerThread>,
+    metrics: Option<MetricsServer>,
+}
+
+impl Proxy {
+    pub fn start(config: Config) -> Result<Proxy, StartError> {
+        if config.backends.is_empty() {
+            return Err(StartError("no backend: give --backend ADDR".into()));
+        }
+        match limits::raise_nofile() {
+            Ok(nofile) => info!(nofile, "open files limit"),
+            Err(e) => warn!(error = %e, "cannot raise the open files limit"),
+        }
+        let shared = Arc::new(Shared {
+            stats: (0..config.workers)
+                .map(|_| SharedStats::default())
+                .collect(),
+            armed: AtomicUsize::new(0),
+            workers: config.workers,
+            stop: AtomicBool::new(false),
+            buffers_forced: AtomicBool::new(false),
+        });
+        let config = Arc::new(config);
+        let mut proxy = Proxy {
+            local: config.listen,
+            shared: Arc::clone(&shared),
+            workers: Vec::with_capacity(config.workers),
+            metrics: None,
+        };
+        for index in 0..config.workers {
+            let listen = proxy.local;
+            match spawn_worker(&config, index, listen, &shared) {
+                Ok((thread, local)) => {
+                    proxy.local = local;
+                    proxy.workers.push(thread);
+                }
+                Err(e) => {
+                    let _ = proxy.stop();
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(addr) = config.metrics {
+            match MetricsServer::start(addr, Arc::clone(&shared)) {
+                Ok(server) => proxy.metrics = Some(server),
+                Err(e) => {
+                    let _ = proxy.stop();
+                    return Err(StartError(format!("cannot serve --metrics on {addr}: {e}")));
+                }
+            }
+        }
+        Ok(proxy)
+    }
+
+    /// The address clients send to (with the port the kernel chose, if port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Stops every worker (cancelling and draining their operations) and the metrics server.
+    /// Returns the first worker error, if any.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        self.shared.stop.store(true, Ordering::Release);
+        for w in &self.workers {
+            if let Err(e) = eventfd::signal(&w.waker) {
+                error!(error = %e, "cannot wake a worker");
+            }
+        }
+        let mut result = Ok(());
+        for w in self.workers.drain(..) {
+            let outcome = w
+                .handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("worker thread panicked")));
+            if let Err(e) = outcome {
+                error!(error = %e, "worker failed");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop();
+        }
+        result
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() || self.metrics.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Starts worker `index` on its own thread and waits until it is built (or failed to be).
+fn spawn_worker(
+    config: &Arc<Config>,
+    index: usize,
+    listen: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<(WorkerThread, SocketAddr), StartError> {
+    let (tx, rx) = mpsc::sync_channel::<Result<Started, String>>(1);
+    let cpu = config
+        .cpus
+        .as_ref()
+        .and_then(|c| c.get(index % c.len().max(1)).copied());
+    let (config, shared) = (Arc::clone(config), Arc::clone(shared));
+    let handle = std::thread::Builder::new()
+        .name(format!("ringgate-w{index}"))
+        .spawn(move || {
+            if let Some(cpu) = cpu
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
+                let _ = tx.send(Err(format!(
+                    "cannot pin worker {index} to CPU {cpu} (is it in this process's cpuset?); \
+                     choose others with --cpus or pass --no-pin"
+                )));
+                return Ok(());
+            }
+            match Worker::new(&config, index, listen, shared) {
+                Ok((worker, started)) => {
+                    let _ = tx.send(Ok(started));
+                    worker.run()
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    Ok(())
+                }
+            }
+        })
+        .map_err(|e| StartError(format!("cannot spawn worker thread {index}: {e}")))?;
+    match rx.recv() {
+        Ok(Ok(started)) => Ok((
+            WorkerThread {
+                handle,
+                waker: started.waker,
+            },
+            started.local,
+        )),
+        Ok(Err(why)) => {
+            let _ = handle.join();
+            Err(StartError(format!("worker {index}: {why}")))
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(StartError(format!("worker {index} exited while starting")))
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Per-worker counters: plain integers on the packet path, published once per batch.
+//!
+//! A worker increments its own `Counters` (no atomics, no sharing) while it handles a batch of
+//! completions, then stores every value into its `SharedStats` with relaxed stores. The metrics
+//! thread only ever loads. Each value has a single writer, so a relaxed store of a monotonic
+//! value is all the synchronisation needed, and the packet path never executes a locked
+//! instruction for accounting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($variant:ident => ($family:literal, $label:expr, $help:literal),)*) => {
+        /// Everything a worker counts. The metric family and label of each are fixed here.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $($variant,)* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+
+            /// The metric family (without the `_total` suffix the exposition adds to counters)
+            /// and its label, if any, as `(key, value)`.
+            pub const fn family(self) -> (&'static str, Option<(&'static str, &'static str)>) {
+                match self { $(Counter::$variant => ($family, $label),)* }
+            }
+
+            pub const fn help(self) -> &'static str {
+                match self { $(Counter::$variant => $help,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    PacketsUpstream => ("ringgate_packets", Some(("direction", "upstream")), "Datagrams forwarded"),
+    PacketsDownstream => ("ringgate_packets", Some(("direction", "downstream")), "Datagrams forwarded"),
+    BytesUpstream => ("ringgate_bytes", Some(("direction", "upstream")), "Payload bytes forwarded"),
+    BytesDownstream => ("ringgate_bytes", Some(("direction", "downstream")), "Payload bytes forwarded"),
+    DropTruncated => ("ringgate_drops", Some(("reason", "truncated")), "Datagrams dropped, by reason"),
+    DropMaxSessions => ("ringgate_drops", Some(("reason", "max_sessions")), "Datagrams dropped, by reason"),
+    DropPendingFull => ("ringgate_drops", Some(("reason", "pending_full")), "Datagrams dropped, by reason"),
+    DropNoRoute => ("ringgate_drops", Some(("reason", "no_route")), "Datagrams dropped, by reason"),
+    DropSocketError => ("ringgate_drops", Some(("reason", "socket_error")), "Datagrams dropped, by reason"),
+    DropSendError => ("ringgate_drops", Some(("reason", "send_error")), "Datagrams dropped, by reason"),
+    DropSessionClosed => ("ringgate_drops", Some(("reason", "session_closed")), "Datagrams dropped, by reason"),
+    DropBadAddress => ("ringgate_drops", Some(("reason", "bad_address")), "Datagrams dropped, by reason"),
+    DropShutdown => ("ringgate_drops", Some(("reason", "shutdown")), "Datagrams dropped, by reason"),
+    SessionsCreated => ("ringgate_sessions_created", None, "Sessions opened"),
+    ClosedIdle => ("ringgate_sessions_closed", Some(("reason", "idle")), "Sessions closed, by reason"),
+    ClosedShutdown => ("ringgate_sessions_closed", Some(("reason", "shutdown")), "Sessions closed, by reason"),
+    RecvRearms => ("ringgate_recv_rearms", None, "Multishot receives re-armed after ending"),
+    RecvNoBuffers => ("ringgate_recv_errors", Some(("kind", "no_buffers")), "Receive completions with an error, by kind"),
+    RecvOther => ("ringgate_recv_errors", Some(("kind", "other")), "Receive completions with an error, by kind"),
+    BackendUnreachable => ("ringgate_backend_unreachable", None, "ICMP unreachable reports (ECONNREFUSED) on session sockets"),
+    Anomalies => ("ringgate_anomalies", None, "Completions that broke an invariant (unknown user_data, a buffer leased twice); stays 0"),
+    SubmitQueueFull => ("ringgate_submit_queue_full", None, "Times the submission queue was full and flushed early"),
+}
+
+/// The number of counters, for sizing arrays.
+pub const COUNTERS: usize = Counter::ALL.len();
+
+/// A worker's private counters. Not `Sync`: only the owning worker touches them.
+#[derive(Debug)]
+pub struct Counters {
+    values: [u64; COUNTERS],
+    sessions: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            values: [0; COUNTERS],
+            sessions: 0,
+        }
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn add(&mut self, counter: Counter, n: u64) {
+        self.values[counter as usize] += n;
+    }
+
+    #[inline]
+    pub fn bump(&mut self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+
+    pub fn set_sessions(&mut self, live: usize) {
+        self.sessions = live as u64;
+    }
+
+    /// Copies every value into `shared` for the metrics thread.
+    pub fn publish(&self, shared: &SharedStats) {
+        for (slot, value) in shared.values.iter().zip(self.values) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        shared.sessions.store(self.sessions, Ordering::Relaxed);
+    }
+}
+
+/// A worker's published counters, read by the metrics thread.
+#[derive(Debug)]
+pub struct SharedStats {
+    values: [AtomicU64; COUNTERS],
+    sessions: AtomicU64,
+}
+
+impl Default for SharedStats {
+    fn default() -> Self {
+        SharedStats {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            sessions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SharedStats {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+}
+
+/// The sum over workers of one counter.
+pub fn total(workers: &[SharedStats], counter: Counter) -> u64 {
+    workers.iter().map(|w| w.get(counter)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_indexed_by_declaration_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+
+    #[test]
+    fn publish_copies_values() {
+        let mut local = Counters::default();
+        let shared = SharedStats::default();
+        local.add(Counter::BytesUpstream, 64);
+        local.bump(Counter::DropTruncated);
+        local.set_sessions(3);
+        local.publish(&shared);
+        assert_eq!(shared.get(Counter::BytesUpstream), 64);
+        assert_eq!(shared.get(Counter::DropTruncated), 1);
+        assert_eq!(shared.get(Counter::PacketsUpstream), 0);
+        assert_eq!(shared.sessions(), 3);
+    }
+}

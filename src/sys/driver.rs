@@ -1,0 +1,392 @@
+//! The ring and every byte its operations point at.
+//!
+//! `Driver` owns the io_uring, the provided buffer ring, the receive header, the reply arena,
+//! the reaper's timespec and the wake-up buffer. Each operation ringgate issues is a safe method
+//! here that points the kernel only at memory this struct owns and keeps in place (boxed, never
+//! resized), so no caller can hand the kernel a dangling pointer. Operations in flight are
+//! counted from push to final completion (the first CQE without `IORING_CQE_F_MORE`); if the
+//! driver is dropped with any still in flight, it leaks the memory they point at rather than
+//! free it under the kernel. The ring is the first field, so it is closed before any of that
+//! memory is released.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+
+use super::buf_ring::BufRing;
+use super::msghdr::{PAYLOAD_OFFSET, SendSlots, recv_header};
+use crate::sockaddr::RawSockAddr;
+
+/// The buffer group id of the worker's one buffer ring.
+const BGID: u16 = 0;
+
+/// Sizes a worker's ring is built with.
+#[derive(Clone, Copy, Debug)]
+pub struct RingConfig {
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub buffers: u32,
+    /// Bytes of each provided buffer, headers included.
+    pub buf_len: u32,
+    pub tick: Duration,
+}
+
+/// How the ring was set up, for the start-up log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskRun {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when the worker waits (6.1+).
+    Deferred,
+    /// `COOP_TASKRUN`: no inter-processor interrupts to run completions (5.19+).
+    Cooperative,
+    /// Neither flag was accepted.
+    Default,
+}
+
+pub struct Driver {
+    // Field order matters: the ring is dropped (closed) before the memory below it.
+    ring: IoUring,
+    bufs: BufRing,
+    sends: SendSlots,
+    recv_hdr: Box<libc::msghdr>,
+    tick: Box<types::Timespec>,
+    wake_buf: Box<u64>,
+    in_flight: u64,
+    pub task_run: TaskRun,
+}
+
+/// Opcodes the packet path needs, probed at start-up.
+const REQUIRED_OPCODES: &[(u8, &str)] = &[
+    (opcode::RecvMsgMulti::CODE, "RECVMSG"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::Timeout::CODE, "TIMEOUT"),
+    (opcode::Read::CODE, "READ"),
+];
+
+impl Driver {
+    pub fn new(cfg: &RingConfig) -> io::Result<Driver> {
+        let (ring, task_run) = build_ring(cfg)?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for &(code, name) in REQUIRED_OPCODES {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "the kernel's io_uring lacks IORING_OP_{name}; ringgate needs Linux 6.1 or newer"
+                    ),
+                ));
+            }
+        }
+        let bufs = BufRing::new(cfg.buffers, cfg.buf_len)?;
+        let (ring_addr, entries) = bufs.registration();
+        // SAFETY: the descriptor ring is a page-aligned mapping of `entries` descriptors owned
+        // by `bufs`, which the returned Driver keeps until after the ring itself is closed
+        // (field order) and never moves (the mapping is not part of the struct's bytes).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ring_addr, entries, BGID, 0)
+        }
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("registering the provided buffer ring failed ({e}); ringgate needs Linux 6.1 or newer"),
+            )
+        })?;
+        bufs.publish();
+        Ok(Driver {
+            ring,
+            sends: SendSlots::new(cfg.buffers),
+            bufs,
+            recv_hdr: Box::new(recv_header()),
+            tick: Box::new(
+                types::Timespec::new()
+                    .sec(cfg.tick.as_secs())
+                    .nsec(cfg.tick.subsec_nanos()),
+            ),
+            wake_buf: Box::new(0),
+            in_flight: 0,
+            task_run,
+        })
+    }
+
+    pub fn bufs(&self) -> &BufRing {
+        &self.bufs
+    }
+
+    pub fn bufs_mut(&mut self) -> &mut BufRing {
+        &mut self.bufs
+    }
+
+    /// The header every multishot receive was armed with, for parsing its buffers.
+    pub fn recv_header(&self) -> &libc::msghdr {
+        &self.recv_hdr
+    }
+
+    /// Operations pushed whose final completion has not been reaped.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// Queues `entry`, flushing the submission queue to the kernel first if it is full.
+    /// Returns whether a flush was needed. Errors only if the kernel refuses the flush.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the operation's final completion.
+    unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<bool> {
+        let mut flushed = false;
+        loop {
+            // SAFETY: forwarded from this function's contract.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.in_flight += 1;
+                return Ok(flushed);
+            }
+            if flushed {
+                // A flush did not make room: the kernel took nothing. Do not spin.
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
+            self.submit()?;
+            flushed = true;
+        }
+    }
+
+    /// Arms a multishot `recvmsg` on `fd`, selecting buffers from the buffer ring.
+    pub fn recv_multishot(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
+        let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_hdr, BGID)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the header is boxed in `self` and lives until the ring is closed; buffers come
+        // from the registered buffer ring, which does too.
+        unsafe { self.push(entry) }
+    }
+
+    /// Sends `len` payload bytes of leased buffer `bid` on the connected socket `fd`.
+    pub fn send(&mut self, fd: RawFd, bid: u16, len: usize, user_data: u64) -> io::Result<bool> {
+        let payload = self
+            .bufs
+            .range(bid, PAYLOAD_OFFSET, len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer not leased"))?;
+        let entry = opcode::Send::new(types::Fd(fd), payload, len as u32)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the payload lies inside leased buffer `bid` (checked above) in the buffer
+        // mapping owned by `self`; the caller recycles the buffer only on this send's completion.
+        unsafe { self.push(entry) }
+    }
+
+    /// Sends `len` payload bytes of leased buffer `bid` from socket `fd` to `to`.
+    pub fn send_to(
+        &mut self,
+        fd: RawFd,
+        bid: u16,
+        len: usize,
+        to: &RawSockAddr,
+        user_data: u64,
+    ) -> io::Result<bool> {
+        let payload = self
+            .bufs
+            .range(bid, PAYLOAD_OFFSET, len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer not leased"))?;
+        let hdr = self
+            .sends
+            .prepare(bid, payload, len, to)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no send slot"))?;
+        let entry = opcode::SendMsg::new(types::Fd(fd), hdr)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the header, iovec and address are in buffer `bid`'s slot of the boxed arena
+        // owned by `self`, and the payload in leased buffer `bid`; the slot is rewritten only
+        // for another send from the same buffer, which cannot happen before this one completes
+        // and the buffer is recycled and received into again.
+        unsafe { self.push(entry) }
+    }
+
+    /// Asks the kernel to cancel the operation issued with `target`.
+    pub fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<bool> {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
+        // SAFETY: a cancel carries no pointers.
+        unsafe { self.push(entry) }
+    }
+
+    /// Arms the reaper's timeout, which completes with `-ETIME` after the configured tick.
+    pub fn tick(&mut self, user_data: u64) -> io::Result<bool> {
+        let entry = opcode::Timeout::new(&*self.tick)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the timespec is boxed in `self` and never changes after construction.
+        unsafe { self.push(entry) }
+    }
+
+    /// Reads the wake-up eventfd `fd` into the driver's own 8-byte buffer.
+    pub fn read_wake(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
+        let entry = opcode::Read::new(
+            types::Fd(fd),
+            std::ptr::from_mut(&mut *self.wake_buf).cast(),
+            8,
+        )
+        .build()
+        .user_data(user_data);
+        // SAFETY: the 8-byte buffer is boxed in `self`; only this one read is ever armed on it
+        // at a time (the worker re-arms it only after its completion).
+        unsafe { self.push(entry) }
+    }
+
+    /// Hands queued operations to the kernel without waiting.
+    pub fn submit(&mut self) -> io::Result<usize> {
+        retry_interrupted(|| self.ring.submit())
+    }
+
+    /// Hands queued operations to the kernel and waits for at least one completion.
+    pub fn submit_and_wait(&mut self) -> io::Result<usize> {
+        retry_interrupted(|| self.ring.submit_and_wait(1))
+    }
+
+    /// Like [`Driver::submit_and_wait`], giving up after `timeout`.
+    pub fn submit_and_wait_for(&mut self, timeout: Duration) -> io::Result<usize> {
+        let ts = types::Timespec::new()
+            .sec(timeout.as_secs())
+            .nsec(timeout.subsec_nanos());
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            other => other,
+        }
+    }
+
+    /// Moves every available completion into `batch`, so that handlers run after the
+    /// completion queue is released and may push new operations freely.
+    pub fn reap(&mut self, batch: &mut Vec<cqueue::Entry>) {
+        let before = batch.len();
+        batch.extend(self.ring.completion());
+        let finished = batch[before..]
+            .iter()
+            .filter(|cqe| !cqueue::more(cqe.flags()))
+            .count();
+        self.in_flight -= finished as u64;
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.in_flight != 0 {
+            // The kernel may still write into these: never free them under it. This happens
+            // only when a worker's shutdown drain timed out.
+            let bufs = std::mem::replace(&mut self.bufs, leak_placeholder());
+            std::mem::forget(bufs);
+            std::mem::forget(std::mem::replace(&mut self.sends, SendSlots::new(0)));
+            std::mem::forget(std::mem::replace(
+                &mut self.recv_hdr,
+                Box::new(recv_header()),
+            ));
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        }
+    }
+}
+
+/// A minimal buffer ring swapped in for one being leaked.
+fn leak_placeholder() -> BufRing {
+    // One 64-byte buffer: two small mappings, freed normally.
+    BufRing::new(1, 64).unwrap_or_else(|_| std::process::abort())
+}
+
+fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Builds the ring with the best task-running mode the kernel accepts.
+fn build_ring(cfg: &RingConfig) -> io::Result<(IoUring, TaskRun)> {
+    let attempts = [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Default];
+    let mut last = None;
+    for mode in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cfg.cq_entries).setup_submit_all();
+        match mode {
+            TaskRun::Deferred => {
+                builder.setup_single_issuer().setup_defer_taskrun();
+            }
+            TaskRun::Cooperative => {
+                builder.setup_coop_taskrun();
+            }
+            TaskRun::Default => {}
+        }
+        match builder.build(cfg.sq_entries) {
+            Ok(ring) => return Ok((ring, mode)),
+            // EINVAL: this kernel does not know a flag; try the next, plainer mode.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(explain_setup_error(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no ring mode accepted")))
+}
+
+/// Turns `io_uring_setup`'s refusal into a message that names the cause and the fix.
+pub fn explain_setup_error(e: io::Error) -> io::Error {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|s| s.trim().to_owned());
+    let why = match (e.raw_os_error(), disabled.as_deref()) {
+        (Some(libc::ENOSYS), _) => "io_uring_setup is not available (ENOSYS): the kernel is older than 5.1 \
+             or built without CONFIG_IO_URING, or a container's seccomp profile blocks it. ringgate needs \
+             Linux 6.1+; in a container, allow io_uring_setup, io_uring_enter and io_uring_register in the \
+             seccomp profile (Docker: --security-opt seccomp=<profile allowing them>)"
+            .to_owned(),
+        (Some(libc::EPERM), Some("2")) => "io_uring is disabled by the sysctl kernel.io_uring_disabled=2; \
+             enable it with `sysctl -w kernel.io_uring_disabled=0` (see tuning/sysctl.conf)"
+            .to_owned(),
+        (Some(libc::EPERM), Some("1")) => "io_uring is restricted by kernel.io_uring_disabled=1 to root and \
+             the group in kernel.io_uring_group; run ringgate in that group or set \
+             `sysctl -w kernel.io_uring_disabled=0`"
+            .to_owned(),
+        (Some(libc::EPERM), _) => "io_uring_setup was denied (EPERM) by a seccomp profile or security \
+             module; allow io_uring_setup, io_uring_enter and io_uring_register for ringgate"
+            .to_owned(),
+        (Some(libc::ENOMEM), _) => "io_uring_setup ran out of memory (ENOMEM); lower --ring-entries or \
+             raise the memory cgroup limit"
+            .to_owned(),
+        _ => format!("io_uring_setup failed: {e}"),
+    };
+    io::Error::new(e.kind(), why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_name_the_cause_and_the_fix() {
+        let enosys = explain_setup_error(io::Error::from_raw_os_error(libc::ENOSYS)).to_string();
+        assert!(
+            enosys.contains("seccomp") && enosys.contains("6.1"),
+            "{enosys}"
+        );
+        let eperm = explain_setup_error(io::Error::from_raw_os_error(libc::EPERM)).to_string();
+        assert!(eperm.contains("io_uring"), "{eperm}");
+        let enomem = explain_setup_error(io::Error::from_raw_os_error(libc::ENOMEM)).to_string();
+        assert!(enomem.contains("--ring-entries"), "{enomem}");
+    }
+
+    #[test]
+    fn a_ring_builds_and_probes_on_this_kernel() {
+        let driver = Driver::new(&RingConfig {
+            sq_entries: 8,
+            cq_entries: 64,
+            buffers: 8,
+            buf_len: 128,
+            tick: Duration::from_millis(10),
+        })
+        .expect("ringgate's tests need io_uring (Linux 6.1+)");
+        assert_eq!(driver.in_flight(), 0);
+        assert_eq!(driver.bufs().leased(), 0);
+    }
+}

@@ -1,0 +1,83 @@
+//! UDP sockets: the worker's reuseport listener and each session's connected upstream socket.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::cvt;
+
+/// How socket buffer sizes are applied, decided once per worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferSize {
+    pub bytes: usize,
+    /// Whether `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (CAP_NET_ADMIN) may be used to exceed
+    /// `net.core.rmem_max`/`wmem_max`.
+    pub force: bool,
+}
+
+fn udp(domain_of: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(domain_of),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    Ok(socket)
+}
+
+fn set_force(socket: &Socket, option: libc::c_int, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a c_int that lives across the call, with its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Applies `size` to both directions. With `force` it tries the FORCE options first and
+/// reports whether they were permitted, so the caller can stop trying.
+pub fn set_buffers(socket: &Socket, size: BufferSize) -> io::Result<bool> {
+    if size.force
+        && set_force(socket, libc::SO_RCVBUFFORCE, size.bytes).is_ok()
+        && set_force(socket, libc::SO_SNDBUFFORCE, size.bytes).is_ok()
+    {
+        return Ok(true);
+    }
+    socket.set_recv_buffer_size(size.bytes)?;
+    socket.set_send_buffer_size(size.bytes)?;
+    Ok(false)
+}
+
+/// A listening socket bound to `addr` in the reuseport group every worker joins.
+pub fn listener(addr: SocketAddr, size: BufferSize) -> io::Result<(Socket, bool)> {
+    let socket = udp(addr)?;
+    socket.set_reuse_port(true)?;
+    let forced = set_buffers(&socket, size)?;
+    socket.bind(&addr.into())?;
+    Ok((socket, forced))
+}
+
+/// A socket connected to `backend` from a fresh ephemeral port; returns it with that local
+/// address (the source the backend sees).
+pub fn upstream(backend: SocketAddr, size: BufferSize) -> io::Result<(Socket, SocketAddr)> {
+    let socket = udp(backend)?;
+    set_buffers(&socket, size)?;
+    socket.connect(&backend.into())?;
+    let local = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("upstream socket has no IP address"))?;
+    Ok((socket, local))
+}
+
+/// The receive buffer the kernel actually granted (it doubles the request for bookkeeping).
+pub fn recv_buffer(socket: &Socket) -> io::Result<usize> {
+    socket.recv_buffer_size()
+}

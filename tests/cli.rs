@@ -1,0 +1,385 @@
+//! The `ringgate` binary as a user runs it: arguments, environment, `.env`, signals.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
+
+/// Variables a test sets explicitly; cleared from every child so the caller's environment
+/// (or a developer's shell) cannot leak into a test.
+const VARS: &[&str] = &[
+    "PROXY_ADDR",
+    "BACKENDS",
+    "WORKERS",
+    "LISTENER_COUNT",
+    "METRICS_ADDR",
+    "SESSION_IDLE_TIMEOUT_SECS",
+    "RINGGATE_BUFFER_SIZE",
+    "RINGGATE_BUFFERS",
+    "RINGGATE_CPUS",
+    "RINGGATE_NO_PIN",
+    "RINGGATE_LOG_FORMAT",
+];
+
+fn ringgate(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env("RUST_LOG", "info");
+    for var in VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringgate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running binary whose stderr lines arrive on a channel; killed on drop.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for the `ready` log line and returns it.
+    fn ready_line(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("ringgate never logged `ready`");
+            if line.contains(": ready ") || line.contains(r#""message":"ready""#) {
+                return line;
+            }
+        }
+    }
+
+    /// The `key=value` field of the ready line.
+    fn ready_field(&self, key: &str) -> String {
+        field(&self.ready_line(), key)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> String {
+    let start = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 1;
+    let rest = &line[start..];
+    if rest.starts_with('[') {
+        rest[..=rest.find(']').unwrap()].to_owned()
+    } else {
+        rest.split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ringgate did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sigterm_stops_within_a_second_and_exits_zero() {
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("sigterm");
+    let mut cmd = ringgate(&dir);
+    cmd.args([
+        "--listen",
+        LOCAL4,
+        "--backend",
+        &backend.addr.to_string(),
+        "--workers",
+        "2",
+        "--no-pin",
+    ]);
+    let mut running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let client = udp(LOCAL4);
+    client.send_to(b"alive?", listen).unwrap();
+    assert_eq!(recv(&client).0, b"alive?");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sent = Instant::now();
+    let exit = loop {
+        if let Some(exit) = running.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "still running 1 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(exit.code(), Some(0), "SIGTERM must exit 0");
+}
+
+/// Arguments, environment, and the flag the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn bad_arguments_exit_non_zero_naming_the_flag() {
+    let dir = tempdir("bad-args");
+    let cases: &[Case] = &[
+        (
+            &["--backend", "127.0.0.1:1", "--buffers", "1000"],
+            &[],
+            "--buffers",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--workers", "0"],
+            &[],
+            "--workers",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--listen", "nope"],
+            &[],
+            "--listen",
+        ),
+        (&["--backend", "not-an-address"], &[], "--backend"),
+        (
+            &["--backend", "127.0.0.1:1", "--cpus", "4096"],
+            &[],
+            "--cpus",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--log-format", "xml"],
+            &[],
+            "--log-format",
+        ),
+        (
+            &["--backend", "127.0.0.1:1"],
+            &[("RINGGATE_BUFFER_SIZE", "abc")],
+            "--buffer-size",
+        ),
+        (
+            &["--backend", "127.0.0.1:1"],
+            &[("LISTENER_COUNT", "many")],
+            "LISTENER_COUNT",
+        ),
+        (&[], &[], "--backend"),
+    ];
+    for (args, env, flag) in cases {
+        let mut cmd = ringgate(&dir);
+        cmd.args(*args).envs(env.iter().copied());
+        let out = run(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} {env:?}: `{flag}` not named in: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_start_up_error() {
+    let dir = tempdir("in-use");
+    // A plain (non-reuseport) socket holds the port, so ringgate's bind fails.
+    let holder = std::net::UdpSocket::bind(LOCAL4).unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let mut cmd = ringgate(&dir);
+    cmd.args(["--listen", &taken, "--backend", "127.0.0.1:1", "--no-pin"]);
+    let out = run(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("--listen") && stderr.contains(&taken),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_lists_every_environment_variable() {
+    let dir = tempdir("help");
+    let mut cmd = ringgate(&dir);
+    cmd.arg("--help");
+    let out = run(cmd);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in VARS.iter().filter(|v| **v != "LISTENER_COUNT") {
+        assert!(help.contains(var), "--help does not mention {var}:\n{help}");
+    }
+    assert!(help.contains("LISTENER_COUNT"));
+}
+
+#[test]
+fn flags_beat_environment_which_beats_dotenv() {
+    let dir = tempdir("dotenv");
+    std::fs::write(
+        dir.join(".env"),
+        "PROXY_ADDR=127.0.0.1:0\nBACKENDS=127.0.0.1:7001,127.0.0.1:7002\nWORKERS=1\nRINGGATE_NO_PIN=true\n",
+    )
+    .unwrap();
+
+    let from_dotenv = Running::spawn(ringgate(&dir));
+    assert_eq!(
+        from_dotenv.ready_field("backends"),
+        "[127.0.0.1:7001, 127.0.0.1:7002]"
+    );
+    drop(from_dotenv);
+
+    let mut env_wins = ringgate(&dir);
+    env_wins.env("BACKENDS", "127.0.0.1:7003");
+    let env_wins = Running::spawn(env_wins);
+    assert_eq!(env_wins.ready_field("backends"), "[127.0.0.1:7003]");
+    drop(env_wins);
+
+    let mut flag_wins = ringgate(&dir);
+    flag_wins
+        .env("BACKENDS", "127.0.0.1:7003")
+        .args(["--backend", "127.0.0.1:7004"]);
+    let flag_wins = Running::spawn(flag_wins);
+    assert_eq!(flag_wins.ready_field("backends"), "[127.0.0.1:7004]");
+}
+
+#[test]
+fn udp_gate_listener_count_sets_the_worker_count() {
+    let dir = tempdir("listener-count");
+    let mut cmd = ringgate(&dir);
+    cmd.env("LISTENER_COUNT", "2").args([
+        "--listen",
+        LOCAL4,
+        "--backend",
+        "127.0.0.1:1",
+        "--no-pin",
+    ]);
+    let running = Running::spawn(cmd);
+    assert_eq!(running.ready_field("workers"), "2");
+}
+
+#[test]
+fn json_logs_are_json() {
+    let dir = tempdir("json");
+    let mut cmd = ringgate(&dir);
+    cmd.args([
+        "--listen",
+        LOCAL4,
+        "--backend",
+        "127.0.0.1:1",
+        "--no-pin",
+        "--log-format",
+        "json",
+    ]);
+    let running = Running::spawn(cmd);
+    let line = running.ready_line();
+    let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(parsed["fields"]["message"], "ready");
+}
+
+#[test]
+fn running_out_of_file_descriptors_drops_new_sessions_and_counts_them() {
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("emfile");
+    // A hard limit of 48 descriptors: ringgate raises its soft limit to it, and sessions past
+    // what fits fail to get a socket (EMFILE).
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .args(["-c", r#"ulimit -n 48 && exec "$0" "$@""#, BIN])
+        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
+        .args(["--no-pin", "--workers", "1", "--idle-timeout", "1"])
+        .args(["--metrics", "127.0.0.1:0"]);
+    for var in VARS {
+        cmd.env_remove(var);
+    }
+    let running = Running::spawn(cmd);
+    let line = running.ready_line();
+    let listen: SocketAddr = field(&line, "listen").parse().unwrap();
+    let metrics: SocketAddr = field(&line, "metrics")
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let first = udp(LOCAL4);
+    first.send_to(b"first", listen).unwrap();
+    assert_eq!(recv(&first).0, b"first");
+
+    let crowd: Vec<_> = (0..80).map(|_| udp(LOCAL4)).collect();
+    for c in &crowd {
+        c.send_to(b"me too", listen).unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let line = running
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no warning about the failed upstream sockets");
+        if line.contains("cannot open an upstream socket") {
+            assert!(line.contains("Too many open files"), "{line}");
+            break;
+        }
+    }
+    // While descriptors are exhausted, the established session is untouched.
+    first.send_to(b"still here", listen).unwrap();
+    assert_eq!(recv(&first).0, b"still here");
+
+    // Once idle sessions are reaped, /metrics is reachable again and accounts for every client.
+    let socket_errors = r#"ringgate_drops_total{reason="socket_error"}"#;
+    wait_for("every new client to be accounted for", || {
+        let Ok((_, m)) = try_http_get(metrics, "/metrics") else {
+            return false;
+        };
+        let created = sample(&m, "ringgate_sessions_created_total").unwrap_or(0);
+        let failed = sample(&m, socket_errors).unwrap_or(0);
+        failed > 0 && created + failed == 81
+    });
+    // The burst of failures was logged once (rate-limited), not once per client.
+    let repeats = running
+        .lines
+        .try_iter()
+        .filter(|l| l.contains("cannot open an upstream socket"))
+        .count();
+    assert_eq!(repeats, 0, "the socket error warning was not rate-limited");
+}

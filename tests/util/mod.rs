@@ -1,0 +1,184 @@
+//! Helpers shared by the integration tests: real sockets on loopback, a backend thread, and
+//! bounded waits. Nothing here mocks the kernel.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringgate::{Config, Counter, Proxy};
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub const LOCAL4: &str = "127.0.0.1:0";
+pub const LOCAL6: &str = "[::1]:0";
+/// How long any single wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A UDP socket on `addr` with large buffers (forced when permitted, as in CI which runs as
+/// root) so bursts are not lost in the test's own sockets, and a read timeout so no test hangs.
+pub fn udp(addr: &str) -> UdpSocket {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let bytes = 32 << 20;
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
+    force_buffers(&socket, bytes);
+    socket.bind(&addr.into()).unwrap();
+    let socket = UdpSocket::from(socket);
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
+/// socket2 has no SO_RCVBUFFORCE; without CAP_NET_ADMIN the plain sizes already set stand.
+fn force_buffers(socket: &Socket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = bytes as libc::c_int;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: `value` is a c_int that outlives the call, passed with its exact size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::from_ref(&value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// A free UDP port on loopback nobody listens on (for a dead backend).
+pub fn dead_addr() -> SocketAddr {
+    let s = UdpSocket::bind(LOCAL4).unwrap();
+    s.local_addr().unwrap()
+}
+
+pub fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no datagram on {:?}: {e}", socket.local_addr()));
+    buf.truncate(n);
+    (buf, from)
+}
+
+/// A backend on loopback: records every datagram with the address it came from, and echoes
+/// it back unchanged when `echo` is set.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub received: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    pub socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(bind: &str, echo: bool) -> Backend {
+        let socket = Arc::new(udp(bind));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, received) = mpsc::channel();
+        let thread = std::thread::spawn({
+            let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
+            move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if echo {
+                        socket.send_to(&buf[..n], from).unwrap();
+                    }
+                    if tx.send((from, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Backend {
+            addr,
+            received,
+            socket,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next datagram the backend got, or a test failure after [`PATIENCE`].
+    pub fn next(&self) -> (SocketAddr, Vec<u8>) {
+        self.received
+            .recv_timeout(PATIENCE)
+            .expect("the backend received nothing")
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A test configuration: one unpinned worker on loopback forwarding to `backends`.
+pub fn config(listen: &str, backends: &[SocketAddr]) -> Config {
+    Config::new(listen.parse().unwrap(), backends.to_vec())
+}
+
+pub fn start(config: Config) -> Proxy {
+    Proxy::start(config).expect("ringgate starts")
+}
+
+pub fn count(proxy: &Proxy, counter: Counter) -> u64 {
+    proxy.shared().total(counter)
+}
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`]. For state that has
+/// no event to wait on (counters published by a worker at the end of its batch).
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A minimal HTTP/1.0 GET returning (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// [`http_get`] that reports a failed connection instead of failing the test.
+pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, PATIENCE)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one sample line of a Prometheus exposition (`name{labels}` exactly).
+pub fn sample(exposition: &str, series: &str) -> Option<u64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
