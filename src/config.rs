@@ -190,11 +190,13 @@ impl Config {
 
 impl Cli {
     /// Validates the parsed arguments into a [`Config`]. `listener_count` is udp-gate's
-    /// `LISTENER_COUNT`, used when neither `--workers` nor `WORKERS` is given.
+    /// `LISTENER_COUNT`, used when neither `--workers` nor `WORKERS` is given. `allowed_cpus`
+    /// are the CPUs this process may run on (its affinity mask, e.g. systemd's `CPUAffinity=`):
+    /// the default worker count and pinning use them, and `--cpus` must pick from them.
     pub fn into_config(
         self,
         listener_count: Option<String>,
-        online_cpus: usize,
+        allowed_cpus: &[usize],
     ) -> Result<Config, String> {
         let workers = match (self.workers, listener_count) {
             (Some(n), _) => usize::from(n),
@@ -206,20 +208,24 @@ impl Cli {
                     ));
                 }
             },
-            (None, None) => self.cpus.as_ref().map_or(online_cpus, |c| c.0.len()),
+            (None, None) => self
+                .cpus
+                .as_ref()
+                .map_or(allowed_cpus.len().max(1), |c| c.0.len()),
         };
         if let Some(cpus) = &self.cpus
-            && let Some(bad) = cpus.0.iter().find(|&&c| c >= online_cpus)
+            && let Some(bad) = cpus.0.iter().find(|c| !allowed_cpus.contains(c))
         {
             return Err(format!(
-                "invalid value for '--cpus': CPU {bad} does not exist (this machine has CPUs 0-{})",
-                online_cpus.saturating_sub(1)
+                "invalid value for '--cpus': CPU {bad} is not available to this process \
+                 (its affinity mask allows {allowed_cpus:?})"
             ));
         }
         let cpus = match (self.no_pin, self.cpus) {
             (true, _) => None,
             (false, Some(list)) => Some(list.0),
-            (false, None) => Some((0..online_cpus).collect()),
+            (false, None) if allowed_cpus.is_empty() => None,
+            (false, None) => Some(allowed_cpus.to_vec()),
         };
         Ok(Config {
             listen: self.listen,
@@ -284,7 +290,7 @@ mod tests {
         let parsed = |args: &[&str], lc: Option<&str>| {
             cli(args)
                 .unwrap()
-                .into_config(lc.map(String::from), 4)
+                .into_config(lc.map(String::from), &[0, 1, 2, 3])
                 .map(|c| c.workers)
         };
         let base = ["--backend", "127.0.0.1:1"];
@@ -308,6 +314,15 @@ mod tests {
                 .unwrap_err()
                 .contains("--cpus")
         );
+    }
+
+    #[test]
+    fn default_pinning_follows_the_affinity_mask() {
+        let args = cli(&["--backend", "127.0.0.1:1"]).unwrap();
+        let config = args.into_config(None, &[2, 5]).unwrap();
+        assert_eq!((config.workers, config.cpus), (2, Some(vec![2, 5])));
+        let args = cli(&["--backend", "127.0.0.1:1", "--cpus", "1"]).unwrap();
+        assert!(args.into_config(None, &[2, 5]).is_err());
     }
 
     #[test]

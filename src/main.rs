@@ -16,8 +16,11 @@ fn main() -> ExitCode {
     // The real environment wins over .env: dotenvy never overrides a variable already set.
     let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
-    let online = std::thread::available_parallelism().map_or(1, usize::from);
-    let config = match cli.into_config(std::env::var("LISTENER_COUNT").ok(), online) {
+    // The CPUs this process may run on; workers default to one per CPU in this set.
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    let config = match cli.into_config(std::env::var("LISTENER_COUNT").ok(), &allowed) {
         Ok(config) => config,
         Err(why) => {
             eprintln!("error: {why}");
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
         }
     };
     let limits = host_check::HostLimits {
-        workers: workers,
+        workers,
         max_sessions_per_worker: max_sessions,
         socket_buffer_bytes: socket_buffer,
     };
