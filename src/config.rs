@@ -35,13 +35,13 @@ pub struct Cli {
     pub listen: SocketAddr,
 
     /// Static backend (repeat, or comma-separate in the variable); new sessions go to the one
-    /// with the fewest sessions on the worker, ties round-robin
+    /// with the fewest sessions on the worker, ties round-robin. Without one, routes come from
+    /// Redis
     #[arg(
         long = "backend",
         env = "BACKENDS",
         value_delimiter = ',',
-        value_name = "ADDR",
-        required = true
+        value_name = "ADDR"
     )]
     pub backends: Vec<SocketAddr>,
 
@@ -54,8 +54,8 @@ pub struct Cli {
     #[arg(long, env = "RINGGATE_CPUS", value_name = "LIST", value_parser = parse_cpu_list)]
     pub cpus: Option<CpuList>,
 
-    /// Do not pin workers to CPUs
-    #[arg(long, env = "RINGGATE_NO_PIN")]
+    /// Do not pin workers to CPUs (the variable takes 1/0, true/false, yes/no, on/off)
+    #[arg(long, env = "RINGGATE_NO_PIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_pin: bool,
 
     /// Close a session after this long without a datagram in either direction
@@ -100,6 +100,139 @@ pub struct Cli {
     /// Log line format (the level comes from RUST_LOG, default info)
     #[arg(long, env = "RINGGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Redis server, host:port (resolved once at start-up)
+    #[arg(
+        long,
+        env = "REDIS_ADDR",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6379",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_addr: String,
+
+    /// Redis password (AUTH); never logged
+    #[arg(
+        long,
+        env = "REDIS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_password: Option<String>,
+
+    /// Redis database number (SELECT)
+    #[arg(long, env = "REDIS_DB", value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(i64).range(0..),
+          help_heading = "Redis routing (used when no --backend is given)")]
+    pub redis_db: i64,
+
+    /// redis://[user:pass@]host:port/db; overrides --redis-addr, --redis-password, --redis-db
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_url: Option<String>,
+
+    /// Key whose value (ip:port) routes each new client
+    #[arg(
+        long,
+        env = "REDIS_BACKEND_KEY",
+        value_name = "KEY",
+        default_value = "udp_gate:backend",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub backend_key: String,
+
+    /// Channel whose messages (a port, or ip:port) close sessions
+    #[arg(
+        long,
+        env = "REDIS_DISCONNECT_CHANNEL",
+        value_name = "CHANNEL",
+        default_value = "udp_gate:disconnect",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub disconnect_channel: String,
+
+    /// How long a new client's first datagrams wait for the backend key
+    #[arg(long, env = "RINGGATE_REDIS_TIMEOUT_MS", value_name = "MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=60_000),
+          help_heading = "Redis routing (used when no --backend is given)")]
+    pub redis_timeout_ms: u64,
+
+    /// Networks a backend from Redis must be in (repeat, or comma-separate); default any
+    #[arg(
+        long = "backend-allow",
+        env = "RINGGATE_BACKEND_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub backend_allow: Vec<ipnet::IpNet>,
+}
+
+impl Cli {
+    /// The Redis settings these arguments give. Resolves a host name once (start-up only).
+    fn redis_settings(&self) -> Result<crate::redis::link::Settings, String> {
+        use crate::redis::conn::{Handshake, Secret};
+        use redis::IntoConnectionInfo;
+        use std::net::ToSocketAddrs;
+        let (flag, resolved, shown, username, password, db) = match &self.redis_url {
+            Some(url) => {
+                // The parser's own message is not shown: it could quote the password.
+                let bad = || {
+                    "invalid value for '--redis-url' (REDIS_URL): not a \
+                     redis://[user:pass@]host:port/db URL (TLS and unix sockets are not supported)"
+                        .to_owned()
+                };
+                let info = url.as_str().into_connection_info().map_err(|_| bad())?;
+                let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+                    return Err(bad());
+                };
+                let settings = info.redis_settings();
+                (
+                    "--redis-url",
+                    (host.as_str(), *port).to_socket_addrs(),
+                    format!("{host}:{port}"),
+                    settings.username().map(str::to_owned),
+                    settings.password().map(str::to_owned),
+                    settings.db(),
+                )
+            }
+            None => (
+                "--redis-addr",
+                self.redis_addr.to_socket_addrs(),
+                self.redis_addr.clone(),
+                None,
+                self.redis_password.clone(),
+                self.redis_db,
+            ),
+        };
+        let addr = resolved
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                format!("invalid value for '{flag}': cannot resolve `{shown}` to an address")
+            })?;
+        if self.backend_key.is_empty() || self.disconnect_channel.is_empty() {
+            return Err("--backend-key and --disconnect-channel must not be empty".into());
+        }
+        Ok(crate::redis::link::Settings {
+            addr,
+            handshake: Handshake {
+                username,
+                password: password.filter(|p| !p.is_empty()).map(Secret),
+                db,
+                channel: self.disconnect_channel.clone(),
+            },
+            key: self.backend_key.clone(),
+            timeout: Duration::from_millis(self.redis_timeout_ms),
+            allow: self.backend_allow.clone(),
+        })
+    }
 }
 
 /// A list of CPU ids, as written `0-3,6`.
@@ -159,6 +292,8 @@ pub struct Config {
     pub ring_entries: u32,
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// Redis routing, used when `backends` is empty.
+    pub redis: Option<crate::redis::link::Settings>,
 }
 
 impl Config {
@@ -178,6 +313,7 @@ impl Config {
             ring_entries: 2048,
             metrics: None,
             log_format: LogFormat::Text,
+            redis: None,
         }
     }
 
@@ -221,6 +357,11 @@ impl Cli {
                  (its affinity mask allows {allowed_cpus:?})"
             ));
         }
+        let redis = if self.backends.is_empty() {
+            Some(self.redis_settings()?)
+        } else {
+            None
+        };
         let cpus = match (self.no_pin, self.cpus) {
             (true, _) => None,
             (false, Some(list)) => Some(list.0),
@@ -241,6 +382,7 @@ impl Cli {
             ring_entries: self.ring_entries,
             metrics: self.metrics,
             log_format: self.log_format,
+            redis,
         })
     }
 }

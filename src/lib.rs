@@ -9,6 +9,7 @@ pub mod host_check;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod route;
 pub mod session;
 pub mod sockaddr;

@@ -31,6 +31,12 @@ fn main() -> ExitCode {
     if let Ok(path) = dotenv {
         info!(path = %path.display(), "loaded .env");
     }
+    // udp-gate's batching and queueing knobs have no meaning in ringgate's design.
+    for var in ["BATCH_SIZE", "WORKER_COUNT", "QUEUE_SIZE"] {
+        if std::env::var_os(var).is_some() {
+            warn!("{var} is a udp-gate setting ringgate does not need; ignoring it");
+        }
+    }
     // Registered before the workers start, so a signal during start-up is not lost.
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(signals) => signals,
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
     let (workers, max_sessions, socket_buffer) =
         (config.workers, config.max_sessions, config.socket_buffer);
     let backends = config.backends.clone();
+    let redis = config.redis.as_ref().map(|r| r.addr);
     let proxy = match Proxy::start(config) {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
         listen = %proxy.local_addr(),
         workers,
         ?backends,
+        ?redis,
         metrics = ?proxy.metrics_addr(),
         "ready"
     );

@@ -28,7 +28,7 @@ use tracing::warn;
 use crate::ratelimit::RateLimited;
 
 use crate::proxy::Shared;
-use crate::stats::Counter;
+use crate::stats::{Counter, LATENCY_BUCKETS_US};
 
 #[derive(Debug)]
 struct ProxyCollector {
@@ -72,7 +72,58 @@ impl Collector for ProxyCollector {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        if self.shared.redis {
+            self.encode_redis(&mut encoder)?;
+        }
         Ok(())
+    }
+}
+
+impl ProxyCollector {
+    /// Per-worker Redis connection state and the lookup latency histogram.
+    fn encode_redis(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let probe = ConstGauge::new(0i64);
+        let mut up = encoder.encode_descriptor(
+            "ringgate_redis_up",
+            "Whether a worker's Redis connection has finished its handshake",
+            None,
+            probe.metric_type(),
+        )?;
+        for (worker, stats) in self.shared.stats.iter().enumerate() {
+            let (command, subscriber) = stats.redis_up();
+            let worker = worker.to_string();
+            for (connection, state) in [("command", command), ("subscriber", subscriber)] {
+                let labels = [("worker", worker.as_str()), ("connection", connection)];
+                ConstGauge::new(i64::from(state)).encode(up.encode_family(&labels)?)?;
+            }
+        }
+        let mut buckets = [0u64; LATENCY_BUCKETS_US.len() + 1];
+        let mut sum_us = 0u64;
+        for stats in self.shared.stats.iter() {
+            let (counts, sum) = stats.latency();
+            for (total, n) in buckets.iter_mut().zip(counts) {
+                *total += n;
+            }
+            sum_us += sum;
+        }
+        let bounds = LATENCY_BUCKETS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain(std::iter::once(f64::MAX));
+        let classic: Vec<(f64, u64)> = bounds.zip(buckets).collect();
+        let metric = encoder.encode_descriptor(
+            "ringgate_redis_lookup_duration_seconds",
+            "Time from sending a GET of the backend key to its reply",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        let mut metric = metric;
+        metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum_us as f64 / 1e6,
+            buckets.iter().sum(),
+            &classic,
+            None,
+        )
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Shared {
     /// Workers whose listener receive is armed.
     pub armed: AtomicUsize,
     pub workers: usize,
+    /// Routing through Redis: readiness also needs every worker's Redis connections.
+    pub redis: bool,
     pub stop: AtomicBool,
     /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
     /// `wmem_max` do not cap ringgate's socket buffers.
@@ -37,9 +39,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Every worker has armed its receive and no stop was requested.
+    /// Every worker has armed its receive, no stop was requested, and with Redis routing every
+    /// worker's command and subscriber connections are up.
     pub fn is_ready(&self) -> bool {
-        !self.stop.load(Ordering::Acquire) && self.armed.load(Ordering::Acquire) == self.workers
+        !self.stop.load(Ordering::Acquire)
+            && self.armed.load(Ordering::Acquire) == self.workers
+            && (!self.redis || self.stats.iter().all(|w| w.redis_up() == (true, true)))
     }
 
     pub fn total(&self, counter: Counter) -> u64 {
@@ -78,8 +83,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(config: Config) -> Result<Proxy, StartError> {
-        if config.backends.is_empty() {
-            return Err(StartError("no backend: give --backend ADDR".into()));
+        if config.backends.is_empty() && config.redis.is_none() {
+            return Err(StartError(
+                "no route source: give --backend ADDR, or Redis settings".into(),
+            ));
         }
         match limits::raise_nofile() {
             Ok(nofile) => info!(nofile, "open files limit"),
@@ -91,6 +98,7 @@ impl Proxy {
                 .collect(),
             armed: AtomicUsize::new(0),
             workers: config.workers,
+            redis: config.backends.is_empty(),
             stop: AtomicBool::new(false),
             buffers_forced: AtomicBool::new(false),
         });

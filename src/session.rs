@@ -78,6 +78,8 @@ pub enum Ingress {
 #[derive(Debug)]
 pub struct Sessions {
     by_client: HashMap<SocketAddr, u32>,
+    /// Open sessions by their upstream socket's local port (unique on a host), for disconnects.
+    by_upstream_port: HashMap<u16, u32>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
@@ -91,6 +93,7 @@ impl Sessions {
     pub fn new(max: usize, pending_max: usize) -> Self {
         Sessions {
             by_client: HashMap::new(),
+            by_upstream_port: HashMap::new(),
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -177,7 +180,11 @@ impl Sessions {
         }
         session.phase = Phase::Closing;
         let client = session.client;
+        let upstream_port = session.upstream_local.map(|a| a.port());
         self.by_client.remove(&client);
+        if let Some(port) = upstream_port {
+            self.by_upstream_port.remove(&port);
+        }
         self.get(slot, generation)
     }
 
@@ -216,6 +223,29 @@ impl Sessions {
     /// Appends to `out` every session not already closing.
     pub fn collect_all(&self, out: &mut Vec<(u32, u32)>) {
         self.collect_idle(u32::MAX, out);
+    }
+
+    /// Marks a resolving session open on an upstream socket whose local address is `local`.
+    pub fn opened(&mut self, slot: u32, generation: u32, local: SocketAddr) {
+        if let Some(s) = self.get(slot, generation) {
+            s.phase = Phase::Open;
+            s.upstream_local = Some(local);
+            self.by_upstream_port.insert(local.port(), slot);
+        }
+    }
+
+    /// The session (not closing) of `client`, as `(slot, generation)`.
+    pub fn by_client(&self, client: &SocketAddr) -> Option<(u32, u32)> {
+        let slot = *self.by_client.get(client)?;
+        Some((slot, self.slots[slot as usize].generation))
+    }
+
+    /// The open session whose upstream socket has local port `port`, with that local address.
+    pub fn by_upstream_port(&self, port: u16) -> Option<(u32, u32, SocketAddr)> {
+        let slot = *self.by_upstream_port.get(&port)?;
+        let entry = &self.slots[slot as usize];
+        let local = entry.session.as_ref()?.upstream_local?;
+        Some((slot, entry.generation, local))
     }
 
     /// The client's open session, for tests and diagnostics.
@@ -296,6 +326,20 @@ mod tests {
         assert_ne!(new, old);
         assert!(t.get(slot, old).is_none());
         assert_eq!(t.get(slot, new).unwrap().client, addr(2));
+    }
+
+    #[test]
+    fn sessions_are_found_by_upstream_port_until_they_close() {
+        let mut t = Sessions::new(8, 8);
+        let (slot, generation) = t.insert(addr(1), 0);
+        assert_eq!(t.by_upstream_port(4000), None, "not open yet");
+        let local = addr(4000);
+        t.opened(slot, generation, local);
+        assert_eq!(t.by_upstream_port(4000), Some((slot, generation, local)));
+        assert_eq!(t.by_client(&addr(1)), Some((slot, generation)));
+        t.begin_close(slot, generation);
+        assert_eq!(t.by_upstream_port(4000), None);
+        assert_eq!(t.by_client(&addr(1)), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! value is all the synchronisation needed, and the packet path never executes a locked
 //! instruction for accounting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($variant:ident => ($family:literal, $label:expr, $help:literal),)*) => {
@@ -53,17 +53,42 @@ counters! {
     RecvOther => ("ringgate_recv_errors", Some(("kind", "other")), "Receive completions with an error, by kind"),
     BackendUnreachable => ("ringgate_backend_unreachable", None, "ICMP unreachable reports (ECONNREFUSED) on session sockets"),
     Anomalies => ("ringgate_anomalies", None, "Completions that broke an invariant (unknown user_data, a buffer leased twice); stays 0"),
+    ClosedDisconnect => ("ringgate_sessions_closed", Some(("reason", "disconnect")), "Sessions closed, by reason"),
+    RedisLookups => ("ringgate_redis_lookups", None, "GETs of the backend key sent to Redis"),
+    RedisLookupsCoalesced => ("ringgate_redis_lookups_coalesced", None, "New sessions that waited for a GET already in flight instead of sending their own"),
+    RouteMissing => ("ringgate_redis_route_failures", Some(("kind", "missing")), "New sessions Redis gave no usable route, by kind"),
+    RouteInvalid => ("ringgate_redis_route_failures", Some(("kind", "invalid")), "New sessions Redis gave no usable route, by kind"),
+    RouteDisallowed => ("ringgate_redis_route_failures", Some(("kind", "disallowed")), "New sessions Redis gave no usable route, by kind"),
+    RouteError => ("ringgate_redis_route_failures", Some(("kind", "error")), "New sessions Redis gave no usable route, by kind"),
+    RouteUnavailable => ("ringgate_redis_route_failures", Some(("kind", "unavailable")), "New sessions Redis gave no usable route, by kind"),
+    RouteTimeout => ("ringgate_redis_route_failures", Some(("kind", "timeout")), "New sessions Redis gave no usable route, by kind"),
+    RedisCommandFailures => ("ringgate_redis_connection_failures", Some(("connection", "command")), "Redis connections lost or refused, by connection"),
+    RedisSubscriberFailures => ("ringgate_redis_connection_failures", Some(("connection", "subscriber")), "Redis connections lost or refused, by connection"),
+    DisconnectMatched => ("ringgate_redis_disconnect_messages", Some(("result", "matched")), "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid"),
+    DisconnectUnmatched => ("ringgate_redis_disconnect_messages", Some(("result", "unmatched")), "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid"),
+    DisconnectInvalid => ("ringgate_redis_disconnect_messages", Some(("result", "invalid")), "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid"),
     SubmitQueueFull => ("ringgate_submit_queue_full", None, "Times the submission queue was full and flushed early"),
 }
 
 /// The number of counters, for sizing arrays.
 pub const COUNTERS: usize = Counter::ALL.len();
 
+/// Upper bounds of the Redis lookup latency histogram's buckets, in microseconds (`+Inf`
+/// follows).
+pub const LATENCY_BUCKETS_US: [u64; 11] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+const BUCKETS: usize = LATENCY_BUCKETS_US.len() + 1;
+
 /// A worker's private counters. Not `Sync`: only the owning worker touches them.
 #[derive(Debug)]
 pub struct Counters {
     values: [u64; COUNTERS],
     sessions: u64,
+    /// Redis lookup latency: per-bucket counts (not cumulative) and the sum in microseconds.
+    latency: [u64; BUCKETS],
+    latency_sum_us: u64,
+    redis_up: [bool; 2],
 }
 
 impl Default for Counters {
@@ -71,6 +96,9 @@ impl Default for Counters {
         Counters {
             values: [0; COUNTERS],
             sessions: 0,
+            latency: [0; BUCKETS],
+            latency_sum_us: 0,
+            redis_up: [false; 2],
         }
     }
 }
@@ -94,12 +122,36 @@ impl Counters {
         self.sessions = live as u64;
     }
 
+    /// Records whether the Redis (command, subscriber) connections are ready.
+    pub fn set_redis_up(&mut self, up: (bool, bool)) {
+        self.redis_up = [up.0, up.1];
+    }
+
+    pub fn observe_lookup(&mut self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency[bucket] += 1;
+        self.latency_sum_us = self.latency_sum_us.saturating_add(us);
+    }
+
     /// Copies every value into `shared` for the metrics thread.
     pub fn publish(&self, shared: &SharedStats) {
         for (slot, value) in shared.values.iter().zip(self.values) {
             slot.store(value, Ordering::Relaxed);
         }
+        for (slot, value) in shared.latency.iter().zip(self.latency) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        shared
+            .latency_sum_us
+            .store(self.latency_sum_us, Ordering::Relaxed);
         shared.sessions.store(self.sessions, Ordering::Relaxed);
+        for (slot, up) in shared.redis_up.iter().zip(self.redis_up) {
+            slot.store(up, Ordering::Relaxed);
+        }
     }
 }
 
@@ -108,6 +160,9 @@ impl Counters {
 pub struct SharedStats {
     values: [AtomicU64; COUNTERS],
     sessions: AtomicU64,
+    latency: [AtomicU64; BUCKETS],
+    latency_sum_us: AtomicU64,
+    redis_up: [AtomicBool; 2],
 }
 
 impl Default for SharedStats {
@@ -115,6 +170,9 @@ impl Default for SharedStats {
         SharedStats {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
             sessions: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
+            redis_up: std::array::from_fn(|_| AtomicBool::new(false)),
         }
     }
 }
@@ -126,6 +184,22 @@ impl SharedStats {
 
     pub fn sessions(&self) -> u64 {
         self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Whether this worker's Redis (command, subscriber) connections are ready.
+    pub fn redis_up(&self) -> (bool, bool) {
+        (
+            self.redis_up[0].load(Ordering::Relaxed),
+            self.redis_up[1].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Lookup latency: per-bucket counts (not cumulative) and the sum in microseconds.
+    pub fn latency(&self) -> ([u64; BUCKETS], u64) {
+        (
+            std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+            self.latency_sum_us.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -35,6 +35,14 @@ pub enum Op {
     Wake,
     /// An `AsyncCancel`; its result is only counted.
     Cancel,
+    /// Connecting Redis connection `conn` (0 command, 1 subscriber) in its `epoch`.
+    RedisConnect { conn: u32, epoch: u32 },
+    /// Sending on Redis connection `conn`.
+    RedisSend { conn: u32, epoch: u32 },
+    /// Receiving on Redis connection `conn`.
+    RedisRecv { conn: u32, epoch: u32 },
+    /// The Redis link's timer (lookup deadlines, reconnects).
+    RedisTimer,
 }
 
 const KIND_LISTEN_RECV: u64 = 1;
@@ -44,6 +52,10 @@ const KIND_SEND_DOWN: u64 = 4;
 const KIND_TICK: u64 = 5;
 const KIND_WAKE: u64 = 6;
 const KIND_CANCEL: u64 = 7;
+const KIND_REDIS_CONNECT: u64 = 8;
+const KIND_REDIS_SEND: u64 = 9;
+const KIND_REDIS_RECV: u64 = 10;
+const KIND_REDIS_TIMER: u64 = 11;
 
 impl Op {
     /// Packs the operation into a `user_data` value. Slots and generations are masked to their
@@ -67,6 +79,10 @@ impl Op {
             Op::Tick => pack(KIND_TICK, 0, 0, 0),
             Op::Wake => pack(KIND_WAKE, 0, 0, 0),
             Op::Cancel => pack(KIND_CANCEL, 0, 0, 0),
+            Op::RedisConnect { conn, epoch } => pack(KIND_REDIS_CONNECT, epoch, conn, 0),
+            Op::RedisSend { conn, epoch } => pack(KIND_REDIS_SEND, epoch, conn, 0),
+            Op::RedisRecv { conn, epoch } => pack(KIND_REDIS_RECV, epoch, conn, 0),
+            Op::RedisTimer => pack(KIND_REDIS_TIMER, 0, 0, 0),
         }
     }
 
@@ -87,6 +103,19 @@ impl Op {
             KIND_TICK => Op::Tick,
             KIND_WAKE => Op::Wake,
             KIND_CANCEL => Op::Cancel,
+            KIND_REDIS_CONNECT => Op::RedisConnect {
+                conn: slot,
+                epoch: generation,
+            },
+            KIND_REDIS_SEND => Op::RedisSend {
+                conn: slot,
+                epoch: generation,
+            },
+            KIND_REDIS_RECV => Op::RedisRecv {
+                conn: slot,
+                epoch: generation,
+            },
+            KIND_REDIS_TIMER => Op::RedisTimer,
             _ => return None,
         })
     }
@@ -114,6 +143,13 @@ mod tests {
             Op::Tick,
             Op::Wake,
             Op::Cancel,
+            Op::RedisConnect { conn: 1, epoch: 9 },
+            Op::RedisSend { conn: 0, epoch: 2 },
+            Op::RedisRecv {
+                conn: 1,
+                epoch: GENERATION_MASK,
+            },
+            Op::RedisTimer,
         ];
         for op in ops {
             let ud = op.encode();
@@ -126,7 +162,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Op::decode(0), None);
         assert_eq!(Op::decode(u64::MAX), None);
-        assert_eq!(Op::decode(8 << KIND_SHIFT), None);
+        assert_eq!(Op::decode(12 << KIND_SHIFT), None);
     }
 
     #[test]

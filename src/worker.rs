@@ -32,6 +32,8 @@ use crate::config::Config;
 use crate::datagram;
 use crate::proxy::Shared;
 use crate::ratelimit::RateLimited;
+use crate::redis::disconnect::Target;
+use crate::redis::link::{Outcome, RedisLink};
 use crate::route::{Resolution, StaticRoutes};
 use crate::session::{Held, Ingress, Phase, Sessions};
 use crate::stats::{Counter, Counters};
@@ -59,6 +61,12 @@ enum Deferred {
     CancelSession { slot: u32, generation: u32 },
 }
 
+/// Where new sessions' routes come from.
+enum Router {
+    Static(StaticRoutes),
+    Redis(Box<RedisLink>),
+}
+
 /// Warnings that may repeat per datagram, each logged at most once a second.
 #[derive(Default)]
 struct Warnings {
@@ -72,7 +80,10 @@ pub struct Worker {
     listener: Socket,
     wake: OwnedFd,
     sessions: Sessions,
-    routes: StaticRoutes,
+    router: Router,
+    /// Read once per batch; Redis deadlines only. The packet path reads no clock.
+    now: Instant,
+    outcomes: Vec<Outcome>,
     counters: Counters,
     shared: Arc<Shared>,
     index: usize,
@@ -136,7 +147,14 @@ impl Worker {
             listener,
             wake,
             sessions: Sessions::new(config.max_sessions, config.pending_max),
-            routes: StaticRoutes::new(config.backends.clone(), index),
+            router: match &config.redis {
+                Some(settings) if config.backends.is_empty() => {
+                    Router::Redis(Box::new(RedisLink::new(settings.clone(), Instant::now())))
+                }
+                _ => Router::Static(StaticRoutes::new(config.backends.clone(), index)),
+            },
+            now: Instant::now(),
+            outcomes: Vec::new(),
             counters: Counters::default(),
             shared,
             index,
@@ -173,6 +191,7 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             self.driver.reap(&mut batch);
+            self.now = Instant::now();
             for cqe in batch.drain(..) {
                 self.dispatch(&cqe);
             }
@@ -212,6 +231,26 @@ impl Worker {
             Some(Op::Wake) => self.on_wake(),
             // A cancel's own result says nothing the target's final completion does not.
             Some(Op::Cancel) => {}
+            Some(
+                op @ (Op::RedisConnect { .. }
+                | Op::RedisSend { .. }
+                | Op::RedisRecv { .. }
+                | Op::RedisTimer),
+            ) => {
+                if let Router::Redis(link) = &mut self.router {
+                    let mut outcomes = std::mem::take(&mut self.outcomes);
+                    link.complete(
+                        op,
+                        res,
+                        &mut self.driver,
+                        self.now,
+                        &mut self.counters,
+                        &mut outcomes,
+                    );
+                    self.apply(&mut outcomes);
+                    self.outcomes = outcomes;
+                }
+            }
             None => self.counters.bump(Counter::Anomalies),
         }
     }
@@ -298,11 +337,78 @@ impl Worker {
         if let Some(s) = self.sessions.get(slot, generation) {
             s.held.push(Held { bid, len });
         }
-        match self.routes.resolve() {
-            Resolution::Ready { addr, backend } => {
-                self.open_session(slot, generation, addr, backend)
+        match &mut self.router {
+            Router::Static(routes) => match routes.resolve() {
+                Resolution::Ready { addr, backend } => {
+                    self.open_session(slot, generation, addr, Some(backend))
+                }
+                Resolution::NoRoute => self.abandon_session(slot, generation, Counter::DropNoRoute),
+            },
+            // The answer arrives as an `Outcome::Route`; the datagram waits, held.
+            Router::Redis(link) => {
+                if let Err(failure) = link.request(slot, generation, self.now, &mut self.counters) {
+                    self.counters.bump(failure.counter());
+                    self.abandon_session(slot, generation, Counter::DropNoRoute);
+                }
             }
-            Resolution::NoRoute => self.abandon_session(slot, generation, Counter::DropNoRoute),
+        }
+    }
+
+    /// Carries out what the Redis link decided.
+    fn apply(&mut self, outcomes: &mut Vec<Outcome>) {
+        for outcome in outcomes.drain(..) {
+            match outcome {
+                Outcome::Route { waiters, result } => {
+                    for (slot, generation) in waiters {
+                        match result {
+                            Ok(addr) => self.open_session(slot, generation, addr, None),
+                            Err(failure) => {
+                                // A session already gone (reaped, shut down) needs nothing.
+                                if self.sessions.get(slot, generation).is_some() {
+                                    self.counters.bump(failure.counter());
+                                }
+                                self.abandon_session(slot, generation, Counter::DropNoRoute);
+                            }
+                        }
+                    }
+                }
+                Outcome::Disconnect(target) => self.disconnect(target),
+            }
+        }
+    }
+
+    /// Closes the sessions a disconnect message names: by upstream port, or by `ip:port` as
+    /// either the client's address or the upstream socket's local address.
+    fn disconnect(&mut self, target: Target) {
+        let mut victims = Vec::with_capacity(2);
+        match target {
+            Target::Port(port) => {
+                if let Some((slot, generation, _)) = self.sessions.by_upstream_port(port) {
+                    victims.push((slot, generation));
+                }
+            }
+            Target::Addr(addr) => {
+                victims.extend(self.sessions.by_client(&addr));
+                if let Some((slot, generation, local)) = self.sessions.by_upstream_port(addr.port())
+                    && local == addr
+                    && !victims.contains(&(slot, generation))
+                {
+                    victims.push((slot, generation));
+                }
+            }
+        }
+        self.counters.bump(if victims.is_empty() {
+            Counter::DisconnectUnmatched
+        } else {
+            Counter::DisconnectMatched
+        });
+        for (slot, generation) in victims {
+            self.close_session(
+                slot,
+                generation,
+                Counter::DropNoRoute,
+                Some(Counter::ClosedDisconnect),
+            );
         }
     }
 
@@ -313,12 +419,17 @@ impl Worker {
         slot: u32,
         generation: u32,
         backend_addr: SocketAddr,
-        backend: usize,
+        backend: Option<usize>,
     ) {
+        match self.sessions.get(slot, generation) {
+            Some(s) if s.phase == Phase::Resolving => {}
+            // Closed while its route was looked up: nothing to open.
+            _ => return,
+        }
         let (upstream, local) = match socket::upstream(backend_addr, self.socket_size) {
             Ok(pair) => pair,
             Err(e) => {
-                self.routes.release(backend);
+                self.release_backend(backend);
                 if let Some(suppressed) = self.warnings.socket.check() {
                     warn!(error = %e, backend = %backend_addr, suppressed,
                           "cannot open an upstream socket; dropping the new session");
@@ -326,12 +437,11 @@ impl Worker {
                 return self.abandon_session(slot, generation, Counter::DropSocketError);
             }
         };
+        self.sessions.opened(slot, generation, local);
         let Some(s) = self.sessions.get(slot, generation) else {
             return;
         };
-        s.phase = Phase::Open;
-        s.backend = Some(backend);
-        s.upstream_local = Some(local);
+        s.backend = backend;
         s.upstream = Some(upstream);
         let held = std::mem::take(&mut s.held);
         debug!(client = %s.client, backend = %backend_addr, upstream = %local, "session opened");
@@ -368,9 +478,7 @@ impl Worker {
         for h in held {
             self.drop_buffer(h.bid, drop_reason);
         }
-        if let Some(b) = backend {
-            self.routes.release(b);
-        }
+        self.release_backend(backend);
         if let Some(reason) = closed_reason {
             self.counters.bump(reason);
         }
@@ -378,6 +486,12 @@ impl Worker {
             self.cancel_session_recv(slot, generation);
         }
         self.sessions.release_if_done(slot, generation);
+    }
+
+    fn release_backend(&mut self, backend: Option<usize>) {
+        if let (Router::Static(routes), Some(b)) = (&mut self.router, backend) {
+            routes.release(b);
+        }
     }
 
     fn cancel_session_recv(&mut self, slot: u32, generation: u32) {
@@ -510,6 +624,9 @@ impl Worker {
             .driver
             .cancel(Op::ListenRecv.encode(), Op::Cancel.encode());
         let _ = self.driver.cancel(Op::Tick.encode(), Op::Cancel.encode());
+        if let Router::Redis(link) = &mut self.router {
+            link.shutdown(&mut self.driver);
+        }
         let mut all = std::mem::take(&mut self.scratch);
         self.sessions.collect_all(&mut all);
         for (slot, generation) in all.drain(..) {
@@ -549,6 +666,18 @@ impl Worker {
                 // Keep the allocation for the next batch.
                 self.deferred = work;
             }
+        }
+        if let Router::Redis(link) = &mut self.router {
+            let mut outcomes = std::mem::take(&mut self.outcomes);
+            link.poll(
+                &mut self.driver,
+                self.now,
+                &mut self.counters,
+                &mut outcomes,
+            );
+            self.counters.set_redis_up(link.up());
+            self.apply(&mut outcomes);
+            self.outcomes = outcomes;
         }
         self.driver.bufs().publish();
         self.counters.set_sessions(self.sessions.live());

@@ -16,6 +16,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
 /// Variables a test sets explicitly; cleared from every child so the caller's environment
 /// (or a developer's shell) cannot leak into a test.
 const VARS: &[&str] = &[
+    "REDIS_ADDR",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "REDIS_URL",
+    "REDIS_BACKEND_KEY",
+    "REDIS_DISCONNECT_CHANNEL",
+    "RINGGATE_REDIS_TIMEOUT_MS",
+    "RINGGATE_BACKEND_ALLOW",
     "PROXY_ADDR",
     "BACKENDS",
     "WORKERS",
@@ -48,6 +56,8 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every line taken from `lines` so far.
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Running {
@@ -66,7 +76,19 @@ impl Running {
                 }
             }
         });
-        Running { child, lines }
+        Running {
+            child,
+            lines,
+            seen: Default::default(),
+        }
+    }
+
+    /// Every line logged so far (waiting `settle` for stragglers).
+    fn log(&self, settle: Duration) -> Vec<String> {
+        while let Ok(line) = self.lines.recv_timeout(settle) {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen.borrow().clone()
     }
 
     /// Waits for the `ready` log line and returns it.
@@ -78,6 +100,7 @@ impl Running {
                 .lines
                 .recv_timeout(left)
                 .expect("ringgate never logged `ready`");
+            self.seen.borrow_mut().push(line.clone());
             if line.contains(": ready ") || line.contains(r#""message":"ready""#) {
                 return line;
             }
@@ -208,7 +231,14 @@ fn bad_arguments_exit_non_zero_naming_the_flag() {
             &[("LISTENER_COUNT", "many")],
             "LISTENER_COUNT",
         ),
-        (&[], &[], "--backend"),
+        (&[], &[("REDIS_URL", "http://nope")], "--redis-url"),
+        (
+            &["--redis-addr", "no-such-host.invalid:6379"],
+            &[],
+            "--redis-addr",
+        ),
+        (&["--backend-allow", "10.0.0.0/33"], &[], "--backend-allow"),
+        (&["--redis-timeout-ms", "0"], &[], "--redis-timeout-ms"),
     ];
     for (args, env, flag) in cases {
         let mut cmd = ringgate(&dir);
@@ -382,4 +412,96 @@ fn running_out_of_file_descriptors_drops_new_sessions_and_counts_them() {
         .filter(|l| l.contains("cannot open an upstream socket"))
         .count();
     assert_eq!(repeats, 0, "the socket error warning was not rate-limited");
+}
+
+fn metrics_of(line: &str) -> SocketAddr {
+    field(line, "metrics")
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn udp_gate_environment_and_dotenv_work_unchanged() {
+    let redis = RedisServer::start_with(RedisServer::free_port(), Some("pa55word"));
+    let backend = Backend::start(LOCAL4, true);
+    redis.cmd::<()>(2, &["SET", "custom:key", &backend.addr.to_string()]);
+    let dir = tempdir("udp-gate-env");
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "PROXY_ADDR=127.0.0.1:0\nREDIS_ADDR=127.0.0.1:{}\nREDIS_PASSWORD=pa55word\nREDIS_DB=2\n\
+             REDIS_BACKEND_KEY=custom:key\nREDIS_DISCONNECT_CHANNEL=custom:chan\nLISTENER_COUNT=1\n\
+             BATCH_SIZE=64\nWORKER_COUNT=8\nQUEUE_SIZE=1024\nRINGGATE_NO_PIN=1\n",
+            redis.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = ringgate(&dir);
+    cmd.args(["--metrics", "127.0.0.1:0"]);
+    let running = Running::spawn(cmd);
+    let line = running.ready_line();
+    let listen: SocketAddr = field(&line, "listen").parse().unwrap();
+    let metrics = metrics_of(&line);
+    wait_for("readiness", || http_get(metrics, "/readyz").0 == 200);
+
+    let client = udp(LOCAL4);
+    client.send_to(b"via redis", listen).unwrap();
+    assert_eq!(recv(&client).0, b"via redis");
+    let (upstream, _) = backend.next();
+    assert_eq!(
+        redis.publish("custom:chan", &upstream.port().to_string()),
+        1
+    );
+    let closed = r#"ringgate_sessions_closed_total{reason="disconnect"}"#;
+    wait_for("the disconnect", || {
+        sample(&http_get(metrics, "/metrics").1, closed) == Some(1)
+    });
+
+    let log = running.log(Duration::from_millis(100));
+    for var in ["BATCH_SIZE", "WORKER_COUNT", "QUEUE_SIZE"] {
+        let warnings = log
+            .iter()
+            .filter(|l| l.contains(&format!("{var} is a udp-gate setting")))
+            .count();
+        assert_eq!(warnings, 1, "{var}: {log:#?}");
+    }
+    assert!(
+        log.iter().all(|l| !l.contains("pa55word")),
+        "the password was logged"
+    );
+}
+
+#[test]
+fn redis_url_overrides_the_parts_and_a_wrong_password_never_leaks() {
+    let redis = RedisServer::start_with(RedisServer::free_port(), Some("right"));
+    let dir = tempdir("redis-url");
+    let mut cmd = ringgate(&dir);
+    cmd.env("REDIS_ADDR", "127.0.0.1:1")
+        .env(
+            "REDIS_URL",
+            format!("redis://:wrong-horse@127.0.0.1:{}/0", redis.port),
+        )
+        .args(["--listen", LOCAL4, "--no-pin", "--workers", "1"])
+        .args(["--metrics", "127.0.0.1:0"]);
+    let running = Running::spawn(cmd);
+    let line = running.ready_line();
+    let metrics = metrics_of(&line);
+    let failures = r#"ringgate_redis_connection_failures_total{connection="command"}"#;
+    wait_for("the refused handshake", || {
+        sample(&http_get(metrics, "/metrics").1, failures).unwrap_or(0) >= 1
+    });
+    assert_eq!(http_get(metrics, "/readyz").0, 503);
+    let log = running.log(Duration::from_millis(100));
+    let port = redis.port.to_string();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Redis connection lost") && l.contains(&port)),
+        "the URL's address (not REDIS_ADDR) is used: {log:#?}"
+    );
+    assert!(
+        log.iter().all(|l| !l.contains("wrong-horse")),
+        "the password was logged: {log:#?}"
+    );
 }

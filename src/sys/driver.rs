@@ -18,6 +18,23 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use super::buf_ring::BufRing;
 use super::msghdr::{PAYLOAD_OFFSET, SendSlots, recv_header};
 use crate::sockaddr::RawSockAddr;
+use crate::user_data::Op;
+
+/// Redis connections a worker drives (command, subscriber).
+pub const REDIS_CONNS: usize = 2;
+/// Bytes one Redis receive can take; replies larger than this arrive over several.
+const REDIS_RX_LEN: usize = 16 * 1024;
+
+/// The memory of one Redis connection's operations. Each buffer is busy from the push of the
+/// operation that points at it until that operation's completion is reaped.
+struct ConnIo {
+    addr: RawSockAddr,
+    connect_busy: bool,
+    tx: Vec<u8>,
+    tx_busy: bool,
+    rx: Box<[u8]>,
+    rx_busy: bool,
+}
 
 /// The buffer group id of the worker's one buffer ring.
 const BGID: u16 = 0;
@@ -52,6 +69,9 @@ pub struct Driver {
     recv_hdr: Box<libc::msghdr>,
     tick: Box<types::Timespec>,
     wake_buf: Box<u64>,
+    conns: Box<[ConnIo; REDIS_CONNS]>,
+    redis_timer: Box<types::Timespec>,
+    redis_timer_busy: bool,
     in_flight: u64,
     pub task_run: TaskRun,
 }
@@ -108,6 +128,16 @@ impl Driver {
                     .nsec(cfg.tick.subsec_nanos()),
             ),
             wake_buf: Box::new(0),
+            conns: Box::new(std::array::from_fn(|_| ConnIo {
+                addr: RawSockAddr::encode(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                connect_busy: false,
+                tx: Vec::new(),
+                tx_busy: false,
+                rx: vec![0; REDIS_RX_LEN].into_boxed_slice(),
+                rx_busy: false,
+            })),
+            redis_timer: Box::new(types::Timespec::new()),
+            redis_timer_busy: false,
             in_flight: 0,
             task_run,
         })
@@ -236,6 +266,133 @@ impl Driver {
         unsafe { self.push(entry) }
     }
 
+    /// Connects Redis connection `conn`'s socket `fd` to `to`.
+    pub fn connect(
+        &mut self,
+        conn: usize,
+        fd: RawFd,
+        to: std::net::SocketAddr,
+        user_data: u64,
+    ) -> io::Result<bool> {
+        let io = self
+            .conns
+            .get_mut(conn)
+            .ok_or_else(|| io::Error::other("no such connection"))?;
+        if io.connect_busy {
+            return Err(io::Error::other("a connect is already in flight"));
+        }
+        io.addr = RawSockAddr::encode(to);
+        let len = io.addr.as_bytes().len() as libc::socklen_t;
+        let entry = opcode::Connect::new(types::Fd(fd), std::ptr::from_ref(&io.addr).cast(), len)
+            .build()
+            .user_data(user_data);
+        io.connect_busy = true;
+        // SAFETY: the address is in this connection's boxed slot, which stays put and is not
+        // rewritten while `connect_busy` (cleared when this operation's completion is reaped).
+        let pushed = unsafe { self.push(entry) };
+        if pushed.is_err() {
+            self.conns[conn].connect_busy = false;
+        }
+        pushed
+    }
+
+    /// Sends `bytes` on Redis connection `conn`'s socket `fd`. The driver keeps the bytes
+    /// until the completion; [`Driver::sent`] gives them back.
+    pub fn send_bytes(
+        &mut self,
+        conn: usize,
+        fd: RawFd,
+        bytes: Vec<u8>,
+        user_data: u64,
+    ) -> io::Result<bool> {
+        let io = self
+            .conns
+            .get_mut(conn)
+            .ok_or_else(|| io::Error::other("no such connection"))?;
+        if io.tx_busy {
+            return Err(io::Error::other("a send is already in flight"));
+        }
+        io.tx = bytes;
+        let entry = opcode::Send::new(types::Fd(fd), io.tx.as_ptr(), io.tx.len() as u32)
+            .build()
+            .user_data(user_data);
+        io.tx_busy = true;
+        // SAFETY: the bytes are a heap buffer owned by this connection's slot; it is neither
+        // touched nor dropped while `tx_busy` (cleared when this send's completion is reaped).
+        let pushed = unsafe { self.push(entry) };
+        if pushed.is_err() {
+            self.conns[conn].tx_busy = false;
+        }
+        pushed
+    }
+
+    /// The bytes of connection `conn`'s last send, once it completed.
+    pub fn sent(&mut self, conn: usize) -> Vec<u8> {
+        match self.conns.get_mut(conn) {
+            Some(io) if !io.tx_busy => std::mem::take(&mut io.tx),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Receives on Redis connection `conn`'s socket `fd` into the connection's buffer.
+    pub fn recv_bytes(&mut self, conn: usize, fd: RawFd, user_data: u64) -> io::Result<bool> {
+        let io = self
+            .conns
+            .get_mut(conn)
+            .ok_or_else(|| io::Error::other("no such connection"))?;
+        if io.rx_busy {
+            return Err(io::Error::other("a receive is already in flight"));
+        }
+        let entry = opcode::Recv::new(types::Fd(fd), io.rx.as_mut_ptr(), io.rx.len() as u32)
+            .build()
+            .user_data(user_data);
+        io.rx_busy = true;
+        // SAFETY: the buffer is boxed in this connection's slot; it is not read or lent out
+        // while `rx_busy` (cleared when this receive's completion is reaped).
+        let pushed = unsafe { self.push(entry) };
+        if pushed.is_err() {
+            self.conns[conn].rx_busy = false;
+        }
+        pushed
+    }
+
+    /// The first `len` bytes connection `conn`'s last receive wrote, once it completed.
+    pub fn received(&self, conn: usize, len: usize) -> &[u8] {
+        match self.conns.get(conn) {
+            Some(io) if !io.rx_busy => &io.rx[..len.min(io.rx.len())],
+            _ => &[],
+        }
+    }
+
+    /// Arms the Redis link's timer to complete after `after`. One at a time.
+    pub fn redis_timer(&mut self, after: Duration, user_data: u64) -> io::Result<bool> {
+        if self.redis_timer_busy {
+            return Err(io::Error::other("the Redis timer is already armed"));
+        }
+        *self.redis_timer = types::Timespec::new()
+            .sec(after.as_secs())
+            .nsec(after.subsec_nanos());
+        let entry = opcode::Timeout::new(&*self.redis_timer)
+            .build()
+            .user_data(user_data);
+        self.redis_timer_busy = true;
+        // SAFETY: the timespec is boxed in `self` and rewritten only while no timer is armed.
+        let pushed = unsafe { self.push(entry) };
+        if pushed.is_err() {
+            self.redis_timer_busy = false;
+        }
+        pushed
+    }
+
+    /// Cancels every operation on `fd`.
+    pub fn cancel_fd(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(user_data);
+        // SAFETY: a cancel carries no pointers into memory.
+        unsafe { self.push(entry) }
+    }
+
     /// Hands queued operations to the kernel without waiting.
     pub fn submit(&mut self) -> io::Result<usize> {
         retry_interrupted(|| self.ring.submit())
@@ -264,11 +421,21 @@ impl Driver {
     pub fn reap(&mut self, batch: &mut Vec<cqueue::Entry>) {
         let before = batch.len();
         batch.extend(self.ring.completion());
-        let finished = batch[before..]
-            .iter()
-            .filter(|cqe| !cqueue::more(cqe.flags()))
-            .count();
-        self.in_flight -= finished as u64;
+        for cqe in &batch[before..] {
+            if cqueue::more(cqe.flags()) {
+                continue;
+            }
+            self.in_flight -= 1;
+            // The memory a finished Redis operation pointed at is free again.
+            let io = |conn: u32| conn as usize % REDIS_CONNS;
+            match Op::decode(cqe.user_data()) {
+                Some(Op::RedisConnect { conn, .. }) => self.conns[io(conn)].connect_busy = false,
+                Some(Op::RedisSend { conn, .. }) => self.conns[io(conn)].tx_busy = false,
+                Some(Op::RedisRecv { conn, .. }) => self.conns[io(conn)].rx_busy = false,
+                Some(Op::RedisTimer) => self.redis_timer_busy = false,
+                _ => {}
+            }
+        }
     }
 }
 
@@ -285,6 +452,22 @@ impl Drop for Driver {
                 Box::new(recv_header()),
             ));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            let conns = std::mem::replace(
+                &mut self.conns,
+                Box::new(std::array::from_fn(|_| ConnIo {
+                    addr: RawSockAddr::encode(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                    connect_busy: false,
+                    tx: Vec::new(),
+                    tx_busy: false,
+                    rx: Box::default(),
+                    rx_busy: false,
+                })),
+            );
+            std::mem::forget(conns);
+            std::mem::forget(std::mem::replace(
+                &mut self.redis_timer,
+                Box::new(types::Timespec::new()),
+            ));
         }
     }
 }

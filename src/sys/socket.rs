@@ -81,3 +81,20 @@ pub fn upstream(backend: SocketAddr, size: BufferSize) -> io::Result<(Socket, So
 pub fn recv_buffer(socket: &Socket) -> io::Result<usize> {
     socket.recv_buffer_size()
 }
+
+/// A non-blocking TCP socket for a connection to `to` (Redis), with keepalive probes so a peer
+/// that vanished without a reset is noticed within about ten seconds.
+pub fn tcp_client(to: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(to),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(5))
+        .with_interval(std::time::Duration::from_secs(1))
+        .with_retries(5);
+    socket.set_tcp_keepalive(&keepalive)?;
+    Ok(socket)
+}

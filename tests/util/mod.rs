@@ -182,3 +182,142 @@ pub fn sample(exposition: &str, series: &str) -> Option<u64> {
         (name == series).then(|| value.parse().ok())?
     })
 }
+
+/// A real `redis-server` on a free loopback port, started by the test and killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    password: Option<String>,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(free_tcp_port(), None)
+    }
+
+    pub fn start_with(port: u16, password: Option<&str>) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            password: password.map(str::to_owned),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// A free port on loopback with no server on it (yet).
+    pub fn free_port() -> u16 {
+        free_tcp_port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Starts (again) on the same port, and waits until it answers PING.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        wait_for("redis-server to answer PING", || {
+            self.connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    /// Kills the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let client = redis::Client::open(format!("redis://{auth}127.0.0.1:{}/", self.port))?;
+        client.get_connection_with_timeout(Duration::from_secs(1))
+    }
+
+    /// Runs a command on a fresh connection (in database `db`) and returns its reply.
+    pub fn cmd<T: redis::FromRedisValue>(&self, db: i64, args: &[&str]) -> T {
+        let mut c = self
+            .connection()
+            .expect("connect to the test's redis-server");
+        if db != 0 {
+            redis::cmd("SELECT").arg(db).query::<()>(&mut c).unwrap();
+        }
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).unwrap()
+    }
+
+    pub fn set(&self, key: &str, value: &str) {
+        self.cmd::<()>(0, &["SET", key, value]);
+    }
+
+    /// Publishes `message` on `channel`; returns how many subscribers got it.
+    pub fn publish(&self, channel: &str, message: &str) -> usize {
+        self.cmd(0, &["PUBLISH", channel, message])
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+pub const BACKEND_KEY: &str = "udp_gate:backend";
+pub const DISCONNECT_CHANNEL: &str = "udp_gate:disconnect";
+
+/// A test configuration routing through the Redis server at `redis` (no static backends).
+pub fn redis_config(redis: SocketAddr) -> Config {
+    let mut config = Config::new(LOCAL4.parse().unwrap(), Vec::new());
+    config.redis = Some(ringgate::redis::link::Settings {
+        addr: redis,
+        handshake: ringgate::redis::conn::Handshake {
+            username: None,
+            password: None,
+            db: 0,
+            channel: DISCONNECT_CHANNEL.into(),
+        },
+        key: BACKEND_KEY.into(),
+        timeout: Duration::from_millis(200),
+        allow: Vec::new(),
+    });
+    config
+}
+
+/// Waits until every worker's Redis connections are up.
+pub fn wait_ready(proxy: &Proxy) {
+    wait_for("ringgate to be ready", || proxy.shared().is_ready());
+}
+
+/// Sends `payload` and returns the echo (the backend must echo).
+pub fn round_trip(client: &UdpSocket, proxy: &Proxy, payload: &[u8]) -> Vec<u8> {
+    client.send_to(payload, proxy.local_addr()).unwrap();
+    recv(client).0
+}

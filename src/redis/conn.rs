@@ -1,0 +1,399 @@
+//! One Redis connection as a state machine, without I/O.
+//!
+//! The worker's ring does the connecting, sending and receiving; this decides what to send
+//! and what each reply means. Commands are queued as RESP bytes ([`Conn::take_output`]) and
+//! every command that expects a reply leaves an entry in a FIFO, so replies are matched to
+//! commands in order (Redis answers a connection's commands in the order it sent them).
+//!
+//! A command connection authenticates, selects the database, then serves `GET`s. A subscriber
+//! connection authenticates and subscribes to the disconnect channel, then only receives
+//! messages. Both start over after every reconnect.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::reply::ReplyReader;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Command,
+    Subscriber,
+}
+
+impl Role {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Command => "command",
+            Role::Subscriber => "subscriber",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Down,
+    Connecting,
+    Handshaking,
+    Ready,
+}
+
+/// A password that never appears in `Debug` output, logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What a connection authenticates and subscribes with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: i64,
+    pub channel: String,
+}
+
+/// A reply the FIFO expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Auth,
+    Select,
+    Subscribe,
+    Get,
+}
+
+/// What a connection's replies mean to the worker.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// The handshake finished.
+    Ready,
+    /// The reply to the oldest outstanding `GET`.
+    Got(Value),
+    /// A message published on the disconnect channel.
+    Message(Vec<u8>),
+}
+
+/// Why a connection must be dropped and made again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Redis refused a handshake command (wrong password, no such database). Its message never
+    /// contains the password.
+    Refused(String),
+    /// The byte stream or a reply was not what the protocol allows.
+    Protocol(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused(why) => write!(f, "Redis refused the handshake: {why}"),
+            Failure::Protocol(why) => write!(f, "protocol error: {why}"),
+        }
+    }
+}
+
+/// Reconnect delays: 50 ms doubling to 5 s.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub struct Conn {
+    role: Role,
+    phase: Phase,
+    out: Vec<u8>,
+    expect: VecDeque<Expect>,
+    reader: ReplyReader,
+    values: Vec<Value>,
+    failures: u32,
+}
+
+impl Conn {
+    pub fn new(role: Role) -> Conn {
+        Conn {
+            role,
+            phase: Phase::Down,
+            out: Vec::new(),
+            expect: VecDeque::new(),
+            reader: ReplyReader::default(),
+            values: Vec::new(),
+            failures: 0,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// A connection attempt started.
+    pub fn connecting(&mut self) {
+        self.phase = Phase::Connecting;
+    }
+
+    /// The TCP connection is up: queue the handshake. Returns [`Event::Ready`] at once when
+    /// there is nothing to say first.
+    pub fn connected(&mut self, handshake: &Handshake) -> Option<Event> {
+        self.phase = Phase::Handshaking;
+        if let Some(password) = &handshake.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = &handshake.username {
+                auth.arg(user);
+            }
+            auth.arg(&password.0);
+            self.queue(&auth, Expect::Auth);
+        }
+        match self.role {
+            Role::Command if handshake.db != 0 => {
+                self.queue(redis::cmd("SELECT").arg(handshake.db), Expect::Select)
+            }
+            Role::Command => {}
+            Role::Subscriber => self.queue(
+                redis::cmd("SUBSCRIBE").arg(&handshake.channel),
+                Expect::Subscribe,
+            ),
+        }
+        self.ready_if_done()
+    }
+
+    fn queue(&mut self, cmd: &redis::Cmd, expect: Expect) {
+        cmd.write_packed_command(&mut self.out);
+        self.expect.push_back(expect);
+    }
+
+    fn ready_if_done(&mut self) -> Option<Event> {
+        if self.phase == Phase::Handshaking && self.expect.is_empty() {
+            self.phase = Phase::Ready;
+            self.failures = 0;
+            return Some(Event::Ready);
+        }
+        None
+    }
+
+    /// Queues `GET key`; false (nothing queued) unless this is a ready command connection.
+    pub fn get(&mut self, key: &str) -> bool {
+        if self.role != Role::Command || self.phase != Phase::Ready {
+            return false;
+        }
+        self.queue(redis::cmd("GET").arg(key), Expect::Get);
+        true
+    }
+
+    /// `GET`s sent or queued whose replies have not arrived.
+    pub fn gets_outstanding(&self) -> usize {
+        self.expect.iter().filter(|e| **e == Expect::Get).count()
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The bytes to send next, leaving the queue empty.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Puts back bytes a send did not take, ahead of anything queued since.
+    pub fn unsent(&mut self, rest: &[u8]) {
+        self.out.splice(0..0, rest.iter().copied());
+    }
+
+    /// Interprets received bytes, appending what they mean to `events`.
+    pub fn received(&mut self, bytes: &[u8], events: &mut Vec<Event>) -> Result<(), Failure> {
+        let mut values = std::mem::take(&mut self.values);
+        let parsed = self.reader.feed(bytes, &mut values);
+        let mut result = parsed.map_err(|e| Failure::Protocol(e.to_string()));
+        for value in values.drain(..) {
+            if result.is_ok() {
+                result = self.reply(value, events);
+            }
+        }
+        self.values = values;
+        result
+    }
+
+    fn reply(&mut self, value: Value, events: &mut Vec<Event>) -> Result<(), Failure> {
+        // A subscribed connection also receives messages nobody asked for.
+        if self.role == Role::Subscriber
+            && let Value::Array(items) | Value::Push { data: items, .. } = &value
+            && let [
+                Value::BulkString(kind),
+                _channel,
+                Value::BulkString(payload),
+            ] = &items[..]
+            && kind == b"message"
+        {
+            events.push(Event::Message(payload.clone()));
+            return Ok(());
+        }
+        let Some(expect) = self.expect.pop_front() else {
+            return Err(Failure::Protocol(format!("unexpected reply {value:?}")));
+        };
+        match (expect, value) {
+            (Expect::Get, value) => events.push(Event::Got(value)),
+            (Expect::Auth | Expect::Select, Value::Okay) => {}
+            (Expect::Subscribe, Value::Array(items) | Value::Push { data: items, .. }) if matches!(items.first(), Some(Value::BulkString(k)) if k == b"subscribe") =>
+                {}
+            (Expect::Auth | Expect::Select | Expect::Subscribe, Value::ServerError(e)) => {
+                return Err(Failure::Refused(e.to_string()));
+            }
+            (expect, value) => {
+                return Err(Failure::Protocol(format!(
+                    "{value:?} in reply to {expect:?}"
+                )));
+            }
+        }
+        if let Some(event) = self.ready_if_done() {
+            events.push(event);
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: forget everything in flight. Returns how many `GET`s were
+    /// outstanding (their waiters will get no answer) and how long to wait before reconnecting.
+    pub fn reset(&mut self) -> (usize, Duration) {
+        let gets = self.gets_outstanding();
+        self.phase = Phase::Down;
+        self.out.clear();
+        self.expect.clear();
+        self.reader = ReplyReader::default();
+        let delay = BACKOFF_FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(BACKOFF_MAX);
+        self.failures = self.failures.saturating_add(1);
+        (gets, delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(password: Option<&str>, db: i64) -> Handshake {
+        Handshake {
+            username: None,
+            password: password.map(|p| Secret(p.into())),
+            db,
+            channel: "udp_gate:disconnect".into(),
+        }
+    }
+
+    fn feed(conn: &mut Conn, bytes: &[u8]) -> Result<Vec<Event>, Failure> {
+        let mut events = Vec::new();
+        conn.received(bytes, &mut events).map(|()| events)
+    }
+
+    #[test]
+    fn a_plain_command_connection_is_ready_at_once() {
+        let mut c = Conn::new(Role::Command);
+        c.connecting();
+        assert_eq!(c.connected(&handshake(None, 0)), Some(Event::Ready));
+        assert!(!c.has_output());
+        assert!(c.get("k"));
+        assert_eq!(c.take_output(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(feed(&mut c, b"$10\r\n10.0.0.1:").unwrap(), []);
+        assert_eq!(
+            feed(&mut c, b"1\r\n").unwrap(),
+            [Event::Got(Value::BulkString(b"10.0.0.1:1".to_vec()))]
+        );
+    }
+
+    #[test]
+    fn auth_and_select_come_first_and_replies_match_in_order() {
+        let mut c = Conn::new(Role::Command);
+        assert_eq!(c.connected(&handshake(Some("pw"), 3)), None);
+        let out = String::from_utf8(c.take_output()).unwrap();
+        assert!(out.starts_with("*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3"));
+        assert!(!c.get("k"), "no GET before the handshake finished");
+        assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), []);
+        assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), [Event::Ready]);
+        assert!(c.get("a") && c.get("b"));
+        assert_eq!(c.gets_outstanding(), 2);
+        let events = feed(&mut c, b"$-1\r\n$3\r\nx:1\r\n").unwrap();
+        assert_eq!(
+            events,
+            [
+                Event::Got(Value::Nil),
+                Event::Got(Value::BulkString(b"x:1".to_vec()))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_is_refused_without_echoing_it() {
+        let mut c = Conn::new(Role::Command);
+        c.connected(&handshake(Some("hunter2"), 0));
+        let err = feed(&mut c, b"-WRONGPASS invalid username-password pair\r\n").unwrap_err();
+        assert!(matches!(err, Failure::Refused(_)));
+        assert!(!err.to_string().contains("hunter2"));
+        assert!(!format!("{:?}", handshake(Some("hunter2"), 0)).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_subscriber_subscribes_then_reports_messages() {
+        let mut c = Conn::new(Role::Subscriber);
+        assert_eq!(c.connected(&handshake(None, 5)), None);
+        let out = String::from_utf8(c.take_output()).unwrap();
+        assert!(
+            out.contains("SUBSCRIBE") && !out.contains("SELECT"),
+            "{out}"
+        );
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$19\r\nudp_gate:disconnect\r\n:1\r\n";
+        assert_eq!(feed(&mut c, confirm).unwrap(), [Event::Ready]);
+        let msg = b"*3\r\n$7\r\nmessage\r\n$19\r\nudp_gate:disconnect\r\n$5\r\n40123\r\n";
+        assert_eq!(
+            feed(&mut c, msg).unwrap(),
+            [Event::Message(b"40123".to_vec())]
+        );
+        assert!(!c.get("k"), "a subscriber does not GET");
+    }
+
+    #[test]
+    fn an_unexpected_reply_is_a_protocol_failure() {
+        let mut c = Conn::new(Role::Command);
+        c.connected(&handshake(None, 0));
+        assert!(matches!(feed(&mut c, b":1\r\n"), Err(Failure::Protocol(_))));
+    }
+
+    #[test]
+    fn unsent_bytes_go_back_in_front() {
+        let mut c = Conn::new(Role::Command);
+        c.connected(&handshake(None, 0));
+        c.get("a");
+        let out = c.take_output();
+        c.get("b");
+        c.unsent(&out[4..]);
+        let again = c.take_output();
+        assert!(again.starts_with(&out[4..]));
+        assert!(again.ends_with(b"$1\r\nb\r\n"));
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_resets_when_ready() {
+        let mut c = Conn::new(Role::Command);
+        let delays: Vec<_> = (0..10).map(|_| c.reset().1).collect();
+        assert_eq!(delays[0], Duration::from_millis(50));
+        assert_eq!(delays[1], Duration::from_millis(100));
+        assert_eq!(delays[9], Duration::from_secs(5));
+        c.connected(&handshake(None, 0));
+        assert_eq!(c.reset().1, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn reset_reports_lost_gets() {
+        let mut c = Conn::new(Role::Command);
+        c.connected(&handshake(None, 0));
+        c.get("a");
+        c.get("a");
+        assert_eq!(c.reset().0, 2);
+        assert_eq!(c.phase(), Phase::Down);
+        assert!(!c.has_output());
+    }
+}

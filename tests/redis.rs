@@ -1,0 +1,381 @@
+//! Redis routing and disconnects, against real `redis-server` processes each test starts.
+
+mod util;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringgate::Counter;
+use util::*;
+
+/// The upstream address (source the backend sees) of `client`'s session: one datagram through.
+fn upstream_of(
+    client: &std::net::UdpSocket,
+    proxy: &ringgate::Proxy,
+    backend: &Backend,
+) -> SocketAddr {
+    round_trip(client, proxy, b"where");
+    let (from, payload) = backend.next();
+    assert_eq!(payload, b"where");
+    from
+}
+
+#[test]
+fn the_key_routes_new_sessions_and_changing_it_leaves_existing_ones_alone() {
+    let redis = RedisServer::start();
+    let (a, b) = (Backend::start(LOCAL4, true), Backend::start(LOCAL4, true));
+    redis.set(BACKEND_KEY, &a.addr.to_string());
+    let proxy = start(redis_config(redis.addr()));
+    wait_ready(&proxy);
+
+    let first = udp(LOCAL4);
+    let upstream = upstream_of(&first, &proxy, &a);
+    redis.set(BACKEND_KEY, &b.addr.to_string());
+    assert_eq!(
+        upstream_of(&first, &proxy, &a),
+        upstream,
+        "an existing session never moves"
+    );
+    let second = udp(LOCAL4);
+    upstream_of(&second, &proxy, &b);
+    assert_eq!(count(&proxy, Counter::RedisLookups), 2);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn missing_invalid_and_disallowed_values_drop_without_harm_and_recover() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    let mut config = redis_config(redis.addr());
+    if let Some(r) = config.redis.as_mut() {
+        r.allow = vec!["127.0.0.0/8".parse().unwrap()];
+    }
+    let proxy = start(config);
+    wait_ready(&proxy);
+    let client = udp(LOCAL4);
+    let cases: [(Option<&str>, Counter); 5] = [
+        (None, Counter::RouteMissing),
+        (Some("not an address"), Counter::RouteInvalid),
+        (Some("127.0.0.1:0"), Counter::RouteInvalid),
+        (Some("0.0.0.0:9"), Counter::RouteInvalid),
+        (Some("[::1]:9"), Counter::RouteDisallowed),
+    ];
+    for (i, (value, counter)) in cases.into_iter().enumerate() {
+        if let Some(value) = value {
+            redis.set(BACKEND_KEY, value);
+        }
+        let expected = cases[..=i].iter().filter(|(_, c)| *c == counter).count() as u64;
+        client.send_to(b"hello?", proxy.local_addr()).unwrap();
+        wait_for("the failed lookup to be counted", || {
+            count(&proxy, counter) == expected
+                && count(&proxy, Counter::DropNoRoute) == i as u64 + 1
+        });
+    }
+    assert_eq!(count(&proxy, Counter::SessionsCreated), 0);
+    assert_eq!(proxy.shared().sessions(), 0);
+    // Fixing the key fixes the next datagram from the same client.
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    assert_eq!(round_trip(&client, &proxy, b"now?"), b"now?");
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn disconnects_by_port_client_and_upstream_address_close_exactly_that_session() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let proxy = start(redis_config(redis.addr()));
+    wait_ready(&proxy);
+    let clients: Vec<_> = (0..4).map(|_| udp(LOCAL4)).collect();
+    let mut upstream: Vec<SocketAddr> = clients
+        .iter()
+        .map(|c| upstream_of(c, &proxy, &backend))
+        .collect();
+
+    let messages = [
+        (0, upstream[0].port().to_string()), // udp-gate's form: the upstream port
+        (1, clients[1].local_addr().unwrap().to_string()), // the client's ip:port
+        (2, upstream[2].to_string()),        // the upstream socket's ip:port
+    ];
+    for (closed, (victim, message)) in messages.into_iter().enumerate() {
+        assert_eq!(redis.publish(DISCONNECT_CHANNEL, &message), 1);
+        wait_for("the disconnect", || {
+            count(&proxy, Counter::ClosedDisconnect) == closed as u64 + 1
+        });
+        for (i, c) in clients.iter().enumerate() {
+            let now = upstream_of(c, &proxy, &backend);
+            if i == victim {
+                assert_ne!(
+                    now, upstream[i],
+                    "client {i} must get a new session after `{message}`"
+                );
+                upstream[i] = now;
+            } else {
+                assert_eq!(
+                    now, upstream[i],
+                    "client {i} must keep its session after `{message}`"
+                );
+            }
+        }
+    }
+    assert_eq!(count(&proxy, Counter::DisconnectMatched), 3);
+    // One session (client 3) was never named.
+    assert_eq!(count(&proxy, Counter::SessionsCreated), 7);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn garbage_on_the_disconnect_channel_is_counted_and_ignored() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let proxy = start(redis_config(redis.addr()));
+    wait_ready(&proxy);
+    let client = udp(LOCAL4);
+    let upstream = upstream_of(&client, &proxy, &backend);
+    let huge = "9".repeat(100_000);
+    for garbage in [
+        "",
+        "hello",
+        "0",
+        "65536",
+        "-5",
+        "127.0.0.1",
+        "1.2.3.4:0",
+        &huge,
+    ] {
+        redis.publish(DISCONNECT_CHANNEL, garbage);
+    }
+    // A port nobody has is valid but matches nothing.
+    redis.publish(DISCONNECT_CHANNEL, "1");
+    wait_for("every message to be judged", || {
+        count(&proxy, Counter::DisconnectInvalid) == 8
+            && count(&proxy, Counter::DisconnectUnmatched) == 1
+    });
+    assert_eq!(upstream_of(&client, &proxy, &backend), upstream);
+    assert_eq!(count(&proxy, Counter::ClosedDisconnect), 0);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn redis_lost_mid_run_spares_established_sessions_and_everything_recovers() {
+    let mut redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let proxy = start(redis_config(redis.addr()));
+    wait_ready(&proxy);
+    let established = udp(LOCAL4);
+    let upstream = upstream_of(&established, &proxy, &backend);
+
+    redis.kill();
+    wait_for("the lost connection to be noticed", || {
+        !proxy.shared().is_ready()
+    });
+    for i in 0..200u32 {
+        established
+            .send_to(&i.to_be_bytes(), proxy.local_addr())
+            .unwrap();
+        assert_eq!(
+            recv(&established).0,
+            i.to_be_bytes(),
+            "datagram {i} lost while Redis is down"
+        );
+    }
+    for _ in 0..200 {
+        assert_eq!(backend.next().0, upstream);
+    }
+    let newcomer = udp(LOCAL4);
+    newcomer.send_to(b"anyone?", proxy.local_addr()).unwrap();
+    wait_for("the newcomer to be dropped", || {
+        count(&proxy, Counter::RouteUnavailable) == 1
+    });
+
+    // A fresh server on the same port (no persistence: the key must be set again).
+    redis.restart();
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    wait_ready(&proxy);
+    assert_eq!(round_trip(&newcomer, &proxy, b"back"), b"back");
+    assert_eq!(
+        redis.publish(DISCONNECT_CHANNEL, &upstream.port().to_string()),
+        1
+    );
+    wait_for("the re-subscribed channel to close the session", || {
+        count(&proxy, Counter::ClosedDisconnect) == 1
+    });
+    assert!(count(&proxy, Counter::RedisCommandFailures) >= 1);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn redis_down_at_start_means_not_ready_until_it_comes() {
+    let port = RedisServer::free_port();
+    let backend = Backend::start(LOCAL4, true);
+    let mut config = redis_config(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let proxy = start(config);
+    let metrics = proxy.metrics_addr().unwrap();
+    wait_for("the workers to arm", || {
+        proxy
+            .shared()
+            .armed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    });
+    assert_eq!(http_get(metrics, "/readyz").0, 503);
+    assert_eq!(http_get(metrics, "/healthz").0, 200);
+    let client = udp(LOCAL4);
+    client.send_to(b"early", proxy.local_addr()).unwrap();
+    wait_for("the early client to be dropped", || {
+        count(&proxy, Counter::RouteUnavailable) == 1
+    });
+
+    let redis = RedisServer::start_with(port, None);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    wait_for("readiness once Redis is up", || {
+        http_get(metrics, "/readyz").0 == 200
+    });
+    assert_eq!(round_trip(&client, &proxy, b"later"), b"later");
+    let (_, exposition) = http_get(metrics, "/metrics");
+    assert_eq!(
+        sample(
+            &exposition,
+            r#"ringgate_redis_up{worker="0",connection="command"}"#
+        ),
+        Some(1)
+    );
+    assert!(sample(&exposition, "ringgate_redis_lookup_duration_seconds_count") == Some(1));
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn a_paused_redis_does_not_delay_established_sessions() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let mut config = redis_config(redis.addr());
+    if let Some(r) = config.redis.as_mut() {
+        r.timeout = Duration::from_secs(10);
+    }
+    let proxy = start(config);
+    wait_ready(&proxy);
+    let established = udp(LOCAL4);
+    upstream_of(&established, &proxy, &backend);
+
+    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "1500", "ALL"]);
+    let newcomer = udp(LOCAL4);
+    newcomer.send_to(b"first", proxy.local_addr()).unwrap();
+    wait_for("the newcomer's lookup to be sent", || {
+        count(&proxy, Counter::RedisLookups) == 2
+    });
+    // The same worker keeps forwarding for the established client while the lookup waits.
+    for i in 0..50u8 {
+        assert_eq!(round_trip(&established, &proxy, &[i]), [i]);
+        assert_eq!(backend.next().1, [i]);
+    }
+    assert!(
+        backend.received.try_recv().is_err(),
+        "the newcomer's datagram must still be held"
+    );
+    // Once Redis answers, the held datagram is delivered.
+    assert_eq!(recv(&newcomer).0, b"first");
+    assert_eq!(backend.next().1, b"first");
+    assert_eq!(count(&proxy, Counter::RouteTimeout), 0);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn a_lookup_that_times_out_drops_and_the_next_datagram_tries_again() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let mut config = redis_config(redis.addr());
+    if let Some(r) = config.redis.as_mut() {
+        r.timeout = Duration::from_millis(100);
+    }
+    let proxy = start(config);
+    wait_ready(&proxy);
+    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "600", "ALL"]);
+    let client = udp(LOCAL4);
+    client.send_to(b"slow", proxy.local_addr()).unwrap();
+    wait_for("the lookup to time out", || {
+        count(&proxy, Counter::RouteTimeout) == 1
+    });
+    assert_eq!(count(&proxy, Counter::DropNoRoute), 1);
+    // After the pause, the same client gets through.
+    wait_for("the late reply to drain", || {
+        client.send_to(b"again", proxy.local_addr()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        client.recv_from(&mut buf).is_ok()
+    });
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn password_and_database_selection() {
+    let redis = RedisServer::start_with(RedisServer::free_port(), Some("s3cret"));
+    let backend = Backend::start(LOCAL4, true);
+    redis.cmd::<()>(3, &["SET", BACKEND_KEY, &backend.addr.to_string()]);
+    let mut config = redis_config(redis.addr());
+    if let Some(r) = config.redis.as_mut() {
+        r.handshake.password = Some(ringgate::redis::conn::Secret("s3cret".into()));
+        r.handshake.db = 3;
+    }
+    let proxy = start(config);
+    wait_ready(&proxy);
+    let client = udp(LOCAL4);
+    assert_eq!(round_trip(&client, &proxy, b"authed"), b"authed");
+    proxy.shutdown().unwrap();
+
+    // A wrong password is refused and retried, never ready.
+    let mut config = redis_config(redis.addr());
+    if let Some(r) = config.redis.as_mut() {
+        r.handshake.password = Some(ringgate::redis::conn::Secret("wrong".into()));
+    }
+    let proxy = start(config);
+    wait_for("the refusal to be counted", || {
+        count(&proxy, Counter::RedisCommandFailures) >= 1
+    });
+    assert!(!proxy.shared().is_ready());
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn five_hundred_new_clients_share_one_lookup_per_worker() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let mut config = redis_config(redis.addr());
+    if let Some(r) = config.redis.as_mut() {
+        r.timeout = Duration::from_secs(10);
+    }
+    config.workers = 2;
+    let proxy = start(config);
+    wait_ready(&proxy);
+    // While Redis is paused, every new client arrives with a GET still in flight, so each
+    // worker may send only one.
+    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "500", "ALL"]);
+    let clients: Vec<_> = (0..500).map(|_| udp(LOCAL4)).collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.send_to(format!("{i}").as_bytes(), proxy.local_addr())
+            .unwrap();
+    }
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(recv(c).0, format!("{i}").as_bytes());
+    }
+    let lookups = count(&proxy, Counter::RedisLookups);
+    assert!(lookups <= 2, "{lookups} GETs for 500 clients on 2 workers");
+    assert_eq!(lookups + count(&proxy, Counter::RedisLookupsCoalesced), 500);
+    let stats: String = redis.cmd(0, &["INFO", "commandstats"]);
+    let gets = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    // The test itself sent no GET; ringgate's are all Redis saw.
+    assert_eq!(gets, lookups);
+    proxy.shutdown().unwrap();
+}
