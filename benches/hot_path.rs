@@ -1,0 +1,205 @@
+//! `cargo bench --bench hot_path`: criterion micro-benchmarks of the pure code every datagram
+//! goes through in ringgate's worker, apart from any I/O, so a regression in one of them shows
+//! up here before it is lost in the noise of `benches/forward.rs`.
+//!
+//! * `session_table`: the client lookup that decides each client datagram's fate
+//!   (`Sessions::classify`, hit and miss, at 64, 1 024 and 10 000 sessions), the completion
+//!   path's lookups by slot (`get`) and by upstream port (`by_upstream_port`), and a session's
+//!   whole life without its socket (insert, open, close, release).
+//! * `recvmsg_out`: parsing a multishot `recvmsg` buffer as the kernel lays it out
+//!   (`datagram::parse`: header, truncation flags, source address), for IPv4 and IPv6 and two
+//!   payload sizes, and the address codec on its own (`sockaddr::decode`, `RawSockAddr::encode`).
+//! * `user_data`: packing and unpacking the 64-bit cookie of every ring operation.
+//!
+//! Runs are kept short (0.5 s warm-up, 1 s measured per benchmark, about 40 s in all); pass
+//! criterion's own options after `--` for longer ones.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ringgate::datagram;
+use ringgate::session::{Ingress, Sessions};
+use ringgate::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
+use ringgate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
+use ringgate::user_data::Op;
+
+/// Table sizes: the forward bench's default and larger flow counts.
+const TABLE_SIZES: [usize; 3] = [64, 1_024, 10_000];
+/// ringgate's `--buffer-size` in the forward bench.
+const MAX_PAYLOAD: usize = 2048;
+
+fn client(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10_000 + (i % 50_000) as u16))
+}
+
+fn upstream_local(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1_024 + (i % 60_000) as u16))
+}
+
+/// A table holding `size` open sessions, and their clients and `(slot, generation)`s.
+fn open_table(size: usize) -> (Sessions, Vec<SocketAddr>, Vec<(u32, u32)>) {
+    let mut sessions = Sessions::new(size * 2, 8);
+    let clients: Vec<SocketAddr> = (0..size).map(client).collect();
+    let handles = clients
+        .iter()
+        .enumerate()
+        .map(|(i, &addr)| {
+            let (slot, generation) = sessions.insert(addr, 0);
+            sessions.opened(slot, generation, upstream_local(i));
+            (slot, generation)
+        })
+        .collect();
+    (sessions, clients, handles)
+}
+
+fn session_table(c: &mut Criterion) {
+    let mut group = c.benchmark_group("session_table");
+    group.throughput(Throughput::Elements(1));
+    for size in TABLE_SIZES {
+        let (mut sessions, clients, handles) = open_table(size);
+        // Cycle through every client, as datagrams from many flows interleave.
+        let mut next = 0;
+        group.bench_with_input(BenchmarkId::new("classify_hit", size), &size, |b, _| {
+            b.iter(|| {
+                next = (next + 1) % clients.len();
+                let decision = sessions.classify(black_box(&clients[next]));
+                debug_assert!(matches!(decision, Ingress::Forward { .. }));
+                decision
+            })
+        });
+        let stranger = client(size + 1);
+        group.bench_with_input(BenchmarkId::new("classify_miss", size), &size, |b, _| {
+            b.iter(|| sessions.classify(black_box(&stranger)))
+        });
+        let mut next = 0;
+        group.bench_with_input(BenchmarkId::new("get_by_slot", size), &size, |b, _| {
+            b.iter(|| {
+                next = (next + 1) % handles.len();
+                let (slot, generation) = handles[next];
+                sessions
+                    .get(black_box(slot), black_box(generation))
+                    .map(|session| session.last_tick)
+            })
+        });
+        let mut next = 0;
+        group.bench_with_input(BenchmarkId::new("by_upstream_port", size), &size, |b, _| {
+            b.iter(|| {
+                next = (next + 1) % size;
+                sessions.by_upstream_port(black_box(upstream_local(next).port()))
+            })
+        });
+    }
+    // A session's life without its socket, in a table that already holds 1 024: what a flow
+    // that comes and goes costs the table.
+    let (mut sessions, _, _) = open_table(1_024);
+    let newcomer = client(2_000);
+    group.bench_function("insert_open_close_release", |b| {
+        b.iter(|| {
+            let (slot, generation) = sessions.insert(black_box(newcomer), 0);
+            sessions.opened(slot, generation, upstream_local(2_000));
+            sessions.begin_close(slot, generation);
+            sessions.release_if_done(slot, generation)
+        })
+    });
+    group.finish();
+}
+
+/// A receive buffer laid out the way the kernel fills it for ringgate's `recv_header()`:
+/// `io_uring_recvmsg_out`, the address field, then the payload.
+fn kernel_buffer(from: SocketAddr, payload_len: usize) -> Vec<u8> {
+    let raw = RawSockAddr::encode(from);
+    let mut buffer = Vec::with_capacity(PAYLOAD_OFFSET + payload_len);
+    buffer.extend((raw.as_bytes().len() as u32).to_ne_bytes()); // namelen
+    buffer.extend(0u32.to_ne_bytes()); // controllen
+    buffer.extend((payload_len as u32).to_ne_bytes()); // payloadlen
+    buffer.extend(0u32.to_ne_bytes()); // flags
+    let mut name = [0u8; SOCKADDR_MAX];
+    name[..raw.as_bytes().len()].copy_from_slice(raw.as_bytes());
+    buffer.extend(name);
+    assert_eq!(
+        buffer.len(),
+        PAYLOAD_OFFSET,
+        "layout drifted from sys::msghdr"
+    );
+    buffer.resize(PAYLOAD_OFFSET + payload_len, 0xa5);
+    buffer
+}
+
+fn recvmsg_out(c: &mut Criterion) {
+    let mut group = c.benchmark_group("recvmsg_out");
+    group.throughput(Throughput::Elements(1));
+    let header = recv_header();
+    let v4: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
+    let v6: SocketAddr = "[::1]:40000".parse().expect("literal address");
+    for (name, from, payload_len) in [
+        ("parse_v4_64B", v4, 64),
+        ("parse_v4_1200B", v4, 1200),
+        ("parse_v6_64B", v6, 64),
+    ] {
+        let buffer = kernel_buffer(from, payload_len);
+        assert!(datagram::parse(&buffer, &header, MAX_PAYLOAD).is_ok());
+        group.bench_function(name, |b| {
+            b.iter(|| datagram::parse(black_box(&buffer), &header, MAX_PAYLOAD))
+        });
+    }
+    let raw_v4 = RawSockAddr::encode(v4);
+    group.bench_function("sockaddr_decode_v4", |b| {
+        b.iter(|| sockaddr::decode(black_box(raw_v4.as_bytes())))
+    });
+    group.bench_function("sockaddr_encode_v4", |b| {
+        b.iter(|| RawSockAddr::encode(black_box(v4)))
+    });
+    group.finish();
+}
+
+fn user_data(c: &mut Criterion) {
+    let mut group = c.benchmark_group("user_data");
+    let op = Op::SendUp {
+        slot: 1_234,
+        generation: 56,
+        bid: 789,
+    };
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode_decode_send_up", |b| {
+        b.iter(|| Op::decode(black_box(black_box(op).encode())))
+    });
+    // A completion batch as the worker sees it: mostly sends and receives of many sessions.
+    let batch: Vec<u64> = (0..64u32)
+        .map(|i| match i % 4 {
+            0 => Op::SessionRecv {
+                slot: i,
+                generation: 1,
+            },
+            1 => Op::SendUp {
+                slot: i,
+                generation: 1,
+                bid: i as u16,
+            },
+            2 => Op::SendDown { bid: i as u16 },
+            _ => Op::ListenRecv,
+        })
+        .map(Op::encode)
+        .collect();
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("decode_batch_of_64", |b| {
+        b.iter(|| {
+            black_box(&batch)
+                .iter()
+                .filter_map(|&user_data| Op::decode(user_data))
+                .filter(|op| matches!(op, Op::SendUp { .. } | Op::SendDown { .. }))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = hot_path;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1));
+    targets = session_table, recvmsg_out, user_data
+}
+criterion_main!(hot_path);
