@@ -85,12 +85,19 @@ pub struct Sessions {
     live: usize,
     max: usize,
     pending_max: usize,
+    /// Datagrams held by all resolving sessions, and the most the worker may hold: held
+    /// datagrams keep their receive buffers, and every socket of the worker draws on the same
+    /// buffer ring, so without a worker-wide cap a burst of new clients waiting on a slow route
+    /// could starve established sessions of buffers.
+    held_total: usize,
+    held_max: usize,
 }
 
 impl Sessions {
     /// `max` sessions at once (open, resolving or closing), each holding at most `pending_max`
-    /// datagrams while it resolves. `max` is capped at the slot field's width.
-    pub fn new(max: usize, pending_max: usize) -> Self {
+    /// datagrams while it resolves, and all of them together at most `held_max`. `max` is
+    /// capped at the slot field's width.
+    pub fn new(max: usize, pending_max: usize, held_max: usize) -> Self {
         Sessions {
             by_client: HashMap::new(),
             by_upstream_port: HashMap::new(),
@@ -99,6 +106,8 @@ impl Sessions {
             live: 0,
             max: max.min(SLOTS_MAX as usize),
             pending_max,
+            held_total: 0,
+            held_max,
         }
     }
 
@@ -111,6 +120,9 @@ impl Sessions {
         let Some(&slot) = self.by_client.get(client) else {
             return if self.live >= self.max {
                 Ingress::Drop(Counter::DropMaxSessions)
+            } else if self.held_total >= self.held_max {
+                // A new session's first datagram is held too.
+                Ingress::Drop(Counter::DropPendingFull)
             } else {
                 Ingress::Create
             };
@@ -119,7 +131,9 @@ impl Sessions {
         let generation = entry.generation;
         match entry.session.as_ref().map(|s| (s.phase, s.held.len())) {
             Some((Phase::Open, _)) => Ingress::Forward { slot, generation },
-            Some((Phase::Resolving, held)) if held < self.pending_max => {
+            Some((Phase::Resolving, held))
+                if held < self.pending_max && self.held_total < self.held_max =>
+            {
                 Ingress::Hold { slot, generation }
             }
             Some((Phase::Resolving, _)) => Ingress::Drop(Counter::DropPendingFull),
@@ -159,6 +173,26 @@ impl Sessions {
         self.by_client.insert(client, slot);
         self.live += 1;
         (slot, self.slots[slot as usize].generation)
+    }
+
+    /// Holds a datagram for a resolving session. False (nothing held) if the session is gone.
+    pub fn hold(&mut self, slot: u32, generation: u32, held: Held) -> bool {
+        let Some(s) = self.get(slot, generation) else {
+            return false;
+        };
+        s.held.push(held);
+        self.held_total += 1;
+        true
+    }
+
+    /// Takes every datagram a session holds (to flush or drop them).
+    pub fn take_held(&mut self, slot: u32, generation: u32) -> Vec<Held> {
+        let held = self
+            .get(slot, generation)
+            .map(|s| std::mem::take(&mut s.held))
+            .unwrap_or_default();
+        self.held_total -= held.len();
+        held
     }
 
     /// The session in `slot` if it is still of `generation`.
@@ -271,7 +305,7 @@ mod tests {
 
     #[test]
     fn unknown_client_is_created_until_the_cap() {
-        let mut t = Sessions::new(2, 8);
+        let mut t = Sessions::new(2, 8, 64);
         assert_eq!(t.classify(&addr(1)), Ingress::Create);
         open(&mut t, 1);
         open(&mut t, 2);
@@ -284,21 +318,42 @@ mod tests {
 
     #[test]
     fn resolving_session_holds_up_to_pending_max() {
-        let mut t = Sessions::new(8, 2);
+        let mut t = Sessions::new(8, 2, 64);
         let (slot, generation) = t.insert(addr(1), 0);
         assert_eq!(t.classify(&addr(1)), Ingress::Hold { slot, generation });
-        let s = t.get(slot, generation).unwrap();
-        s.held.push(Held { bid: 0, len: 1 });
-        s.held.push(Held { bid: 1, len: 1 });
+        assert!(t.hold(slot, generation, Held { bid: 0, len: 1 }));
+        assert!(t.hold(slot, generation, Held { bid: 1, len: 1 }));
         assert_eq!(
             t.classify(&addr(1)),
             Ingress::Drop(Counter::DropPendingFull)
         );
+        assert_eq!(t.take_held(slot, generation).len(), 2);
+        assert_eq!(t.classify(&addr(1)), Ingress::Hold { slot, generation });
+    }
+
+    #[test]
+    fn the_worker_wide_hold_cap_protects_the_buffer_ring() {
+        let mut t = Sessions::new(8, 8, 3);
+        let (a, ga) = t.insert(addr(1), 0);
+        let (b, gb) = t.insert(addr(2), 0);
+        assert!(t.hold(a, ga, Held { bid: 0, len: 1 }));
+        assert!(t.hold(a, ga, Held { bid: 1, len: 1 }));
+        assert!(t.hold(b, gb, Held { bid: 2, len: 1 }));
+        assert_eq!(
+            t.classify(&addr(2)),
+            Ingress::Drop(Counter::DropPendingFull)
+        );
+        assert_eq!(
+            t.classify(&addr(3)),
+            Ingress::Drop(Counter::DropPendingFull)
+        );
+        t.take_held(a, ga);
+        assert_eq!(t.classify(&addr(3)), Ingress::Create);
     }
 
     #[test]
     fn closing_session_leaves_the_map_but_keeps_its_slot_until_done() {
-        let mut t = Sessions::new(1, 8);
+        let mut t = Sessions::new(1, 8, 64);
         let (slot, generation) = open(&mut t, 1);
         t.get(slot, generation).unwrap().in_flight = 1;
         assert!(t.begin_close(slot, generation).is_some());
@@ -317,7 +372,7 @@ mod tests {
 
     #[test]
     fn reused_slot_rejects_the_old_generation() {
-        let mut t = Sessions::new(4, 8);
+        let mut t = Sessions::new(4, 8, 64);
         let (slot, old) = open(&mut t, 1);
         t.begin_close(slot, old);
         assert!(t.release_if_done(slot, old));
@@ -330,7 +385,7 @@ mod tests {
 
     #[test]
     fn sessions_are_found_by_upstream_port_until_they_close() {
-        let mut t = Sessions::new(8, 8);
+        let mut t = Sessions::new(8, 8, 64);
         let (slot, generation) = t.insert(addr(1), 0);
         assert_eq!(t.by_upstream_port(4000), None, "not open yet");
         let local = addr(4000);
@@ -344,7 +399,7 @@ mod tests {
 
     #[test]
     fn idle_collection_skips_active_and_closing_sessions() {
-        let mut t = Sessions::new(8, 8);
+        let mut t = Sessions::new(8, 8, 64);
         let (a, ga) = open(&mut t, 1);
         let (b, gb) = open(&mut t, 2);
         let (c, gc) = open(&mut t, 3);

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 use socket2::Socket;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::datagram;
@@ -57,8 +57,12 @@ enum Deferred {
     ArmListener,
     ArmTick,
     ArmWake,
-    ArmSession { slot: u32, generation: u32 },
-    CancelSession { slot: u32, generation: u32 },
+    ArmSession {
+        slot: u32,
+        generation: u32,
+    },
+    /// Cancel the operation issued with this `user_data`.
+    Cancel(u64),
 }
 
 /// Where new sessions' routes come from.
@@ -110,7 +114,8 @@ impl Worker {
         let tick = config.tick();
         let ring = RingConfig {
             sq_entries: config.ring_entries,
-            cq_entries: config.ring_entries * 8,
+            // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
+            cq_entries: (config.ring_entries * 8).min(65_536),
             buffers: config.buffers,
             buf_len: config.buffer_size + PAYLOAD_OFFSET as u32,
             tick,
@@ -146,7 +151,12 @@ impl Worker {
             driver,
             listener,
             wake,
-            sessions: Sessions::new(config.max_sessions, config.pending_max),
+            // A quarter of the buffer ring may wait for routes; the rest keeps traffic moving.
+            sessions: Sessions::new(
+                config.max_sessions,
+                config.pending_max,
+                (config.buffers as usize / 4).max(1),
+            ),
             router: match &config.redis {
                 Some(settings) if config.backends.is_empty() => {
                     Router::Redis(Box::new(RedisLink::new(settings.clone(), Instant::now())))
@@ -170,13 +180,27 @@ impl Worker {
         Ok((worker, Started { local, waker }))
     }
 
-    /// Runs until shutdown is requested and every operation has drained.
+    /// Runs until shutdown is requested and every operation has drained. A worker that fails
+    /// says so at once and stops counting as ready.
     pub fn run(mut self) -> io::Result<()> {
+        let mut armed = false;
+        let result = self.serve(&mut armed);
+        if armed {
+            self.shared.armed.fetch_sub(1, Ordering::Release);
+        }
+        if let Err(e) = &result {
+            error!(worker = self.index, error = %e, "worker stopped");
+        }
+        result
+    }
+
+    fn serve(&mut self, armed: &mut bool) -> io::Result<()> {
         self.arm_listener();
         self.arm_tick();
         self.arm_wake();
         self.driver.submit()?;
         self.shared.armed.fetch_add(1, Ordering::Release);
+        *armed = true;
 
         let mut batch = Vec::with_capacity(1024);
         loop {
@@ -186,8 +210,9 @@ impl Worker {
             };
             match waited {
                 Ok(_) => {}
-                // The completion queue overflowed into the kernel's backlog: drain it first.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                // The completion queue overflowed into the kernel's backlog, or the kernel is
+                // short of memory for a moment: drain what is there first, then try again.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
                 Err(e) => return Err(e),
             }
             self.driver.reap(&mut batch);
@@ -210,7 +235,6 @@ impl Worker {
                 }
             }
         }
-        self.shared.armed.fetch_sub(1, Ordering::Release);
         Ok(())
     }
 
@@ -278,8 +302,8 @@ impl Worker {
         match self.sessions.classify(&client) {
             Ingress::Forward { slot, generation } => self.forward_up(slot, generation, bid, len),
             Ingress::Hold { slot, generation } => {
-                if let Some(s) = self.sessions.get(slot, generation) {
-                    s.held.push(Held { bid, len });
+                if !self.sessions.hold(slot, generation, Held { bid, len }) {
+                    self.drop_buffer(bid, Counter::DropSessionClosed);
                 }
             }
             Ingress::Create => self.create_session(client, bid, len),
@@ -334,9 +358,7 @@ impl Worker {
 
     fn create_session(&mut self, client: SocketAddr, bid: u16, len: u32) {
         let (slot, generation) = self.sessions.insert(client, self.tick);
-        if let Some(s) = self.sessions.get(slot, generation) {
-            s.held.push(Held { bid, len });
-        }
+        self.sessions.hold(slot, generation, Held { bid, len });
         match &mut self.router {
             Router::Static(routes) => match routes.resolve() {
                 Resolution::Ready { addr, backend } => {
@@ -438,12 +460,12 @@ impl Worker {
             }
         };
         self.sessions.opened(slot, generation, local);
+        let held = self.sessions.take_held(slot, generation);
         let Some(s) = self.sessions.get(slot, generation) else {
             return;
         };
         s.backend = backend;
         s.upstream = Some(upstream);
-        let held = std::mem::take(&mut s.held);
         debug!(client = %s.client, backend = %backend_addr, upstream = %local, "session opened");
         self.counters.bump(Counter::SessionsCreated);
         self.arm_session(slot, generation);
@@ -466,10 +488,10 @@ impl Worker {
         drop_reason: Counter,
         closed_reason: Option<Counter>,
     ) {
+        let held = self.sessions.take_held(slot, generation);
         let Some(s) = self.sessions.begin_close(slot, generation) else {
             return;
         };
-        let held = std::mem::take(&mut s.held);
         let backend = s.backend.take();
         let recv_armed = s.recv_armed;
         if let Some(reason) = closed_reason {
@@ -488,6 +510,12 @@ impl Worker {
         self.sessions.release_if_done(slot, generation);
     }
 
+    /// Cancels the operation issued with `target`, retrying after the batch if the queue is full.
+    fn cancel(&mut self, target: u64) {
+        let result = self.driver.cancel(target, Op::Cancel.encode());
+        self.pushed(result, Deferred::Cancel(target));
+    }
+
     fn release_backend(&mut self, backend: Option<usize>) {
         if let (Router::Static(routes), Some(b)) = (&mut self.router, backend) {
             routes.release(b);
@@ -496,8 +524,7 @@ impl Worker {
 
     fn cancel_session_recv(&mut self, slot: u32, generation: u32) {
         let target = Op::SessionRecv { slot, generation }.encode();
-        let result = self.driver.cancel(target, Op::Cancel.encode());
-        self.pushed(result, Deferred::CancelSession { slot, generation });
+        self.cancel(target);
     }
 
     fn arm_session(&mut self, slot: u32, generation: u32) {
@@ -620,10 +647,8 @@ impl Worker {
             sessions = self.sessions.live(),
             "worker stopping"
         );
-        let _ = self
-            .driver
-            .cancel(Op::ListenRecv.encode(), Op::Cancel.encode());
-        let _ = self.driver.cancel(Op::Tick.encode(), Op::Cancel.encode());
+        self.cancel(Op::ListenRecv.encode());
+        self.cancel(Op::Tick.encode());
         if let Router::Redis(link) = &mut self.router {
             link.shutdown(&mut self.driver);
         }
@@ -638,11 +663,23 @@ impl Worker {
             );
         }
         self.scratch = all;
-        self.deferred
-            .retain(|d| matches!(d, Deferred::CancelSession { .. }));
+        self.deferred.retain(|d| matches!(d, Deferred::Cancel(_)));
     }
 
     fn end_batch(&mut self) {
+        // First, so that buffers freed by expired lookups count as free below.
+        if let Router::Redis(link) = &mut self.router {
+            let mut outcomes = std::mem::take(&mut self.outcomes);
+            link.poll(
+                &mut self.driver,
+                self.now,
+                &mut self.counters,
+                &mut outcomes,
+            );
+            self.counters.set_redis_up(link.up());
+            self.apply(&mut outcomes);
+            self.outcomes = outcomes;
+        }
         if !self.deferred.is_empty() {
             // Re-arming a receive while the kernel has no buffer to give it would end it again
             // at once with ENOBUFS: leave it until a completed send has recycled one.
@@ -655,9 +692,7 @@ impl Worker {
                     }
                     Deferred::ArmListener => self.arm_listener(),
                     Deferred::ArmSession { slot, generation } => self.arm_session(slot, generation),
-                    Deferred::CancelSession { slot, generation } => {
-                        self.cancel_session_recv(slot, generation)
-                    }
+                    Deferred::Cancel(target) => self.cancel(target),
                     Deferred::ArmTick => self.arm_tick(),
                     Deferred::ArmWake => self.arm_wake(),
                 }
@@ -666,18 +701,6 @@ impl Worker {
                 // Keep the allocation for the next batch.
                 self.deferred = work;
             }
-        }
-        if let Router::Redis(link) = &mut self.router {
-            let mut outcomes = std::mem::take(&mut self.outcomes);
-            link.poll(
-                &mut self.driver,
-                self.now,
-                &mut self.counters,
-                &mut outcomes,
-            );
-            self.counters.set_redis_up(link.up());
-            self.apply(&mut outcomes);
-            self.outcomes = outcomes;
         }
         self.driver.bufs().publish();
         self.counters.set_sessions(self.sessions.live());
@@ -716,6 +739,15 @@ impl Worker {
 
     /// Counts a receive completion's error, and leases its buffer if it carries one.
     fn take_buffer(&mut self, res: i32, flags: u32) -> Option<u16> {
+        let bid = cqueue::buffer_select(flags);
+        if res < 0
+            && let Some(bid) = bid
+        {
+            // Some kernels commit a buffer before the receive fails: give it straight back.
+            if self.driver.bufs_mut().take(bid) {
+                self.recycle(bid);
+            }
+        }
         if res < 0 {
             match -res {
                 libc::ENOBUFS => self.counters.bump(Counter::RecvNoBuffers),
@@ -730,7 +762,10 @@ impl Worker {
             }
             return None;
         }
-        let bid = cqueue::buffer_select(flags)?;
+        let Some(bid) = bid else {
+            self.counters.bump(Counter::Anomalies);
+            return None;
+        };
         if self.driver.bufs_mut().take(bid) {
             Some(bid)
         } else {

@@ -341,3 +341,16 @@ fn metrics_health_and_readiness_are_served_and_counters_move() {
     assert_eq!(http_get(metrics, "/nope").0, 404);
     proxy.shutdown().unwrap();
 }
+
+#[test]
+fn the_largest_rings_start() {
+    let backend = Backend::start(LOCAL4, true);
+    let mut cfg = config(LOCAL4, &[backend.addr]);
+    // 32768 x 8 exceeds the kernel's completion queue limit; it is capped, not refused.
+    cfg.ring_entries = 32_768;
+    let proxy = start(cfg);
+    let client = udp(LOCAL4);
+    client.send_to(b"big", proxy.local_addr()).unwrap();
+    assert_eq!(recv(&client).0, b"big");
+    proxy.shutdown().unwrap();
+}

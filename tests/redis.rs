@@ -379,3 +379,57 @@ fn five_hundred_new_clients_share_one_lookup_per_worker() {
     assert_eq!(gets, lookups);
     proxy.shutdown().unwrap();
 }
+
+#[test]
+fn a_redis_that_stops_answering_is_dropped_and_reconnected() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let proxy = start(redis_config(redis.addr()));
+    wait_ready(&proxy);
+    // A stopped process keeps its TCP connections up: only the missing replies tell.
+    redis.signal("STOP");
+    let client = udp(LOCAL4);
+    client.send_to(b"hello?", proxy.local_addr()).unwrap();
+    wait_for("the unanswered GET to fail the connection", || {
+        count(&proxy, Counter::RedisCommandFailures) >= 1
+    });
+    assert_eq!(count(&proxy, Counter::RouteTimeout), 1);
+    redis.signal("CONT");
+    wait_ready(&proxy);
+    assert_eq!(round_trip(&client, &proxy, b"again"), b"again");
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn clients_waiting_for_a_route_cannot_starve_established_sessions() {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let mut config = redis_config(redis.addr());
+    // 64 buffers: at most 16 datagrams may wait for routes.
+    config.buffers = 64;
+    if let Some(r) = config.redis.as_mut() {
+        r.timeout = Duration::from_secs(10);
+    }
+    let proxy = start(config);
+    wait_ready(&proxy);
+    let established = udp(LOCAL4);
+    assert_eq!(round_trip(&established, &proxy, b"in"), b"in");
+
+    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "2000", "ALL"]);
+    let crowd: Vec<_> = (0..40).map(|_| udp(LOCAL4)).collect();
+    for c in &crowd {
+        for _ in 0..4 {
+            c.send_to(b"let me in", proxy.local_addr()).unwrap();
+        }
+    }
+    wait_for("the hold cap to drop the excess", || {
+        count(&proxy, Counter::DropPendingFull) == 160 - 16
+    });
+    // Buffers are left for the sessions that already have a route.
+    for i in 0..100u8 {
+        assert_eq!(round_trip(&established, &proxy, &[i]), [i]);
+    }
+    proxy.shutdown().unwrap();
+}

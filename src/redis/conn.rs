@@ -171,7 +171,6 @@ impl Conn {
     fn ready_if_done(&mut self) -> Option<Event> {
         if self.phase == Phase::Handshaking && self.expect.is_empty() {
             self.phase = Phase::Ready;
-            self.failures = 0;
             return Some(Event::Ready);
         }
         None
@@ -236,6 +235,9 @@ impl Conn {
         let Some(expect) = self.expect.pop_front() else {
             return Err(Failure::Protocol(format!("unexpected reply {value:?}")));
         };
+        // A server that answers as asked is healthy: the next failure starts the backoff over.
+        // (Not merely accepting the connection: one that accepts and then refuses must back off.)
+        self.failures = 0;
         match (expect, value) {
             (Expect::Get, value) => events.push(Event::Got(value)),
             (Expect::Auth | Expect::Select, Value::Okay) => {}
@@ -376,13 +378,19 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_a_cap_and_resets_when_ready() {
+    fn backoff_doubles_to_a_cap_and_resets_after_a_real_reply() {
         let mut c = Conn::new(Role::Command);
         let delays: Vec<_> = (0..10).map(|_| c.reset().1).collect();
         assert_eq!(delays[0], Duration::from_millis(50));
         assert_eq!(delays[1], Duration::from_millis(100));
         assert_eq!(delays[9], Duration::from_secs(5));
+        // Accepting the connection is not enough (protected mode, maxclients)...
         c.connected(&handshake(None, 0));
+        assert_eq!(c.reset().1, Duration::from_secs(5));
+        // ...answering a command is.
+        c.connected(&handshake(None, 0));
+        c.get("k");
+        feed(&mut c, b"$-1\r\n").unwrap();
         assert_eq!(c.reset().1, Duration::from_millis(50));
     }
 

@@ -87,6 +87,9 @@ pub enum Outcome {
 
 /// How long a TCP connect may take before it is abandoned and retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The least time a handshake or a GET may go unanswered before the connection is dropped
+/// (otherwise four lookup timeouts).
+const STALL_MIN: Duration = Duration::from_secs(2);
 
 struct Endpoint {
     conn: Conn,
@@ -101,6 +104,8 @@ struct Endpoint {
     failing: bool,
     retry_at: Option<Instant>,
     connect_deadline: Option<Instant>,
+    /// When the handshake began, while it is under way.
+    handshake_since: Option<Instant>,
 }
 
 impl Endpoint {
@@ -115,6 +120,7 @@ impl Endpoint {
             failing: false,
             retry_at: Some(now),
             connect_deadline: None,
+            handshake_since: None,
         }
     }
 
@@ -240,6 +246,7 @@ impl RedisLink {
                 if res < 0 {
                     return self.fail(conn, &errno(res), driver, now, counters, out);
                 }
+                end.handshake_since = Some(now);
                 let ready = end.conn.connected(&self.settings.handshake);
                 if ready.is_some() {
                     self.on_ready(conn);
@@ -281,6 +288,7 @@ impl RedisLink {
     }
 
     fn on_ready(&mut self, conn: usize) {
+        self.ends[conn].handshake_since = None;
         info!(
             connection = self.ends[conn].conn.role().name(),
             redis = %self.settings.addr,
@@ -367,6 +375,7 @@ impl RedisLink {
         let (_, delay) = end.conn.reset();
         end.retry_at = Some(now + delay);
         end.connect_deadline = None;
+        end.handshake_since = None;
         end.failing = true;
         if let Some(socket) = &end.socket {
             // Shutting down completes a pending receive; the cancel also reaches a connect
@@ -435,10 +444,13 @@ impl RedisLink {
             self.drive(conn, driver, now, counters, out);
         }
         let waiting = !self.waiters.is_empty()
-            || self
-                .ends
-                .iter()
-                .any(|e| e.retry_at.is_some() || e.connect_deadline.is_some() || e.failing);
+            || self.get_sent_at.is_some()
+            || self.ends.iter().any(|e| {
+                e.retry_at.is_some()
+                    || e.connect_deadline.is_some()
+                    || e.handshake_since.is_some()
+                    || e.failing
+            });
         if waiting
             && !self.timer_armed
             && driver
@@ -463,6 +475,29 @@ impl RedisLink {
         }
         if end.connect_deadline.is_some_and(|d| d <= now) {
             return self.fail(conn, "connect timed out", driver, now, counters, out);
+        }
+        // A server that stopped answering (SIGSTOP, a lost route) keeps the TCP connection up:
+        // give up on it when a handshake or a GET goes unanswered for several lookup timeouts.
+        let stall = (self.settings.timeout * 4).max(STALL_MIN);
+        if end
+            .handshake_since
+            .is_some_and(|t| now.saturating_duration_since(t) > stall)
+        {
+            return self.fail(
+                conn,
+                "no reply to the handshake",
+                driver,
+                now,
+                counters,
+                out,
+            );
+        }
+        if conn == COMMAND
+            && self
+                .get_sent_at
+                .is_some_and(|t| now.saturating_duration_since(t) > stall)
+        {
+            return self.fail(conn, "no reply to GET", driver, now, counters, out);
         }
         if end.socket.is_none() {
             if end.retry_at.is_some_and(|t| t <= now) {

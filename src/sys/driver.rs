@@ -88,6 +88,7 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
 
 impl Driver {
     pub fn new(cfg: &RingConfig) -> io::Result<Driver> {
+        check_kernel_version()?;
         let (ring, task_run) = build_ring(cfg)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
@@ -510,7 +511,33 @@ fn build_ring(cfg: &RingConfig) -> io::Result<(IoUring, TaskRun)> {
             Err(e) => return Err(explain_setup_error(e)),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no ring mode accepted")))
+    Err(explain_setup_error(last.unwrap_or_else(|| {
+        io::Error::from_raw_os_error(libc::EINVAL)
+    })))
+}
+
+/// ringgate needs Linux 6.1: multishot `recvmsg` (6.0) exists as an opcode on older kernels
+/// that reject the multishot flag, which the opcode probe cannot tell apart.
+fn check_kernel_version() -> io::Result<()> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    match parse_version(&release) {
+        Some(version) if version < (6, 1) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "Linux {} is too old: ringgate needs 6.1 or newer (multishot recvmsg, \
+                 provided buffer rings, DEFER_TASKRUN)",
+                release.trim()
+            ),
+        )),
+        // Unknown layout: let the probe and the first operations decide.
+        _ => Ok(()),
+    }
+}
+
+/// `(major, minor)` of a kernel release such as `6.18.44-fc-v657`.
+fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// Turns `io_uring_setup`'s refusal into a message that names the cause and the fix.
@@ -537,6 +564,9 @@ pub fn explain_setup_error(e: io::Error) -> io::Error {
         (Some(libc::ENOMEM), _) => "io_uring_setup ran out of memory (ENOMEM); lower --ring-entries or \
              raise the memory cgroup limit"
             .to_owned(),
+        (Some(libc::EINVAL), _) => "io_uring_setup rejected the ring's parameters (EINVAL); try a \
+             smaller --ring-entries"
+            .to_owned(),
         _ => format!("io_uring_setup failed: {e}"),
     };
     io::Error::new(e.kind(), why)
@@ -557,6 +587,15 @@ mod tests {
         assert!(eperm.contains("io_uring"), "{eperm}");
         let enomem = explain_setup_error(io::Error::from_raw_os_error(libc::ENOMEM)).to_string();
         assert!(enomem.contains("--ring-entries"), "{enomem}");
+    }
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(parse_version("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_version("5.19.0\n"), Some((5, 19)));
+        assert_eq!(parse_version("6.1"), Some((6, 1)));
+        assert_eq!(parse_version("garbage"), None);
+        assert!(parse_version("5.19.0").unwrap() < (6, 1));
     }
 
     #[test]

@@ -82,8 +82,8 @@ pub fn recv_buffer(socket: &Socket) -> io::Result<usize> {
     socket.recv_buffer_size()
 }
 
-/// A non-blocking TCP socket for a connection to `to` (Redis), with keepalive probes so a peer
-/// that vanished without a reset is noticed within about ten seconds.
+/// A non-blocking TCP socket for a connection to `to` (Redis), with keepalive probes and a user
+/// timeout so a peer that vanished without a reset is noticed within about ten seconds.
 pub fn tcp_client(to: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(to),
@@ -96,5 +96,8 @@ pub fn tcp_client(to: SocketAddr) -> io::Result<Socket> {
         .with_interval(std::time::Duration::from_secs(1))
         .with_retries(5);
     socket.set_tcp_keepalive(&keepalive)?;
+    // Keepalive does not probe while sent data is unacknowledged (a blackholed peer); this
+    // bounds that case to 10 s instead of tcp_retries2's many minutes.
+    socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(10)))?;
     Ok(socket)
 }
