@@ -40,7 +40,7 @@ fn upstream_local(i: usize) -> SocketAddr {
 
 /// A table holding `size` open sessions, and their clients and `(slot, generation)`s.
 fn open_table(size: usize) -> (Sessions, Vec<SocketAddr>, Vec<(u32, u32)>) {
-    let mut sessions = Sessions::new(size * 2, 8);
+    let mut sessions = Sessions::new(size * 2, 8, 1);
     let clients: Vec<SocketAddr> = (0..size).map(client).collect();
     let handles = clients
         .iter()
