@@ -25,13 +25,15 @@ use ringgate::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 use ringgate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
 use ringgate::user_data::Op;
 
-/// Table sizes: the forward bench's default and larger flow counts.
-const TABLE_SIZES: [usize; 3] = [64, 1_024, 10_000];
+/// Table sizes the issue names: 1k, 100k and 1M sessions on one worker.
+const TABLE_SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 /// ringgate's `--buffer-size` in the forward bench.
 const MAX_PAYLOAD: usize = 2048;
 
+/// A distinct client for every `i` below 2^24: addresses spread over 127.0.0.0/8.
 fn client(i: usize) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 10_000 + (i % 50_000) as u16))
+    let ip = std::net::Ipv4Addr::from(0x7f00_0000 | (i as u32 & 0x00ff_ffff));
+    SocketAddr::from((ip, 40_000))
 }
 
 fn upstream_local(i: usize) -> SocketAddr {

@@ -410,3 +410,22 @@ mod tests {
         assert_eq!(idle, [(a, ga)]);
     }
 }
+
+#[cfg(test)]
+mod footprint {
+    use super::*;
+
+    /// Memory per session, excluding kernel socket buffers: the slab entry, its two map entries
+    /// (hashbrown stores the pair plus one control byte, at a load factor of at most 7/8) and
+    /// the free-list slot. The budget is 1 KiB; README quotes this figure.
+    #[test]
+    fn a_session_costs_well_under_a_kilobyte() {
+        let slab = size_of::<Slot>();
+        let by_client = (size_of::<(SocketAddr, u32)>() + 1) * 8 / 7;
+        let by_port = (size_of::<(u16, u32)>() + 1) * 8 / 7;
+        let free = size_of::<u32>();
+        let total = slab + by_client + by_port + free;
+        println!("per session: slab {slab} + maps {by_client} + {by_port} + free list {free} = {total} bytes");
+        assert!(total < 1024, "{total} bytes per session");
+    }
+}
