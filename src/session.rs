@@ -425,7 +425,9 @@ mod footprint {
         let by_port = (size_of::<(u16, u32)>() + 1) * 8 / 7;
         let free = size_of::<u32>();
         let total = slab + by_client + by_port + free;
-        println!("per session: slab {slab} + maps {by_client} + {by_port} + free list {free} = {total} bytes");
+        println!(
+            "per session: slab {slab} + maps {by_client} + {by_port} + free list {free} = {total} bytes"
+        );
         assert!(total < 1024, "{total} bytes per session");
     }
 }

@@ -8,6 +8,27 @@ use std::time::Duration;
 use ringgate::Counter;
 use util::*;
 
+/// A `redis-server` whose backend key names an echo backend, and a ringgate routing through it
+/// (adjusted by `configure`), ready.
+fn routed(
+    configure: impl FnOnce(&mut ringgate::Config),
+) -> (RedisServer, Backend, ringgate::Proxy) {
+    let redis = RedisServer::start();
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let mut config = redis_config(redis.addr());
+    configure(&mut config);
+    let proxy = start(config);
+    wait_ready(&proxy);
+    (redis, backend, proxy)
+}
+
+fn set_timeout(config: &mut ringgate::Config, timeout: Duration) {
+    if let Some(r) = config.redis.as_mut() {
+        r.timeout = timeout;
+    }
+}
+
 /// The upstream address (source the backend sees) of `client`'s session: one datagram through.
 fn upstream_of(
     client: &std::net::UdpSocket,
@@ -81,11 +102,7 @@ fn missing_invalid_and_disallowed_values_drop_without_harm_and_recover() {
 
 #[test]
 fn disconnects_by_port_client_and_upstream_address_close_exactly_that_session() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let proxy = start(redis_config(redis.addr()));
-    wait_ready(&proxy);
+    let (redis, backend, proxy) = routed(|_| {});
     let clients: Vec<_> = (0..4).map(|_| udp(LOCAL4)).collect();
     let mut upstream: Vec<SocketAddr> = clients
         .iter()
@@ -126,11 +143,7 @@ fn disconnects_by_port_client_and_upstream_address_close_exactly_that_session() 
 
 #[test]
 fn garbage_on_the_disconnect_channel_is_counted_and_ignored() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let proxy = start(redis_config(redis.addr()));
-    wait_ready(&proxy);
+    let (redis, backend, proxy) = routed(|_| {});
     let client = udp(LOCAL4);
     let upstream = upstream_of(&client, &proxy, &backend);
     let huge = "9".repeat(100_000);
@@ -159,11 +172,7 @@ fn garbage_on_the_disconnect_channel_is_counted_and_ignored() {
 
 #[test]
 fn redis_lost_mid_run_spares_established_sessions_and_everything_recovers() {
-    let mut redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let proxy = start(redis_config(redis.addr()));
-    wait_ready(&proxy);
+    let (mut redis, backend, proxy) = routed(|_| {});
     let established = udp(LOCAL4);
     let upstream = upstream_of(&established, &proxy, &backend);
 
@@ -249,15 +258,9 @@ fn redis_down_at_start_means_not_ready_until_it_comes() {
 
 #[test]
 fn a_paused_redis_does_not_delay_established_sessions() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let mut config = redis_config(redis.addr());
-    if let Some(r) = config.redis.as_mut() {
-        r.timeout = Duration::from_secs(10);
-    }
-    let proxy = start(config);
-    wait_ready(&proxy);
+    let (redis, backend, proxy) = routed(|c| {
+        set_timeout(c, Duration::from_secs(10));
+    });
     let established = udp(LOCAL4);
     upstream_of(&established, &proxy, &backend);
 
@@ -285,15 +288,9 @@ fn a_paused_redis_does_not_delay_established_sessions() {
 
 #[test]
 fn a_lookup_that_times_out_drops_and_the_next_datagram_tries_again() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let mut config = redis_config(redis.addr());
-    if let Some(r) = config.redis.as_mut() {
-        r.timeout = Duration::from_millis(100);
-    }
-    let proxy = start(config);
-    wait_ready(&proxy);
+    let (redis, _backend, proxy) = routed(|c| {
+        set_timeout(c, Duration::from_millis(100));
+    });
     redis.cmd::<()>(0, &["CLIENT", "PAUSE", "600", "ALL"]);
     let client = udp(LOCAL4);
     client.send_to(b"slow", proxy.local_addr()).unwrap();
@@ -344,16 +341,10 @@ fn password_and_database_selection() {
 
 #[test]
 fn five_hundred_new_clients_share_one_lookup_per_worker() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let mut config = redis_config(redis.addr());
-    if let Some(r) = config.redis.as_mut() {
-        r.timeout = Duration::from_secs(10);
-    }
-    config.workers = 2;
-    let proxy = start(config);
-    wait_ready(&proxy);
+    let (redis, _backend, proxy) = routed(|c| {
+        set_timeout(c, Duration::from_secs(10));
+        c.workers = 2;
+    });
     // While Redis is paused, every new client arrives with a GET still in flight, so each
     // worker may send only one.
     redis.cmd::<()>(0, &["CLIENT", "PAUSE", "500", "ALL"]);
@@ -382,11 +373,7 @@ fn five_hundred_new_clients_share_one_lookup_per_worker() {
 
 #[test]
 fn a_redis_that_stops_answering_is_dropped_and_reconnected() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let proxy = start(redis_config(redis.addr()));
-    wait_ready(&proxy);
+    let (redis, _backend, proxy) = routed(|_| {});
     // A stopped process keeps its TCP connections up: only the missing replies tell.
     redis.signal("STOP");
     let client = udp(LOCAL4);
@@ -403,17 +390,11 @@ fn a_redis_that_stops_answering_is_dropped_and_reconnected() {
 
 #[test]
 fn clients_waiting_for_a_route_cannot_starve_established_sessions() {
-    let redis = RedisServer::start();
-    let backend = Backend::start(LOCAL4, true);
-    redis.set(BACKEND_KEY, &backend.addr.to_string());
-    let mut config = redis_config(redis.addr());
     // 64 buffers: at most 16 datagrams may wait for routes.
-    config.buffers = 64;
-    if let Some(r) = config.redis.as_mut() {
-        r.timeout = Duration::from_secs(10);
-    }
-    let proxy = start(config);
-    wait_ready(&proxy);
+    let (redis, _backend, proxy) = routed(|c| {
+        set_timeout(c, Duration::from_secs(10));
+        c.buffers = 64;
+    });
     let established = udp(LOCAL4);
     assert_eq!(round_trip(&established, &proxy, b"in"), b"in");
 

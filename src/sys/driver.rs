@@ -36,6 +36,35 @@ struct ConnIo {
     rx_busy: bool,
 }
 
+/// Which of a Redis connection's buffers an operation points at.
+#[derive(Clone, Copy)]
+enum ConnBuf {
+    Addr,
+    Tx,
+    Rx,
+}
+
+impl ConnIo {
+    fn new(rx_len: usize) -> ConnIo {
+        ConnIo {
+            addr: RawSockAddr::encode(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            connect_busy: false,
+            tx: Vec::new(),
+            tx_busy: false,
+            rx: vec![0; rx_len].into_boxed_slice(),
+            rx_busy: false,
+        }
+    }
+
+    fn busy(&mut self, which: ConnBuf) -> &mut bool {
+        match which {
+            ConnBuf::Addr => &mut self.connect_busy,
+            ConnBuf::Tx => &mut self.tx_busy,
+            ConnBuf::Rx => &mut self.rx_busy,
+        }
+    }
+}
+
 /// The buffer group id of the worker's one buffer ring.
 const BGID: u16 = 0;
 
@@ -129,14 +158,7 @@ impl Driver {
                     .nsec(cfg.tick.subsec_nanos()),
             ),
             wake_buf: Box::new(0),
-            conns: Box::new(std::array::from_fn(|_| ConnIo {
-                addr: RawSockAddr::encode(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-                connect_busy: false,
-                tx: Vec::new(),
-                tx_busy: false,
-                rx: vec![0; REDIS_RX_LEN].into_boxed_slice(),
-                rx_busy: false,
-            })),
+            conns: Box::new(std::array::from_fn(|_| ConnIo::new(REDIS_RX_LEN))),
             redis_timer: Box::new(types::Timespec::new()),
             redis_timer_busy: false,
             in_flight: 0,
@@ -267,6 +289,39 @@ impl Driver {
         unsafe { self.push(entry) }
     }
 
+    /// Connection `conn`'s memory, if its `which` buffer is not in use by an operation.
+    fn conn_free(&mut self, conn: usize, which: ConnBuf) -> io::Result<&mut ConnIo> {
+        let io = self
+            .conns
+            .get_mut(conn)
+            .ok_or_else(|| io::Error::other("no such connection"))?;
+        if *io.busy(which) {
+            return Err(io::Error::other("an operation on that buffer is in flight"));
+        }
+        Ok(io)
+    }
+
+    /// Pushes `entry`, marking connection `conn`'s `which` buffer busy until the operation's
+    /// completion is reaped (see [`Driver::reap`]).
+    ///
+    /// # Safety
+    /// `entry` may point only into connection `conn`'s `which` buffer, which must be free.
+    unsafe fn push_conn(
+        &mut self,
+        conn: usize,
+        which: ConnBuf,
+        entry: squeue::Entry,
+    ) -> io::Result<bool> {
+        *self.conns[conn].busy(which) = true;
+        // SAFETY: forwarded from this function's contract; the buffer is boxed in `self`, stays
+        // put, and nothing rewrites, reads or drops it while it is marked busy.
+        let pushed = unsafe { self.push(entry) };
+        if pushed.is_err() {
+            *self.conns[conn].busy(which) = false;
+        }
+        pushed
+    }
+
     /// Connects Redis connection `conn`'s socket `fd` to `to`.
     pub fn connect(
         &mut self,
@@ -275,26 +330,14 @@ impl Driver {
         to: std::net::SocketAddr,
         user_data: u64,
     ) -> io::Result<bool> {
-        let io = self
-            .conns
-            .get_mut(conn)
-            .ok_or_else(|| io::Error::other("no such connection"))?;
-        if io.connect_busy {
-            return Err(io::Error::other("a connect is already in flight"));
-        }
+        let io = self.conn_free(conn, ConnBuf::Addr)?;
         io.addr = RawSockAddr::encode(to);
         let len = io.addr.as_bytes().len() as libc::socklen_t;
         let entry = opcode::Connect::new(types::Fd(fd), std::ptr::from_ref(&io.addr).cast(), len)
             .build()
             .user_data(user_data);
-        io.connect_busy = true;
-        // SAFETY: the address is in this connection's boxed slot, which stays put and is not
-        // rewritten while `connect_busy` (cleared when this operation's completion is reaped).
-        let pushed = unsafe { self.push(entry) };
-        if pushed.is_err() {
-            self.conns[conn].connect_busy = false;
-        }
-        pushed
+        // SAFETY: the entry points only at this connection's address buffer, checked free.
+        unsafe { self.push_conn(conn, ConnBuf::Addr, entry) }
     }
 
     /// Sends `bytes` on Redis connection `conn`'s socket `fd`. The driver keeps the bytes
@@ -306,25 +349,14 @@ impl Driver {
         bytes: Vec<u8>,
         user_data: u64,
     ) -> io::Result<bool> {
-        let io = self
-            .conns
-            .get_mut(conn)
-            .ok_or_else(|| io::Error::other("no such connection"))?;
-        if io.tx_busy {
-            return Err(io::Error::other("a send is already in flight"));
-        }
+        let io = self.conn_free(conn, ConnBuf::Tx)?;
         io.tx = bytes;
         let entry = opcode::Send::new(types::Fd(fd), io.tx.as_ptr(), io.tx.len() as u32)
             .build()
             .user_data(user_data);
-        io.tx_busy = true;
-        // SAFETY: the bytes are a heap buffer owned by this connection's slot; it is neither
-        // touched nor dropped while `tx_busy` (cleared when this send's completion is reaped).
-        let pushed = unsafe { self.push(entry) };
-        if pushed.is_err() {
-            self.conns[conn].tx_busy = false;
-        }
-        pushed
+        // SAFETY: the entry points only at this connection's send buffer (a heap allocation
+        // the slot owns), checked free.
+        unsafe { self.push_conn(conn, ConnBuf::Tx, entry) }
     }
 
     /// The bytes of connection `conn`'s last send, once it completed.
@@ -337,24 +369,12 @@ impl Driver {
 
     /// Receives on Redis connection `conn`'s socket `fd` into the connection's buffer.
     pub fn recv_bytes(&mut self, conn: usize, fd: RawFd, user_data: u64) -> io::Result<bool> {
-        let io = self
-            .conns
-            .get_mut(conn)
-            .ok_or_else(|| io::Error::other("no such connection"))?;
-        if io.rx_busy {
-            return Err(io::Error::other("a receive is already in flight"));
-        }
+        let io = self.conn_free(conn, ConnBuf::Rx)?;
         let entry = opcode::Recv::new(types::Fd(fd), io.rx.as_mut_ptr(), io.rx.len() as u32)
             .build()
             .user_data(user_data);
-        io.rx_busy = true;
-        // SAFETY: the buffer is boxed in this connection's slot; it is not read or lent out
-        // while `rx_busy` (cleared when this receive's completion is reaped).
-        let pushed = unsafe { self.push(entry) };
-        if pushed.is_err() {
-            self.conns[conn].rx_busy = false;
-        }
-        pushed
+        // SAFETY: the entry points only at this connection's receive buffer, checked free.
+        unsafe { self.push_conn(conn, ConnBuf::Rx, entry) }
     }
 
     /// The first `len` bytes connection `conn`'s last receive wrote, once it completed.
@@ -430,9 +450,11 @@ impl Driver {
             // The memory a finished Redis operation pointed at is free again.
             let io = |conn: u32| conn as usize % REDIS_CONNS;
             match Op::decode(cqe.user_data()) {
-                Some(Op::RedisConnect { conn, .. }) => self.conns[io(conn)].connect_busy = false,
-                Some(Op::RedisSend { conn, .. }) => self.conns[io(conn)].tx_busy = false,
-                Some(Op::RedisRecv { conn, .. }) => self.conns[io(conn)].rx_busy = false,
+                Some(Op::RedisConnect { conn, .. }) => {
+                    *self.conns[io(conn)].busy(ConnBuf::Addr) = false
+                }
+                Some(Op::RedisSend { conn, .. }) => *self.conns[io(conn)].busy(ConnBuf::Tx) = false,
+                Some(Op::RedisRecv { conn, .. }) => *self.conns[io(conn)].busy(ConnBuf::Rx) = false,
                 Some(Op::RedisTimer) => self.redis_timer_busy = false,
                 _ => {}
             }
@@ -455,14 +477,7 @@ impl Drop for Driver {
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
             let conns = std::mem::replace(
                 &mut self.conns,
-                Box::new(std::array::from_fn(|_| ConnIo {
-                    addr: RawSockAddr::encode(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-                    connect_busy: false,
-                    tx: Vec::new(),
-                    tx_busy: false,
-                    rx: Box::default(),
-                    rx_busy: false,
-                })),
+                Box::new(std::array::from_fn(|_| ConnIo::new(0))),
             );
             std::mem::forget(conns);
             std::mem::forget(std::mem::replace(
