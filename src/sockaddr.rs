@@ -1,4 +1,4 @@
-//! Socket addresses as the kernel lays them out, converted without `unsafe`.
+//! Socket addresses as the kernel lays them out, converted in safe code.
 //!
 //! The kernel hands ringgate a client's address as raw `sockaddr_in`/`sockaddr_in6` bytes inside
 //! each multishot `recvmsg` buffer, and takes one back for every reply `sendmsg`. Both directions
