@@ -347,8 +347,9 @@ fn five_hundred_new_clients_share_one_lookup_per_worker() {
     });
     // While Redis is paused, every new client arrives with a GET still in flight, so each
     // worker may send only one.
-    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "500", "ALL"]);
+    // Sockets first: creating them is the slow part, and all 500 sends must fall in the pause.
     let clients: Vec<_> = (0..500).map(|_| udp(LOCAL4)).collect();
+    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "1000", "ALL"]);
     for (i, c) in clients.iter().enumerate() {
         c.send_to(format!("{i}").as_bytes(), proxy.local_addr())
             .unwrap();
@@ -398,8 +399,8 @@ fn clients_waiting_for_a_route_cannot_starve_established_sessions() {
     let established = udp(LOCAL4);
     assert_eq!(round_trip(&established, &proxy, b"in"), b"in");
 
-    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "2000", "ALL"]);
     let crowd: Vec<_> = (0..40).map(|_| udp(LOCAL4)).collect();
+    redis.cmd::<()>(0, &["CLIENT", "PAUSE", "3000", "ALL"]);
     for c in &crowd {
         for _ in 0..4 {
             c.send_to(b"let me in", proxy.local_addr()).unwrap();
