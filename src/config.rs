@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::sys::buf_ring::ENTRIES_MAX;
+use crate::sys::driver::TaskRun;
 use crate::user_data::SLOTS_MAX;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -92,6 +93,11 @@ pub struct Cli {
     #[arg(long, env = "RINGGATE_RING_ENTRIES", value_name = "N", default_value_t = 2048,
           value_parser = parse_ring_entries)]
     pub ring_entries: u32,
+
+    /// How each ring runs completion work: deferred (SINGLE_ISSUER|DEFER_TASKRUN, 6.1+),
+    /// cooperative (COOP_TASKRUN) or default; a mode the kernel refuses falls back to the next
+    #[arg(long, env = "RINGGATE_TASK_RUN", value_enum, default_value_t = TaskRun::Deferred)]
+    pub task_run: TaskRun,
 
     /// Serve /metrics, /healthz and /readyz on this address [default: off]
     #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
@@ -290,6 +296,7 @@ pub struct Config {
     pub buffers: u32,
     pub socket_buffer: usize,
     pub ring_entries: u32,
+    pub task_run: TaskRun,
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
     /// Redis routing, used when `backends` is empty.
@@ -311,6 +318,7 @@ impl Config {
             buffers: 4096,
             socket_buffer: 8 << 20,
             ring_entries: 2048,
+            task_run: TaskRun::Deferred,
             metrics: None,
             log_format: LogFormat::Text,
             redis: None,
@@ -380,6 +388,7 @@ impl Cli {
             buffers: self.buffers,
             socket_buffer: self.socket_buffer as usize,
             ring_entries: self.ring_entries,
+            task_run: self.task_run,
             metrics: self.metrics,
             log_format: self.log_format,
             redis,

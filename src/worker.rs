@@ -119,6 +119,7 @@ impl Worker {
             buffers: config.buffers,
             buf_len: config.buffer_size + PAYLOAD_OFFSET as u32,
             tick,
+            task_run: config.task_run,
         };
         let driver = Driver::new(&ring)?;
         let mut socket_size = socket::BufferSize {

@@ -35,6 +35,11 @@ const VARS: &[&str] = &[
     "RINGGATE_CPUS",
     "RINGGATE_NO_PIN",
     "RINGGATE_LOG_FORMAT",
+    "RINGGATE_MAX_SESSIONS",
+    "RINGGATE_PENDING_MAX",
+    "RINGGATE_SOCKET_BUFFER",
+    "RINGGATE_RING_ENTRIES",
+    "RINGGATE_TASK_RUN",
 ];
 
 fn ringgate(dir: &Path) -> Command {

@@ -354,3 +354,18 @@ fn the_largest_rings_start() {
     assert_eq!(recv(&client).0, b"big");
     proxy.shutdown().unwrap();
 }
+
+#[test]
+fn every_task_run_mode_forwards() {
+    use ringgate::sys::driver::TaskRun;
+    let backend = Backend::start(LOCAL4, true);
+    for mode in [TaskRun::Cooperative, TaskRun::Default] {
+        let mut cfg = config(LOCAL4, &[backend.addr]);
+        cfg.task_run = mode;
+        let proxy = start(cfg);
+        let client = udp(LOCAL4);
+        client.send_to(b"mode", proxy.local_addr()).unwrap();
+        assert_eq!(recv(&client).0, b"mode", "{mode:?}");
+        proxy.shutdown().unwrap();
+    }
+}

@@ -77,10 +77,12 @@ pub struct RingConfig {
     /// Bytes of each provided buffer, headers included.
     pub buf_len: u32,
     pub tick: Duration,
+    /// The task-running mode to try first; plainer ones follow if the kernel refuses it.
+    pub task_run: TaskRun,
 }
 
-/// How the ring was set up, for the start-up log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the ring runs completion work (`--task-run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskRun {
     /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when the worker waits (6.1+).
     Deferred,
@@ -506,8 +508,12 @@ fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usi
 /// Builds the ring with the best task-running mode the kernel accepts.
 fn build_ring(cfg: &RingConfig) -> io::Result<(IoUring, TaskRun)> {
     let attempts = [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Default];
+    let first = attempts
+        .iter()
+        .position(|&m| m == cfg.task_run)
+        .unwrap_or(0);
     let mut last = None;
-    for mode in attempts {
+    for &mode in &attempts[first..] {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cfg.cq_entries).setup_submit_all();
         match mode {
@@ -621,6 +627,7 @@ mod tests {
             buffers: 8,
             buf_len: 128,
             tick: Duration::from_millis(10),
+            task_run: TaskRun::Deferred,
         })
         .expect("ringgate's tests need io_uring (Linux 6.1+)");
         assert_eq!(driver.in_flight(), 0);
