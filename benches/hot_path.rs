@@ -3,9 +3,10 @@
 //! up here before it is lost in the noise of `benches/forward.rs`.
 //!
 //! * `session_table`: the client lookup that decides each client datagram's fate
-//!   (`Sessions::classify`, hit and miss, at 64, 1 024 and 10 000 sessions), the completion
-//!   path's lookups by slot (`get`) and by upstream port (`by_upstream_port`), and a session's
-//!   whole life without its socket (insert, open, close, release).
+//!   (`Sessions::classify`, hit and miss), the packet path's lookup by key (`upstream`: the
+//!   session's socket for a datagram going up, marking it active) and by upstream port
+//!   (`by_upstream_port`), and a session's whole life without a real socket (insert, open,
+//!   close, freed).
 //! * `recvmsg_out`: parsing a multishot `recvmsg` buffer as the kernel lays it out
 //!   (`datagram::parse`: header, truncation flags, source address), for IPv4 and IPv6 and two
 //!   payload sizes, and the address codec on its own (`sockaddr::decode`, `RawSockAddr::encode`).
@@ -16,13 +17,14 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringgate::datagram;
-use ringgate::session::{Ingress, Sessions};
-use ringgate::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
+use ringgate::session::{Held, Ingress, Key, Sessions};
 use ringgate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
+use ringgate::sys::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 use ringgate::user_data::Op;
 
 /// Table sizes the issue names: 1k, 100k and 1M sessions on one worker.
@@ -40,34 +42,45 @@ fn upstream_local(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1_024 + (i % 60_000) as u16))
 }
 
-/// A table holding `size` open sessions, and their clients and `(slot, generation)`s.
-fn open_table(size: usize) -> (Sessions, Vec<SocketAddr>, Vec<(u32, u32)>) {
-    let mut sessions = Sessions::new(size * 2, 8, 1);
+/// An upstream "socket" that is not one: a million real sockets would measure the kernel.
+struct NoSocket;
+
+impl AsRawFd for NoSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        -1
+    }
+}
+
+const FIRST: Held = Held { bid: 0, len: 64 };
+
+/// A table holding `size` open sessions, and their clients and keys.
+fn open_table(size: usize) -> (Sessions<NoSocket>, Vec<SocketAddr>, Vec<Key>) {
+    let mut sessions = Sessions::new(size * 2, 8, size * 2);
     let clients: Vec<SocketAddr> = (0..size).map(client).collect();
-    let handles = clients
+    let keys = clients
         .iter()
         .enumerate()
         .map(|(i, &addr)| {
-            let (slot, generation) = sessions.insert(addr, 0);
-            sessions.opened(slot, generation, upstream_local(i));
-            (slot, generation)
+            let key = sessions.insert(addr, 0, FIRST);
+            sessions.open(key, NoSocket, upstream_local(i), None);
+            key
         })
         .collect();
-    (sessions, clients, handles)
+    (sessions, clients, keys)
 }
 
 fn session_table(c: &mut Criterion) {
     let mut group = c.benchmark_group("session_table");
     group.throughput(Throughput::Elements(1));
     for size in TABLE_SIZES {
-        let (mut sessions, clients, handles) = open_table(size);
+        let (mut sessions, clients, keys) = open_table(size);
         // Cycle through every client, as datagrams from many flows interleave.
         let mut next = 0;
         group.bench_with_input(BenchmarkId::new("classify_hit", size), &size, |b, _| {
             b.iter(|| {
                 next = (next + 1) % clients.len();
                 let decision = sessions.classify(black_box(&clients[next]));
-                debug_assert!(matches!(decision, Ingress::Forward { .. }));
+                debug_assert!(matches!(decision, Ingress::Forward(_)));
                 decision
             })
         });
@@ -76,13 +89,10 @@ fn session_table(c: &mut Criterion) {
             b.iter(|| sessions.classify(black_box(&stranger)))
         });
         let mut next = 0;
-        group.bench_with_input(BenchmarkId::new("get_by_slot", size), &size, |b, _| {
+        group.bench_with_input(BenchmarkId::new("upstream_by_key", size), &size, |b, _| {
             b.iter(|| {
-                next = (next + 1) % handles.len();
-                let (slot, generation) = handles[next];
-                sessions
-                    .get(black_box(slot), black_box(generation))
-                    .map(|session| session.last_tick)
+                next = (next + 1) % keys.len();
+                sessions.upstream(black_box(keys[next]), black_box(1))
             })
         });
         let mut next = 0;
@@ -97,12 +107,11 @@ fn session_table(c: &mut Criterion) {
     // that comes and goes costs the table.
     let (mut sessions, _, _) = open_table(1_024);
     let newcomer = client(2_000);
-    group.bench_function("insert_open_close_release", |b| {
+    group.bench_function("insert_open_close_free", |b| {
         b.iter(|| {
-            let (slot, generation) = sessions.insert(black_box(newcomer), 0);
-            sessions.opened(slot, generation, upstream_local(2_000));
-            sessions.begin_close(slot, generation);
-            sessions.release_if_done(slot, generation)
+            let key = sessions.insert(black_box(newcomer), 0, FIRST);
+            sessions.open(key, NoSocket, upstream_local(2_000), None);
+            sessions.begin_close(key)
         })
     });
     group.finish();
@@ -159,8 +168,10 @@ fn recvmsg_out(c: &mut Criterion) {
 fn user_data(c: &mut Criterion) {
     let mut group = c.benchmark_group("user_data");
     let op = Op::SendUp {
-        slot: 1_234,
-        generation: 56,
+        key: Key {
+            slot: 1_234,
+            generation: 56,
+        },
         bid: 789,
     };
     group.throughput(Throughput::Elements(1));
@@ -170,13 +181,15 @@ fn user_data(c: &mut Criterion) {
     // A completion batch as the worker sees it: mostly sends and receives of many sessions.
     let batch: Vec<u64> = (0..64u32)
         .map(|i| match i % 4 {
-            0 => Op::SessionRecv {
+            0 => Op::SessionRecv(Key {
                 slot: i,
                 generation: 1,
-            },
+            }),
             1 => Op::SendUp {
-                slot: i,
-                generation: 1,
+                key: Key {
+                    slot: i,
+                    generation: 1,
+                },
                 bid: i as u16,
             },
             2 => Op::SendDown { bid: i as u16 },

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use io_uring::types::RecvMsgOut;
 
-use crate::sockaddr;
 use crate::stats::Counter;
+use crate::sys::sockaddr;
 
 /// A received datagram: its source and payload length (the payload starts at
 /// `sys::msghdr::PAYLOAD_OFFSET`).
@@ -44,8 +44,8 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockaddr::{RawSockAddr, SOCKADDR_MAX};
     use crate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
+    use crate::sys::sockaddr::{RawSockAddr, SOCKADDR_MAX};
 
     /// Lays a buffer out the way the kernel does.
     fn kernel_buffer(from: SocketAddr, payload: &[u8], payload_len: u32, flags: u32) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! ringgate: a thread-per-core io_uring UDP forwarder.
 //!
-//! Start at [`proxy::Proxy::start`]; the packet's path is in [`worker`].
+//! Start at [`proxy::Proxy::start`]; the packet's path is in [`worker`], where a new session's
+//! route comes from [`route`], and everything that touches the kernel is behind [`sys`].
 #![deny(unsafe_code)]
 
 pub mod config;
@@ -9,10 +10,8 @@ pub mod host_check;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
-pub mod redis;
 pub mod route;
 pub mod session;
-pub mod sockaddr;
 pub mod stats;
 pub mod sys;
 pub mod user_data;

@@ -10,6 +10,7 @@ use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
 use ringgate::config::{Cli, LogFormat};
+use ringgate::route::Routes;
 use ringgate::{Proxy, host_check};
 
 fn main() -> ExitCode {
@@ -51,10 +52,15 @@ fn main() -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "starting ringgate"
     );
-    let (workers, max_sessions, socket_buffer) =
-        (config.workers, config.max_sessions, config.socket_buffer);
-    let backends = config.backends.clone();
-    let redis = config.redis.as_ref().map(|r| r.addr);
+    let (workers, sessions_max, socket_buffer_bytes) = (
+        config.workers,
+        config.sessions_max,
+        config.socket_buffer_bytes,
+    );
+    let (backends, redis) = match &config.routes {
+        Routes::Fixed(backends) => (backends.clone(), None),
+        Routes::Redis(settings) => (Vec::new(), Some(settings.addr)),
+    };
     let proxy = match Proxy::start(config) {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -64,8 +70,8 @@ fn main() -> ExitCode {
     };
     let limits = host_check::HostLimits {
         workers,
-        max_sessions_per_worker: max_sessions,
-        socket_buffer_bytes: socket_buffer,
+        max_sessions_per_worker: sessions_max,
+        socket_buffer_bytes,
     };
     // Checked once the workers know whether they may exceed rmem_max/wmem_max.
     let forced = proxy.shared().buffers_forced.load(Ordering::Relaxed);

@@ -26,9 +26,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::ratelimit::RateLimited;
-
-use crate::proxy::Shared;
-use crate::stats::{Counter, LATENCY_BUCKETS_US};
+use crate::stats::{Counter, LATENCY_BUCKETS_US, Shared};
 
 #[derive(Debug)]
 struct ProxyCollector {
@@ -72,31 +70,43 @@ impl Collector for ProxyCollector {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        if self.shared.redis {
-            self.encode_redis(&mut encoder)?;
+        if !self.shared.links.is_empty() {
+            self.encode_links(&mut encoder)?;
+        }
+        if self.shared.router == "redis" {
+            self.encode_lookup_latency(&mut encoder)?;
         }
         Ok(())
     }
 }
 
 impl ProxyCollector {
-    /// Per-worker Redis connection state and the lookup latency histogram.
-    fn encode_redis(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    /// Per-worker state of the router's connections (`ringgate_redis_up` for Redis).
+    fn encode_links(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let probe = ConstGauge::new(0i64);
+        let name = format!("ringgate_{}_up", self.shared.router);
         let mut up = encoder.encode_descriptor(
-            "ringgate_redis_up",
-            "Whether a worker's Redis connection has finished its handshake",
+            &name,
+            "Whether a worker's connection to its route source has finished its handshake",
             None,
             probe.metric_type(),
         )?;
         for (worker, stats) in self.shared.stats.iter().enumerate() {
-            let (command, subscriber) = stats.redis_up();
             let worker = worker.to_string();
-            for (connection, state) in [("command", command), ("subscriber", subscriber)] {
-                let labels = [("worker", worker.as_str()), ("connection", connection)];
-                ConstGauge::new(i64::from(state)).encode(up.encode_family(&labels)?)?;
+            for (link, connection) in self.shared.links.iter().enumerate() {
+                let labels = [("worker", worker.as_str()), ("connection", *connection)];
+                ConstGauge::new(i64::from(stats.link_up(link)))
+                    .encode(up.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
+
+    /// The Redis lookup latency histogram.
+    fn encode_lookup_latency(
+        &self,
+        encoder: &mut DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
         let mut buckets = [0u64; LATENCY_BUCKETS_US.len() + 1];
         let mut sum_us = 0u64;
         for stats in self.shared.stats.iter() {

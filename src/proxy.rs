@@ -11,50 +11,20 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::MetricsServer;
-use crate::stats::{self, Counter, SharedStats};
+use crate::route::{self, Routes};
+use crate::stats::Shared;
+use crate::sys::setup::TaskRun;
 use crate::sys::{eventfd, limits};
 use crate::worker::{Started, Worker};
-
-/// What workers, the metrics thread and the owner of a [`Proxy`] share.
-#[derive(Debug)]
-pub struct Shared {
-    pub stats: Box<[SharedStats]>,
-    /// Workers whose listener receive is armed.
-    pub armed: AtomicUsize,
-    pub workers: usize,
-    /// Routing through Redis: readiness also needs every worker's Redis connections.
-    pub redis: bool,
-    pub stop: AtomicBool,
-    /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
-    /// `wmem_max` do not cap ringgate's socket buffers.
-    pub buffers_forced: AtomicBool,
-}
-
-impl Shared {
-    /// Every worker has armed its receive, no stop was requested, and with Redis routing every
-    /// worker's command and subscriber connections are up.
-    pub fn is_ready(&self) -> bool {
-        !self.stop.load(Ordering::Acquire)
-            && self.armed.load(Ordering::Acquire) == self.workers
-            && (!self.redis || self.stats.iter().all(|w| w.redis_up() == (true, true)))
-    }
-
-    pub fn total(&self, counter: Counter) -> u64 {
-        stats::total(&self.stats, counter)
-    }
-
-    pub fn sessions(&self) -> u64 {
-        self.stats.iter().map(SharedStats::sessions).sum()
-    }
-}
 
 /// Why ringgate could not start; the message names the cause and, where there is one, the fix.
 #[derive(Debug)]
@@ -71,6 +41,7 @@ impl std::error::Error for StartError {}
 struct WorkerThread {
     handle: JoinHandle<io::Result<()>>,
     waker: File,
+    task_run: TaskRun,
 }
 
 /// A running ringgate.
@@ -83,7 +54,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(config: Config) -> Result<Proxy, StartError> {
-        if config.backends.is_empty() && config.redis.is_none() {
+        if matches!(&config.routes, Routes::Fixed(backends) if backends.is_empty()) {
             return Err(StartError(
                 "no route source: give --backend ADDR, or Redis settings".into(),
             ));
@@ -92,16 +63,10 @@ impl Proxy {
             Ok(nofile) => info!(nofile, "open files limit"),
             Err(e) => warn!(error = %e, "cannot raise the open files limit"),
         }
-        let shared = Arc::new(Shared {
-            stats: (0..config.workers)
-                .map(|_| SharedStats::default())
-                .collect(),
-            armed: AtomicUsize::new(0),
-            workers: config.workers,
-            redis: config.backends.is_empty(),
-            stop: AtomicBool::new(false),
-            buffers_forced: AtomicBool::new(false),
-        });
+        // What the router reports on is the same for every worker; ask one built for that.
+        let probe = route::build(&config.routes, 0, Instant::now());
+        let shared = Arc::new(Shared::new(config.workers, probe.name(), probe.links()));
+        drop(probe);
         let config = Arc::new(config);
         let mut proxy = Proxy {
             local: config.listen,
@@ -145,6 +110,11 @@ impl Proxy {
 
     pub fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// The task-running mode each worker's ring was built with.
+    pub fn task_runs(&self) -> Vec<TaskRun> {
+        self.workers.iter().map(|w| w.task_run).collect()
     }
 
     /// Stops every worker (cancelling and draining their operations) and the metrics server.
@@ -230,6 +200,7 @@ fn spawn_worker(
             WorkerThread {
                 handle,
                 waker: started.waker,
+                task_run: started.task_run,
             },
             started.local,
         )),

@@ -142,7 +142,7 @@ fn zero_length_datagrams_are_forwarded_both_ways() {
 fn oversize_datagrams_are_dropped_and_counted_in_both_directions() {
     let backend = Backend::start(LOCAL4, false);
     let mut cfg = config(LOCAL4, &[backend.addr]);
-    cfg.buffer_size = 100;
+    cfg.buffer_size_bytes = 100;
     let proxy = start(cfg);
     let client = udp(LOCAL4);
     client.send_to(&[1; 100], proxy.local_addr()).unwrap();
@@ -249,7 +249,7 @@ fn traffic_in_either_direction_keeps_a_session_alive() {
 fn the_session_cap_drops_new_clients_and_counts_them() {
     let backend = Backend::start(LOCAL4, true);
     let mut cfg = config(LOCAL4, &[backend.addr]);
-    cfg.max_sessions = 2;
+    cfg.sessions_max = 2;
     let proxy = start(cfg);
     let clients: Vec<_> = (0..3).map(|_| udp(LOCAL4)).collect();
     for c in &clients[..2] {
@@ -297,7 +297,7 @@ fn metrics_health_and_readiness_are_served_and_counters_move() {
     let backend = Backend::start(LOCAL4, true);
     let mut cfg = config(LOCAL4, &[backend.addr]);
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
-    cfg.buffer_size = 64;
+    cfg.buffer_size_bytes = 64;
     let proxy = start(cfg);
     let metrics = proxy.metrics_addr().unwrap();
     assert_eq!(http_get(metrics, "/healthz").0, 200);
@@ -357,7 +357,7 @@ fn the_largest_rings_start() {
 
 #[test]
 fn every_task_run_mode_forwards() {
-    use ringgate::sys::driver::TaskRun;
+    use ringgate::sys::setup::TaskRun;
     let backend = Backend::start(LOCAL4, true);
     for mode in [TaskRun::Cooperative, TaskRun::Default] {
         let mut cfg = config(LOCAL4, &[backend.addr]);

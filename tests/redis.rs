@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringgate::Counter;
+use ringgate::route::Routes;
 use util::*;
 
 /// A `redis-server` whose backend key names an echo backend, and a ringgate routing through it
@@ -24,7 +25,7 @@ fn routed(
 }
 
 fn set_timeout(config: &mut ringgate::Config, timeout: Duration) {
-    if let Some(r) = config.redis.as_mut() {
+    if let Routes::Redis(r) = &mut config.routes {
         r.timeout = timeout;
     }
 }
@@ -68,7 +69,7 @@ fn missing_invalid_and_disallowed_values_drop_without_harm_and_recover() {
     let redis = RedisServer::start();
     let backend = Backend::start(LOCAL4, true);
     let mut config = redis_config(redis.addr());
-    if let Some(r) = config.redis.as_mut() {
+    if let Routes::Redis(r) = &mut config.routes {
         r.allow = vec!["127.0.0.0/8".parse().unwrap()];
     }
     let proxy = start(config);
@@ -316,8 +317,8 @@ fn password_and_database_selection() {
     let backend = Backend::start(LOCAL4, true);
     redis.cmd::<()>(3, &["SET", BACKEND_KEY, &backend.addr.to_string()]);
     let mut config = redis_config(redis.addr());
-    if let Some(r) = config.redis.as_mut() {
-        r.handshake.password = Some(ringgate::redis::conn::Secret("s3cret".into()));
+    if let Routes::Redis(r) = &mut config.routes {
+        r.handshake.password = Some(ringgate::route::redis::conn::Secret("s3cret".into()));
         r.handshake.db = 3;
     }
     let proxy = start(config);
@@ -328,8 +329,8 @@ fn password_and_database_selection() {
 
     // A wrong password is refused and retried, never ready.
     let mut config = redis_config(redis.addr());
-    if let Some(r) = config.redis.as_mut() {
-        r.handshake.password = Some(ringgate::redis::conn::Secret("wrong".into()));
+    if let Routes::Redis(r) = &mut config.routes {
+        r.handshake.password = Some(ringgate::route::redis::conn::Secret("wrong".into()));
     }
     let proxy = start(config);
     wait_for("the refusal to be counted", || {
@@ -394,7 +395,7 @@ fn clients_waiting_for_a_route_cannot_starve_established_sessions() {
     // 64 buffers: at most 16 datagrams may wait for routes.
     let (redis, _backend, proxy) = routed(|c| {
         set_timeout(c, Duration::from_secs(10));
-        c.buffers = 64;
+        c.buffer_count = 64;
     });
     let established = udp(LOCAL4);
     assert_eq!(round_trip(&established, &proxy, b"in"), b"in");

@@ -1,96 +1,32 @@
 //! The ring and every byte its operations point at.
 //!
 //! `Driver` owns the io_uring, the provided buffer ring, the receive header, the reply arena,
-//! the reaper's timespec and the wake-up buffer. Each operation ringgate issues is a safe method
-//! here that points the kernel only at memory this struct owns and keeps in place (boxed, never
-//! resized), so no caller can hand the kernel a dangling pointer. Operations in flight are
-//! counted from push to final completion (the first CQE without `IORING_CQE_F_MORE`); if the
-//! driver is dropped with any still in flight, it leaks the memory they point at rather than
-//! free it under the kernel. The ring is the first field, so it is closed before any of that
-//! memory is released.
+//! the reaper's timespec, the wake-up buffer and the memory it lends to stream and timer
+//! operations (`sys::lent`). Each operation is a safe method here that points the kernel only
+//! at memory this struct owns and keeps in place (boxed, never resized), so no caller can hand
+//! the kernel a dangling pointer. Operations in flight are counted from push to final
+//! completion (the first CQE without `IORING_CQE_F_MORE`); if the driver is dropped with any
+//! still in flight, it leaks the memory they point at rather than free it under the kernel.
+//! The ring is the first field, so it is closed before any of that memory is released.
+//!
+//! `user_data` belongs to the caller, except values with [`LENT_BIT`] set, which the driver
+//! issues for operations on lent memory and decodes itself when they complete.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::buf_ring::BufRing;
+use super::lent::{LENT_BIT, Lent, LentMemory, LentOp};
 use super::msghdr::{PAYLOAD_OFFSET, SendSlots, recv_header};
-use crate::sockaddr::RawSockAddr;
-use crate::user_data::Op;
-
-/// Redis connections a worker drives (command, subscriber).
-pub const REDIS_CONNS: usize = 2;
-/// Bytes one Redis receive can take; replies larger than this arrive over several.
-const REDIS_RX_LEN: usize = 16 * 1024;
-
-/// The memory of one Redis connection's operations. Each buffer is busy from the push of the
-/// operation that points at it until that operation's completion is reaped.
-struct ConnIo {
-    addr: RawSockAddr,
-    connect_busy: bool,
-    tx: Vec<u8>,
-    tx_busy: bool,
-    rx: Box<[u8]>,
-    rx_busy: bool,
-}
-
-/// Which of a Redis connection's buffers an operation points at.
-#[derive(Clone, Copy)]
-enum ConnBuf {
-    Addr,
-    Tx,
-    Rx,
-}
-
-impl ConnIo {
-    fn new(rx_len: usize) -> ConnIo {
-        ConnIo {
-            addr: RawSockAddr::encode(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-            connect_busy: false,
-            tx: Vec::new(),
-            tx_busy: false,
-            rx: vec![0; rx_len].into_boxed_slice(),
-            rx_busy: false,
-        }
-    }
-
-    fn busy(&mut self, which: ConnBuf) -> &mut bool {
-        match which {
-            ConnBuf::Addr => &mut self.connect_busy,
-            ConnBuf::Tx => &mut self.tx_busy,
-            ConnBuf::Rx => &mut self.rx_busy,
-        }
-    }
-}
+use super::setup::{self, RingConfig, TaskRun};
+use super::sockaddr::RawSockAddr;
 
 /// The buffer group id of the worker's one buffer ring.
 const BGID: u16 = 0;
-
-/// Sizes a worker's ring is built with.
-#[derive(Clone, Copy, Debug)]
-pub struct RingConfig {
-    pub sq_entries: u32,
-    pub cq_entries: u32,
-    pub buffers: u32,
-    /// Bytes of each provided buffer, headers included.
-    pub buf_len: u32,
-    pub tick: Duration,
-    /// The task-running mode to try first; plainer ones follow if the kernel refuses it.
-    pub task_run: TaskRun,
-}
-
-/// How the ring runs completion work (`--task-run`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TaskRun {
-    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when the worker waits (6.1+).
-    Deferred,
-    /// `COOP_TASKRUN`: no inter-processor interrupts to run completions (5.19+).
-    Cooperative,
-    /// Neither flag was accepted.
-    Default,
-}
 
 pub struct Driver {
     // Field order matters: the ring is dropped (closed) before the memory below it.
@@ -100,40 +36,19 @@ pub struct Driver {
     recv_hdr: Box<libc::msghdr>,
     tick: Box<types::Timespec>,
     wake_buf: Box<u64>,
-    conns: Box<[ConnIo; REDIS_CONNS]>,
-    redis_timer: Box<types::Timespec>,
-    redis_timer_busy: bool,
+    lent: LentMemory,
     in_flight: u64,
-    pub task_run: TaskRun,
+    task_run: TaskRun,
 }
 
-/// Opcodes the packet path needs, probed at start-up.
-const REQUIRED_OPCODES: &[(u8, &str)] = &[
-    (opcode::RecvMsgMulti::CODE, "RECVMSG"),
-    (opcode::SendMsg::CODE, "SENDMSG"),
-    (opcode::Send::CODE, "SEND"),
-    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-    (opcode::Timeout::CODE, "TIMEOUT"),
-    (opcode::Read::CODE, "READ"),
-];
+fn refused(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what.to_owned())
+}
 
 impl Driver {
     pub fn new(cfg: &RingConfig) -> io::Result<Driver> {
-        check_kernel_version()?;
-        let (ring, task_run) = build_ring(cfg)?;
-        let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        for &(code, name) in REQUIRED_OPCODES {
-            if !probe.is_supported(code) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "the kernel's io_uring lacks IORING_OP_{name}; ringgate needs Linux 6.1 or newer"
-                    ),
-                ));
-            }
-        }
-        let bufs = BufRing::new(cfg.buffers, cfg.buf_len)?;
+        let (ring, task_run) = setup::build(cfg)?;
+        let bufs = BufRing::new(cfg.buffer_count, cfg.buffer_bytes)?;
         let (ring_addr, entries) = bufs.registration();
         // SAFETY: the descriptor ring is a page-aligned mapping of `entries` descriptors owned
         // by `bufs`, which the returned Driver keeps until after the ring itself is closed
@@ -151,7 +66,7 @@ impl Driver {
         bufs.publish();
         Ok(Driver {
             ring,
-            sends: SendSlots::new(cfg.buffers),
+            sends: SendSlots::new(cfg.buffer_count),
             bufs,
             recv_hdr: Box::new(recv_header()),
             tick: Box::new(
@@ -160,12 +75,15 @@ impl Driver {
                     .nsec(cfg.tick.subsec_nanos()),
             ),
             wake_buf: Box::new(0),
-            conns: Box::new(std::array::from_fn(|_| ConnIo::new(REDIS_RX_LEN))),
-            redis_timer: Box::new(types::Timespec::new()),
-            redis_timer_busy: false,
+            lent: LentMemory::new(cfg.streams, cfg.stream_rx_bytes, cfg.timers),
             in_flight: 0,
             task_run,
         })
+    }
+
+    /// The task-running mode the kernel accepted for this ring.
+    pub fn task_run(&self) -> TaskRun {
+        self.task_run
     }
 
     pub fn bufs(&self) -> &BufRing {
@@ -208,8 +126,17 @@ impl Driver {
         }
     }
 
+    /// Refuses a caller's `user_data` that would be mistaken for the driver's own.
+    fn check_caller(user_data: u64) -> io::Result<()> {
+        if user_data & LENT_BIT != 0 {
+            return Err(refused("user_data with the driver's bit set"));
+        }
+        Ok(())
+    }
+
     /// Arms a multishot `recvmsg` on `fd`, selecting buffers from the buffer ring.
     pub fn recv_multishot(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
+        Self::check_caller(user_data)?;
         let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_hdr, BGID)
             .build()
             .user_data(user_data);
@@ -220,10 +147,11 @@ impl Driver {
 
     /// Sends `len` payload bytes of leased buffer `bid` on the connected socket `fd`.
     pub fn send(&mut self, fd: RawFd, bid: u16, len: usize, user_data: u64) -> io::Result<bool> {
+        Self::check_caller(user_data)?;
         let payload = self
             .bufs
             .range(bid, PAYLOAD_OFFSET, len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer not leased"))?;
+            .ok_or_else(|| refused("buffer not leased"))?;
         let entry = opcode::Send::new(types::Fd(fd), payload, len as u32)
             .build()
             .user_data(user_data);
@@ -241,14 +169,15 @@ impl Driver {
         to: &RawSockAddr,
         user_data: u64,
     ) -> io::Result<bool> {
+        Self::check_caller(user_data)?;
         let payload = self
             .bufs
             .range(bid, PAYLOAD_OFFSET, len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer not leased"))?;
+            .ok_or_else(|| refused("buffer not leased"))?;
         let hdr = self
             .sends
             .prepare(bid, payload, len, to)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no send slot"))?;
+            .ok_or_else(|| refused("no send slot"))?;
         let entry = opcode::SendMsg::new(types::Fd(fd), hdr)
             .build()
             .user_data(user_data);
@@ -261,6 +190,7 @@ impl Driver {
 
     /// Asks the kernel to cancel the operation issued with `target`.
     pub fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<bool> {
+        Self::check_caller(user_data)?;
         let entry = opcode::AsyncCancel::new(target)
             .build()
             .user_data(user_data);
@@ -268,8 +198,18 @@ impl Driver {
         unsafe { self.push(entry) }
     }
 
+    /// Cancels every operation on `fd` (a stream's connect, send and receive).
+    pub fn cancel_fd(&mut self, fd: RawFd) -> io::Result<bool> {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(Self::lent(LentOp::Cancel, 0));
+        // SAFETY: a cancel carries no pointers into memory.
+        unsafe { self.push(entry) }
+    }
+
     /// Arms the reaper's timeout, which completes with `-ETIME` after the configured tick.
     pub fn tick(&mut self, user_data: u64) -> io::Result<bool> {
+        Self::check_caller(user_data)?;
         let entry = opcode::Timeout::new(&*self.tick)
             .build()
             .user_data(user_data);
@@ -279,6 +219,7 @@ impl Driver {
 
     /// Reads the wake-up eventfd `fd` into the driver's own 8-byte buffer.
     pub fn read_wake(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
+        Self::check_caller(user_data)?;
         let entry = opcode::Read::new(
             types::Fd(fd),
             std::ptr::from_mut(&mut *self.wake_buf).cast(),
@@ -291,129 +232,130 @@ impl Driver {
         unsafe { self.push(entry) }
     }
 
-    /// Connection `conn`'s memory, if its `which` buffer is not in use by an operation.
-    fn conn_free(&mut self, conn: usize, which: ConnBuf) -> io::Result<&mut ConnIo> {
-        let io = self
-            .conns
-            .get_mut(conn)
-            .ok_or_else(|| io::Error::other("no such connection"))?;
-        if *io.busy(which) {
-            return Err(io::Error::other("an operation on that buffer is in flight"));
-        }
-        Ok(io)
+    fn lent(op: LentOp, tag: u32) -> u64 {
+        Lent { op, tag }.encode()
     }
 
-    /// Pushes `entry`, marking connection `conn`'s `which` buffer busy until the operation's
-    /// completion is reaped (see [`Driver::reap`]).
+    /// Pushes `entry`, an operation on lent memory, marking that memory busy until the
+    /// operation's final completion is reaped (see [`Driver::reap`]).
     ///
     /// # Safety
-    /// `entry` may point only into connection `conn`'s `which` buffer, which must be free.
-    unsafe fn push_conn(
-        &mut self,
-        conn: usize,
-        which: ConnBuf,
-        entry: squeue::Entry,
-    ) -> io::Result<bool> {
-        *self.conns[conn].busy(which) = true;
-        // SAFETY: forwarded from this function's contract; the buffer is boxed in `self`, stays
-        // put, and nothing rewrites, reads or drops it while it is marked busy.
+    /// `entry` may point only into the lent memory `op` names, which must not be busy.
+    unsafe fn push_lent(&mut self, op: LentOp, entry: squeue::Entry) -> io::Result<bool> {
+        if let Some(busy) = self.lent.busy(op) {
+            *busy = true;
+        }
+        // SAFETY: forwarded from this function's contract; the memory is boxed in `self`,
+        // stays put, and nothing rewrites, reads or drops it while it is marked busy.
         let pushed = unsafe { self.push(entry) };
         if pushed.is_err() {
-            *self.conns[conn].busy(which) = false;
+            self.lent.release(op);
         }
         pushed
     }
 
-    /// Connects Redis connection `conn`'s socket `fd` to `to`.
-    pub fn connect(
+    /// Connects stream `stream`'s socket `fd` to `to`.
+    pub fn stream_connect(
         &mut self,
-        conn: usize,
+        stream: u16,
         fd: RawFd,
-        to: std::net::SocketAddr,
-        user_data: u64,
+        to: SocketAddr,
+        tag: u32,
     ) -> io::Result<bool> {
-        let io = self.conn_free(conn, ConnBuf::Addr)?;
-        io.addr = RawSockAddr::encode(to);
-        let len = io.addr.as_bytes().len() as libc::socklen_t;
-        let entry = opcode::Connect::new(types::Fd(fd), std::ptr::from_ref(&io.addr).cast(), len)
+        let s = self.free_stream(stream, |s| s.addr_busy)?;
+        s.addr = RawSockAddr::encode(to);
+        let len = s.addr.as_bytes().len() as libc::socklen_t;
+        let entry = opcode::Connect::new(types::Fd(fd), std::ptr::from_ref(&s.addr).cast(), len)
             .build()
-            .user_data(user_data);
-        // SAFETY: the entry points only at this connection's address buffer, checked free.
-        unsafe { self.push_conn(conn, ConnBuf::Addr, entry) }
+            .user_data(Self::lent(LentOp::Connect { stream }, tag));
+        // SAFETY: the entry points only at this stream's address, checked free above.
+        unsafe { self.push_lent(LentOp::Connect { stream }, entry) }
     }
 
-    /// Sends `bytes` on Redis connection `conn`'s socket `fd`. The driver keeps the bytes
-    /// until the completion; [`Driver::sent`] gives them back.
-    pub fn send_bytes(
+    /// Sends `bytes` on stream `stream`'s socket `fd`. The driver keeps the bytes until the
+    /// completion; [`Driver::stream_sent`] gives them back.
+    pub fn stream_send(
         &mut self,
-        conn: usize,
+        stream: u16,
         fd: RawFd,
         bytes: Vec<u8>,
-        user_data: u64,
+        tag: u32,
     ) -> io::Result<bool> {
-        let io = self.conn_free(conn, ConnBuf::Tx)?;
-        io.tx = bytes;
-        let entry = opcode::Send::new(types::Fd(fd), io.tx.as_ptr(), io.tx.len() as u32)
+        let s = self.free_stream(stream, |s| s.tx_busy)?;
+        s.tx = bytes;
+        let entry = opcode::Send::new(types::Fd(fd), s.tx.as_ptr(), s.tx.len() as u32)
             .build()
-            .user_data(user_data);
-        // SAFETY: the entry points only at this connection's send buffer (a heap allocation
-        // the slot owns), checked free.
-        unsafe { self.push_conn(conn, ConnBuf::Tx, entry) }
+            .user_data(Self::lent(LentOp::Send { stream }, tag));
+        // SAFETY: the entry points only at this stream's send buffer (a heap allocation the
+        // stream owns and does not touch while busy), checked free above.
+        unsafe { self.push_lent(LentOp::Send { stream }, entry) }
     }
 
-    /// The bytes of connection `conn`'s last send, once it completed.
-    pub fn sent(&mut self, conn: usize) -> Vec<u8> {
-        match self.conns.get_mut(conn) {
-            Some(io) if !io.tx_busy => std::mem::take(&mut io.tx),
+    /// The bytes of stream `stream`'s last send, once it completed (or was refused).
+    pub fn stream_sent(&mut self, stream: u16) -> Vec<u8> {
+        match self.lent.streams.get_mut(usize::from(stream)) {
+            Some(s) if !s.tx_busy => std::mem::take(&mut s.tx),
             _ => Vec::new(),
         }
     }
 
-    /// Receives on Redis connection `conn`'s socket `fd` into the connection's buffer.
-    pub fn recv_bytes(&mut self, conn: usize, fd: RawFd, user_data: u64) -> io::Result<bool> {
-        let io = self.conn_free(conn, ConnBuf::Rx)?;
-        let entry = opcode::Recv::new(types::Fd(fd), io.rx.as_mut_ptr(), io.rx.len() as u32)
+    /// Receives on stream `stream`'s socket `fd` into the stream's buffer.
+    pub fn stream_recv(&mut self, stream: u16, fd: RawFd, tag: u32) -> io::Result<bool> {
+        let s = self.free_stream(stream, |s| s.rx_busy)?;
+        let entry = opcode::Recv::new(types::Fd(fd), s.rx.as_mut_ptr(), s.rx.len() as u32)
             .build()
-            .user_data(user_data);
-        // SAFETY: the entry points only at this connection's receive buffer, checked free.
-        unsafe { self.push_conn(conn, ConnBuf::Rx, entry) }
+            .user_data(Self::lent(LentOp::Recv { stream }, tag));
+        // SAFETY: the entry points only at this stream's receive buffer, checked free above.
+        unsafe { self.push_lent(LentOp::Recv { stream }, entry) }
     }
 
-    /// The first `len` bytes connection `conn`'s last receive wrote, once it completed.
-    pub fn received(&self, conn: usize, len: usize) -> &[u8] {
-        match self.conns.get(conn) {
-            Some(io) if !io.rx_busy => &io.rx[..len.min(io.rx.len())],
+    /// The first `len` bytes stream `stream`'s last receive wrote, once it completed.
+    pub fn stream_received(&self, stream: u16, len: usize) -> &[u8] {
+        match self.lent.streams.get(usize::from(stream)) {
+            Some(s) if !s.rx_busy => &s.rx[..len.min(s.rx.len())],
             _ => &[],
         }
     }
 
-    /// Arms the Redis link's timer to complete after `after`. One at a time.
-    pub fn redis_timer(&mut self, after: Duration, user_data: u64) -> io::Result<bool> {
-        if self.redis_timer_busy {
-            return Err(io::Error::other("the Redis timer is already armed"));
+    fn free_stream(
+        &mut self,
+        stream: u16,
+        busy: fn(&super::lent::Stream) -> bool,
+    ) -> io::Result<&mut super::lent::Stream> {
+        match self.lent.streams.get_mut(usize::from(stream)) {
+            None => Err(refused("no such stream")),
+            Some(s) if busy(s) => Err(refused("an operation on that buffer is in flight")),
+            Some(s) => Ok(s),
         }
-        *self.redis_timer = types::Timespec::new()
-            .sec(after.as_secs())
-            .nsec(after.subsec_nanos());
-        let entry = opcode::Timeout::new(&*self.redis_timer)
-            .build()
-            .user_data(user_data);
-        self.redis_timer_busy = true;
-        // SAFETY: the timespec is boxed in `self` and rewritten only while no timer is armed.
-        let pushed = unsafe { self.push(entry) };
-        if pushed.is_err() {
-            self.redis_timer_busy = false;
-        }
-        pushed
     }
 
-    /// Cancels every operation on `fd`.
-    pub fn cancel_fd(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
-        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-            .build()
-            .user_data(user_data);
-        // SAFETY: a cancel carries no pointers into memory.
-        unsafe { self.push(entry) }
+    /// Arms timer `timer` to complete (with `-ETIME`) after `after`. One at a time per timer.
+    pub fn timer(&mut self, timer: u16, after: Duration, tag: u32) -> io::Result<bool> {
+        let t = match self.lent.timers.get_mut(usize::from(timer)) {
+            None => return Err(refused("no such timer")),
+            Some(t) if t.busy => return Err(refused("that timer is already armed")),
+            Some(t) => t,
+        };
+        t.set(after);
+        t.armed = Self::lent(LentOp::Timer { timer }, tag);
+        let entry = opcode::Timeout::new(&t.ts).build().user_data(t.armed);
+        // SAFETY: the timespec is in the boxed timer slice owned by `self`, rewritten only
+        // while the timer is not busy.
+        unsafe { self.push_lent(LentOp::Timer { timer }, entry) }
+    }
+
+    /// Cancels timer `timer` if it is armed.
+    pub fn cancel_timer(&mut self, timer: u16) -> io::Result<bool> {
+        match self.lent.timers.get(usize::from(timer)) {
+            Some(t) if t.busy => {
+                let entry = opcode::AsyncCancel::new(t.armed)
+                    .build()
+                    .user_data(Self::lent(LentOp::Cancel, 0));
+                // SAFETY: a cancel carries no pointers.
+                unsafe { self.push(entry) }
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Hands queued operations to the kernel without waiting.
@@ -440,7 +382,8 @@ impl Driver {
     }
 
     /// Moves every available completion into `batch`, so that handlers run after the
-    /// completion queue is released and may push new operations freely.
+    /// completion queue is released and may push new operations freely. The memory a finished
+    /// lent operation pointed at is free again when this returns.
     pub fn reap(&mut self, batch: &mut Vec<cqueue::Entry>) {
         let before = batch.len();
         batch.extend(self.ring.completion());
@@ -449,16 +392,8 @@ impl Driver {
                 continue;
             }
             self.in_flight -= 1;
-            // The memory a finished Redis operation pointed at is free again.
-            let io = |conn: u32| conn as usize % REDIS_CONNS;
-            match Op::decode(cqe.user_data()) {
-                Some(Op::RedisConnect { conn, .. }) => {
-                    *self.conns[io(conn)].busy(ConnBuf::Addr) = false
-                }
-                Some(Op::RedisSend { conn, .. }) => *self.conns[io(conn)].busy(ConnBuf::Tx) = false,
-                Some(Op::RedisRecv { conn, .. }) => *self.conns[io(conn)].busy(ConnBuf::Rx) = false,
-                Some(Op::RedisTimer) => self.redis_timer_busy = false,
-                _ => {}
+            if let Some(lent) = Lent::decode(cqe.user_data()) {
+                self.lent.release(lent.op);
             }
         }
     }
@@ -477,15 +412,11 @@ impl Drop for Driver {
                 Box::new(recv_header()),
             ));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
-            let conns = std::mem::replace(
-                &mut self.conns,
-                Box::new(std::array::from_fn(|_| ConnIo::new(0))),
-            );
-            std::mem::forget(conns);
             std::mem::forget(std::mem::replace(
-                &mut self.redis_timer,
+                &mut self.tick,
                 Box::new(types::Timespec::new()),
             ));
+            std::mem::forget(std::mem::replace(&mut self.lent, LentMemory::new(0, 0, 0)));
         }
     }
 }
@@ -505,132 +436,82 @@ fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usi
     }
 }
 
-/// Builds the ring with the best task-running mode the kernel accepts.
-fn build_ring(cfg: &RingConfig) -> io::Result<(IoUring, TaskRun)> {
-    let attempts = [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Default];
-    let first = attempts
-        .iter()
-        .position(|&m| m == cfg.task_run)
-        .unwrap_or(0);
-    let mut last = None;
-    for &mode in &attempts[first..] {
-        let mut builder = IoUring::builder();
-        builder.setup_cqsize(cfg.cq_entries).setup_submit_all();
-        match mode {
-            TaskRun::Deferred => {
-                builder.setup_single_issuer().setup_defer_taskrun();
-            }
-            TaskRun::Cooperative => {
-                builder.setup_coop_taskrun();
-            }
-            TaskRun::Default => {}
-        }
-        match builder.build(cfg.sq_entries) {
-            Ok(ring) => return Ok((ring, mode)),
-            // EINVAL: this kernel does not know a flag; try the next, plainer mode.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-            Err(e) => return Err(explain_setup_error(e)),
-        }
-    }
-    Err(explain_setup_error(last.unwrap_or_else(|| {
-        io::Error::from_raw_os_error(libc::EINVAL)
-    })))
-}
-
-/// ringgate needs Linux 6.1: multishot `recvmsg` (6.0) exists as an opcode on older kernels
-/// that reject the multishot flag, which the opcode probe cannot tell apart.
-fn check_kernel_version() -> io::Result<()> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    match parse_version(&release) {
-        Some(version) if version < (6, 1) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "Linux {} is too old: ringgate needs 6.1 or newer (multishot recvmsg, \
-                 provided buffer rings, DEFER_TASKRUN)",
-                release.trim()
-            ),
-        )),
-        // Unknown layout: let the probe and the first operations decide.
-        _ => Ok(()),
-    }
-}
-
-/// `(major, minor)` of a kernel release such as `6.18.44-fc-v657`.
-fn parse_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.trim().split(['.', '-']);
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
-/// Turns `io_uring_setup`'s refusal into a message that names the cause and the fix.
-pub fn explain_setup_error(e: io::Error) -> io::Error {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()
-        .map(|s| s.trim().to_owned());
-    let why = match (e.raw_os_error(), disabled.as_deref()) {
-        (Some(libc::ENOSYS), _) => "io_uring_setup is not available (ENOSYS): the kernel is older than 5.1 \
-             or built without CONFIG_IO_URING, or a container's seccomp profile blocks it. ringgate needs \
-             Linux 6.1+; in a container, allow io_uring_setup, io_uring_enter and io_uring_register in the \
-             seccomp profile (Docker: --security-opt seccomp=<profile allowing them>)"
-            .to_owned(),
-        (Some(libc::EPERM), Some("2")) => "io_uring is disabled by the sysctl kernel.io_uring_disabled=2; \
-             enable it with `sysctl -w kernel.io_uring_disabled=0` (see tuning/sysctl.conf)"
-            .to_owned(),
-        (Some(libc::EPERM), Some("1")) => "io_uring is restricted by kernel.io_uring_disabled=1 to root and \
-             the group in kernel.io_uring_group; run ringgate in that group or set \
-             `sysctl -w kernel.io_uring_disabled=0`"
-            .to_owned(),
-        (Some(libc::EPERM), _) => "io_uring_setup was denied (EPERM) by a seccomp profile or security \
-             module; allow io_uring_setup, io_uring_enter and io_uring_register for ringgate"
-            .to_owned(),
-        (Some(libc::ENOMEM), _) => "io_uring_setup ran out of memory (ENOMEM); lower --ring-entries or \
-             raise the memory cgroup limit"
-            .to_owned(),
-        (Some(libc::EINVAL), _) => "io_uring_setup rejected the ring's parameters (EINVAL); try a \
-             smaller --ring-entries"
-            .to_owned(),
-        _ => format!("io_uring_setup failed: {e}"),
-    };
-    io::Error::new(e.kind(), why)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn setup_errors_name_the_cause_and_the_fix() {
-        let enosys = explain_setup_error(io::Error::from_raw_os_error(libc::ENOSYS)).to_string();
-        assert!(
-            enosys.contains("seccomp") && enosys.contains("6.1"),
-            "{enosys}"
-        );
-        let eperm = explain_setup_error(io::Error::from_raw_os_error(libc::EPERM)).to_string();
-        assert!(eperm.contains("io_uring"), "{eperm}");
-        let enomem = explain_setup_error(io::Error::from_raw_os_error(libc::ENOMEM)).to_string();
-        assert!(enomem.contains("--ring-entries"), "{enomem}");
-    }
-
-    #[test]
-    fn kernel_versions_parse() {
-        assert_eq!(parse_version("6.18.44-fc-v657"), Some((6, 18)));
-        assert_eq!(parse_version("5.19.0\n"), Some((5, 19)));
-        assert_eq!(parse_version("6.1"), Some((6, 1)));
-        assert_eq!(parse_version("garbage"), None);
-        assert!(parse_version("5.19.0").unwrap() < (6, 1));
+    fn small() -> RingConfig {
+        RingConfig {
+            sq_entries: 8,
+            cq_entries: 64,
+            buffer_count: 8,
+            buffer_bytes: 128,
+            tick: Duration::from_millis(10),
+            task_run: TaskRun::Deferred,
+            streams: 1,
+            stream_rx_bytes: 64,
+            timers: 1,
+        }
     }
 
     #[test]
     fn a_ring_builds_and_probes_on_this_kernel() {
-        let driver = Driver::new(&RingConfig {
-            sq_entries: 8,
-            cq_entries: 64,
-            buffers: 8,
-            buf_len: 128,
-            tick: Duration::from_millis(10),
-            task_run: TaskRun::Deferred,
-        })
-        .expect("ringgate's tests need io_uring (Linux 6.1+)");
+        let driver = Driver::new(&small()).expect("ringgate's tests need io_uring (Linux 6.1+)");
         assert_eq!(driver.in_flight(), 0);
         assert_eq!(driver.bufs().leased(), 0);
+    }
+
+    #[test]
+    fn each_task_run_mode_is_built_as_asked_on_this_kernel() {
+        // Linux 6.1+ accepts all three, so no fallback may happen here.
+        for mode in TaskRun::ALL {
+            let driver = Driver::new(&RingConfig {
+                task_run: mode,
+                ..small()
+            })
+            .unwrap();
+            assert_eq!(driver.task_run(), mode);
+        }
+    }
+
+    #[test]
+    fn caller_values_with_the_driver_bit_are_refused() {
+        let mut driver = Driver::new(&small()).unwrap();
+        assert!(driver.tick(LENT_BIT | 1).is_err());
+        assert_eq!(driver.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_lent_timer_completes_once_and_is_free_again() {
+        let mut driver = Driver::new(&small()).unwrap();
+        driver.timer(0, Duration::from_millis(1), 7).unwrap();
+        assert!(
+            driver.timer(0, Duration::from_millis(1), 8).is_err(),
+            "busy"
+        );
+        let mut batch = Vec::new();
+        while batch.is_empty() {
+            driver.submit_and_wait().unwrap();
+            driver.reap(&mut batch);
+        }
+        assert_eq!(
+            Lent::decode(batch[0].user_data()),
+            Some(Lent {
+                op: LentOp::Timer { timer: 0 },
+                tag: 7
+            })
+        );
+        assert_eq!(batch[0].result(), -libc::ETIME);
+        assert_eq!(driver.in_flight(), 0);
+        assert!(
+            driver.timer(0, Duration::from_secs(60), 9).is_ok(),
+            "free again"
+        );
+        assert!(driver.cancel_timer(0).is_ok());
+        // The cancel and the cancelled timer both complete; nothing is left to leak.
+        while driver.in_flight() > 0 {
+            driver.submit_and_wait().unwrap();
+            driver.reap(&mut batch);
+        }
     }
 }

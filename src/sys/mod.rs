@@ -1,17 +1,26 @@
 //! The wall around the kernel: every `unsafe` in ringgate lives below this module.
 //!
-//! One module per kernel object: the ring and the memory its operations point at (`driver`),
-//! the provided buffer ring (`buf_ring`), the `msghdr`s of receives and replies (`msghdr`),
-//! sockets (`socket`), the wake-up `eventfd` and process limits (`limits`). Everything exported
-//! from here is safe to call: the invariants that make the `unsafe` inside hold are kept by the
-//! types, not by their callers.
+//! One module per kernel object: building a ring (`setup`), the ring and the memory its
+//! operations point at (`driver`), the memory it lends to stream and timer operations
+//! (`lent`), the provided buffer ring (`buf_ring`), the `msghdr`s of receives and replies
+//! (`msghdr`), socket addresses as the kernel lays them out (`sockaddr`), sockets (`socket`),
+//! the wake-up `eventfd` and process limits (`limits`). Everything exported from here is safe to
+//! call: the invariants that make the `unsafe` inside hold are kept by the types, not by their
+//! callers.
+//!
+//! The wall knows the kernel and nothing else: no module here names a policy module of ringgate
+//! (routing, sessions, the worker, the configuration, the `user_data` codec). `tests/layout.rs`
+//! checks that.
 #![allow(unsafe_code)]
 
 pub mod buf_ring;
 pub mod driver;
 pub mod eventfd;
+pub mod lent;
 pub mod limits;
 pub mod msghdr;
+pub mod setup;
+pub mod sockaddr;
 pub mod socket;
 
 use std::io;

@@ -10,7 +10,7 @@
 //! one [`SendSlot`] per buffer id and a reply's slot is its buffer's: it cannot be reused before
 //! the buffer is recycled, which happens on the reply's completion.
 
-use crate::sockaddr::{RawSockAddr, SOCKADDR_MAX};
+use super::sockaddr::{RawSockAddr, SOCKADDR_MAX};
 
 /// `sizeof(struct io_uring_recvmsg_out)`.
 pub const RECVMSG_OUT_LEN: usize = 16;

@@ -306,9 +306,9 @@ pub const DISCONNECT_CHANNEL: &str = "udp_gate:disconnect";
 /// A test configuration routing through the Redis server at `redis` (no static backends).
 pub fn redis_config(redis: SocketAddr) -> Config {
     let mut config = Config::new(LOCAL4.parse().unwrap(), Vec::new());
-    config.redis = Some(ringgate::redis::link::Settings {
+    config.routes = ringgate::route::Routes::Redis(ringgate::route::redis::Settings {
         addr: redis,
-        handshake: ringgate::redis::conn::Handshake {
+        handshake: ringgate::route::redis::conn::Handshake {
             username: None,
             password: None,
             db: 0,

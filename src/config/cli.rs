@@ -1,17 +1,21 @@
-//! Command line and environment: what a worker is built with.
+//! Command line and environment, validated into a [`Config`].
 //!
 //! Every flag reads an environment variable (udp-gate's names where udp-gate has the setting,
 //! `RINGGATE_*` otherwise). Precedence: flags, then the real environment, then a `.env` file in
 //! the working directory (loaded by the binary without overriding what is already set).
-//! [`Config`] is the validated result; tests and benches build one directly.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
 
+use super::Config;
+use crate::route::Routes;
+use crate::route::redis::Settings as RedisSettings;
+use crate::route::redis::conn::{Handshake, Secret};
 use crate::sys::buf_ring::ENTRIES_MAX;
-use crate::sys::driver::TaskRun;
+use crate::sys::setup::TaskRun;
 use crate::user_data::SLOTS_MAX;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -96,7 +100,12 @@ pub struct Cli {
 
     /// How each ring runs completion work: deferred (SINGLE_ISSUER|DEFER_TASKRUN, 6.1+),
     /// cooperative (COOP_TASKRUN) or default; a mode the kernel refuses falls back to the next
-    #[arg(long, env = "RINGGATE_TASK_RUN", value_enum, default_value_t = TaskRun::Deferred)]
+    #[arg(
+        long,
+        env = "RINGGATE_TASK_RUN",
+        value_enum,
+        default_value = "deferred"
+    )]
     pub task_run: TaskRun,
 
     /// Serve /metrics, /healthz and /readyz on this address [default: off]
@@ -182,8 +191,7 @@ pub struct Cli {
 
 impl Cli {
     /// The Redis settings these arguments give. Resolves a host name once (start-up only).
-    fn redis_settings(&self) -> Result<crate::redis::link::Settings, String> {
-        use crate::redis::conn::{Handshake, Secret};
+    fn redis_settings(&self) -> Result<RedisSettings, String> {
         use redis::IntoConnectionInfo;
         use std::net::ToSocketAddrs;
         let (flag, resolved, shown, username, password, db) = match &self.redis_url {
@@ -226,7 +234,7 @@ impl Cli {
         if self.backend_key.is_empty() || self.disconnect_channel.is_empty() {
             return Err("--backend-key and --disconnect-channel must not be empty".into());
         }
-        Ok(crate::redis::link::Settings {
+        Ok(RedisSettings {
             addr,
             handshake: Handshake {
                 username,
@@ -281,57 +289,6 @@ fn parse_ring_entries(text: &str) -> Result<u32, String> {
     parse_power_of_two(text, 8, 32_768)
 }
 
-/// Everything a running ringgate is built from.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub backends: Vec<SocketAddr>,
-    pub workers: usize,
-    /// CPU for each worker (cycled); `None` leaves threads unpinned.
-    pub cpus: Option<Vec<usize>>,
-    pub idle_timeout: Duration,
-    pub max_sessions: usize,
-    pub pending_max: usize,
-    pub buffer_size: u32,
-    pub buffers: u32,
-    pub socket_buffer: usize,
-    pub ring_entries: u32,
-    pub task_run: TaskRun,
-    pub metrics: Option<SocketAddr>,
-    pub log_format: LogFormat,
-    /// Redis routing, used when `backends` is empty.
-    pub redis: Option<crate::redis::link::Settings>,
-}
-
-impl Config {
-    /// The defaults, forwarding `listen` to `backends`, one unpinned worker.
-    pub fn new(listen: SocketAddr, backends: Vec<SocketAddr>) -> Config {
-        Config {
-            listen,
-            backends,
-            workers: 1,
-            cpus: None,
-            idle_timeout: Duration::from_secs(60),
-            max_sessions: 65_536,
-            pending_max: 8,
-            buffer_size: 2048,
-            buffers: 4096,
-            socket_buffer: 8 << 20,
-            ring_entries: 2048,
-            task_run: TaskRun::Deferred,
-            metrics: None,
-            log_format: LogFormat::Text,
-            redis: None,
-        }
-    }
-
-    /// How often the reaper runs: an eighth of the idle timeout, between 10 ms and 1 s, so a
-    /// session is closed between 1x and 1.25x the idle timeout after its last datagram.
-    pub fn tick(&self) -> Duration {
-        (self.idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
-    }
-}
-
 impl Cli {
     /// Validates the parsed arguments into a [`Config`]. `listener_count` is udp-gate's
     /// `LISTENER_COUNT`, used when neither `--workers` nor `WORKERS` is given. `allowed_cpus`
@@ -365,10 +322,11 @@ impl Cli {
                  (its affinity mask allows {allowed_cpus:?})"
             ));
         }
-        let redis = if self.backends.is_empty() {
-            Some(self.redis_settings()?)
+        // Static backends if any are given, else Redis: decided here and nowhere else.
+        let routes = if self.backends.is_empty() {
+            Routes::Redis(self.redis_settings()?)
         } else {
-            None
+            Routes::Fixed(self.backends.clone())
         };
         let cpus = match (self.no_pin, self.cpus) {
             (true, _) => None,
@@ -378,21 +336,31 @@ impl Cli {
         };
         Ok(Config {
             listen: self.listen,
-            backends: self.backends,
+            routes,
             workers,
             cpus,
             idle_timeout: Duration::from_secs(self.idle_timeout),
-            max_sessions: self.max_sessions as usize,
+            sessions_max: self.max_sessions as usize,
             pending_max: self.pending_max as usize,
-            buffer_size: self.buffer_size,
-            buffers: self.buffers,
-            socket_buffer: self.socket_buffer as usize,
+            buffer_size_bytes: self.buffer_size,
+            buffer_count: self.buffers,
+            socket_buffer_bytes: self.socket_buffer as usize,
             ring_entries: self.ring_entries,
             task_run: self.task_run,
             metrics: self.metrics,
             log_format: self.log_format,
-            redis,
         })
+    }
+}
+
+/// `--task-run` names the ring's modes; the wall's type knows nothing of clap.
+impl ValueEnum for TaskRun {
+    fn value_variants<'a>() -> &'a [Self] {
+        &TaskRun::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
     }
 }
 
@@ -477,10 +445,21 @@ mod tests {
     }
 
     #[test]
-    fn tick_is_bounded() {
-        let mut c = Config::new("127.0.0.1:1".parse().unwrap(), vec![]);
-        assert_eq!(c.tick(), Duration::from_secs(1));
-        c.idle_timeout = Duration::from_millis(40);
-        assert_eq!(c.tick(), Duration::from_millis(10));
+    fn backends_or_redis_is_decided_once() {
+        let fixed = cli(&["--backend", "127.0.0.1:1"]).unwrap();
+        let fixed = fixed.into_config(None, &[0]).unwrap();
+        assert!(matches!(fixed.routes, Routes::Fixed(ref b) if b.len() == 1));
+        let redis = cli(&["--redis-addr", "127.0.0.1:6390"]).unwrap();
+        let redis = redis.into_config(None, &[0]).unwrap();
+        assert!(matches!(redis.routes, Routes::Redis(ref s) if s.addr.port() == 6390));
+    }
+
+    #[test]
+    fn task_run_modes_parse_by_name() {
+        for mode in TaskRun::ALL {
+            let args = cli(&["--backend", "127.0.0.1:1", "--task-run", mode.name()]).unwrap();
+            assert_eq!(args.task_run, mode);
+        }
+        assert!(cli(&["--backend", "127.0.0.1:1", "--task-run", "eager"]).is_err());
     }
 }

@@ -4,9 +4,14 @@
 //! completions, then stores every value into its `SharedStats` with relaxed stores. The metrics
 //! thread only ever loads. Each value has a single writer, so a relaxed store of a monotonic
 //! value is all the synchronisation needed, and the packet path never executes a locked
-//! instruction for accounting.
+//! instruction for accounting. What workers, the metrics thread and the process share is in
+//! [`shared`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod shared;
+
+use std::sync::atomic::Ordering;
+
+pub use shared::{LINKS_MAX, Shared, SharedStats, total};
 
 macro_rules! counters {
     ($($variant:ident => ($family:literal, $label:expr, $help:literal),)*) => {
@@ -78,7 +83,7 @@ pub const COUNTERS: usize = Counter::ALL.len();
 pub const LATENCY_BUCKETS_US: [u64; 11] = [
     250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
-const BUCKETS: usize = LATENCY_BUCKETS_US.len() + 1;
+pub(crate) const BUCKETS: usize = LATENCY_BUCKETS_US.len() + 1;
 
 /// A worker's private counters. Not `Sync`: only the owning worker touches them.
 #[derive(Debug)]
@@ -88,7 +93,8 @@ pub struct Counters {
     /// Redis lookup latency: per-bucket counts (not cumulative) and the sum in microseconds.
     latency: [u64; BUCKETS],
     latency_sum_us: u64,
-    redis_up: [bool; 2],
+    /// Whether each of the router's connections is up (see `route::Router::links`).
+    links_up: [bool; LINKS_MAX],
 }
 
 impl Default for Counters {
@@ -98,7 +104,7 @@ impl Default for Counters {
             sessions: 0,
             latency: [0; BUCKETS],
             latency_sum_us: 0,
-            redis_up: [false; 2],
+            links_up: [false; LINKS_MAX],
         }
     }
 }
@@ -122,9 +128,9 @@ impl Counters {
         self.sessions = live as u64;
     }
 
-    /// Records whether the Redis (command, subscriber) connections are ready.
-    pub fn set_redis_up(&mut self, up: (bool, bool)) {
-        self.redis_up = [up.0, up.1];
+    /// Records whether each of the router's connections is up.
+    pub fn links_up_mut(&mut self) -> &mut [bool; LINKS_MAX] {
+        &mut self.links_up
     }
 
     pub fn observe_lookup(&mut self, latency: std::time::Duration) {
@@ -149,63 +155,10 @@ impl Counters {
             .latency_sum_us
             .store(self.latency_sum_us, Ordering::Relaxed);
         shared.sessions.store(self.sessions, Ordering::Relaxed);
-        for (slot, up) in shared.redis_up.iter().zip(self.redis_up) {
+        for (slot, up) in shared.links_up.iter().zip(self.links_up) {
             slot.store(up, Ordering::Relaxed);
         }
     }
-}
-
-/// A worker's published counters, read by the metrics thread.
-#[derive(Debug)]
-pub struct SharedStats {
-    values: [AtomicU64; COUNTERS],
-    sessions: AtomicU64,
-    latency: [AtomicU64; BUCKETS],
-    latency_sum_us: AtomicU64,
-    redis_up: [AtomicBool; 2],
-}
-
-impl Default for SharedStats {
-    fn default() -> Self {
-        SharedStats {
-            values: std::array::from_fn(|_| AtomicU64::new(0)),
-            sessions: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency_sum_us: AtomicU64::new(0),
-            redis_up: std::array::from_fn(|_| AtomicBool::new(false)),
-        }
-    }
-}
-
-impl SharedStats {
-    pub fn get(&self, counter: Counter) -> u64 {
-        self.values[counter as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn sessions(&self) -> u64 {
-        self.sessions.load(Ordering::Relaxed)
-    }
-
-    /// Whether this worker's Redis (command, subscriber) connections are ready.
-    pub fn redis_up(&self) -> (bool, bool) {
-        (
-            self.redis_up[0].load(Ordering::Relaxed),
-            self.redis_up[1].load(Ordering::Relaxed),
-        )
-    }
-
-    /// Lookup latency: per-bucket counts (not cumulative) and the sum in microseconds.
-    pub fn latency(&self) -> ([u64; BUCKETS], u64) {
-        (
-            std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
-            self.latency_sum_us.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// The sum over workers of one counter.
-pub fn total(workers: &[SharedStats], counter: Counter) -> u64 {
-    workers.iter().map(|w| w.get(counter)).sum()
 }
 
 #[cfg(test)]

@@ -7,13 +7,7 @@
 
 use std::net::SocketAddr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// The upstream socket's local port.
-    Port(u16),
-    /// A client address or an upstream socket's local address.
-    Addr(SocketAddr),
-}
+use crate::route::Target;
 
 /// Parses one message; `None` for anything that is not a port or an `ip:port`.
 pub fn parse(message: &[u8]) -> Option<Target> {

@@ -1,0 +1,96 @@
+//! What a running ringgate is built from: [`Config`], validated.
+//!
+//! The binary builds it from the command line and environment ([`cli`]); tests and benches
+//! build one directly. Field names carry their unit last (`buffer_size_bytes`,
+//! `socket_buffer_bytes`) and limits read `<thing>_max`; durations are `Duration`s, whose type
+//! carries the unit.
+
+pub mod cli;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use cli::{Cli, CpuList, LogFormat};
+
+use crate::route::Routes;
+use crate::sys::setup::TaskRun;
+
+/// Everything a running ringgate is built from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Where new sessions go: chosen here, once.
+    pub routes: Routes,
+    pub workers: usize,
+    /// CPU for each worker (cycled); `None` leaves threads unpinned.
+    pub cpus: Option<Vec<usize>>,
+    pub idle_timeout: Duration,
+    /// Sessions per worker, closing ones included.
+    pub sessions_max: usize,
+    /// Datagrams held per session while its route is looked up.
+    pub pending_max: usize,
+    /// The largest datagram forwarded.
+    pub buffer_size_bytes: u32,
+    /// Provided receive buffers per worker (a power of two).
+    pub buffer_count: u32,
+    pub socket_buffer_bytes: usize,
+    pub ring_entries: u32,
+    pub task_run: TaskRun,
+    pub metrics: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, forwarding `listen` to `backends`, one unpinned worker.
+    pub fn new(listen: SocketAddr, backends: Vec<SocketAddr>) -> Config {
+        Config {
+            listen,
+            routes: Routes::Fixed(backends),
+            workers: 1,
+            cpus: None,
+            idle_timeout: Duration::from_secs(60),
+            sessions_max: 65_536,
+            pending_max: 8,
+            buffer_size_bytes: 2048,
+            buffer_count: 4096,
+            socket_buffer_bytes: 8 << 20,
+            ring_entries: 2048,
+            task_run: TaskRun::Deferred,
+            metrics: None,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// How often the reaper runs: an eighth of the idle timeout, between 10 ms and 1 s, so a
+    /// session is closed between 1x and 1.25x the idle timeout after its last datagram.
+    pub fn tick(&self) -> Duration {
+        (self.idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Datagrams all of a worker's resolving sessions may hold together: a quarter of its
+    /// buffer ring (held datagrams keep their buffers; the rest keeps traffic moving).
+    pub fn held_max(&self) -> usize {
+        (self.buffer_count as usize / 4).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_is_bounded() {
+        let mut c = Config::new("127.0.0.1:1".parse().unwrap(), vec![]);
+        assert_eq!(c.tick(), Duration::from_secs(1));
+        c.idle_timeout = Duration::from_millis(40);
+        assert_eq!(c.tick(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_quarter_of_the_buffers_may_wait_for_routes() {
+        let mut c = Config::new("127.0.0.1:1".parse().unwrap(), vec![]);
+        assert_eq!(c.held_max(), 1024);
+        c.buffer_count = 2;
+        assert_eq!(c.held_max(), 1);
+    }
+}

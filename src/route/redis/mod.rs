@@ -1,0 +1,309 @@
+//! Routes from Redis, as udp-gate takes them: each new client goes to the value of the backend
+//! key, and messages on the disconnect channel close sessions.
+//!
+//! Each worker talks to Redis itself, through its own ring: a command connection (pipelined
+//! `GET`s of the backend key, replies matched in order) and a subscriber connection (the
+//! disconnect channel), each on a stream the driver lends. The pieces: replies decoded as bytes
+//! arrive ([`reply`]), a connection's state machine ([`conn`]), its socket and operations
+//! ([`link`]), coalesced lookups with deadlines ([`lookups`]), backend value validation
+//! ([`backend`]) and disconnect messages ([`disconnect`]). [`RedisRouter`] ties them to the
+//! route seam.
+
+pub mod backend;
+pub mod conn;
+pub mod disconnect;
+pub mod link;
+pub mod lookups;
+pub mod reply;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use redis::Value;
+use tracing::{info, warn};
+
+use self::backend::Rejection;
+use self::conn::{Event, Handshake, Role};
+use self::link::{Completed, Due, Endpoint};
+use self::lookups::{Join, Lookups};
+use super::{Backend, Io, Outcome, Resources, RouteFailure, Router, Ticket};
+use crate::ratelimit::RateLimited;
+use crate::stats::Counter;
+use crate::sys::lent::{Lent, LentOp};
+
+/// Where Redis is and what to ask it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub handshake: Handshake,
+    pub key: String,
+    /// How long a new client's first datagrams wait for the backend key.
+    pub timeout: Duration,
+    /// Networks a backend from Redis must be in; empty allows any usable address.
+    pub allow: Vec<IpNet>,
+}
+
+/// The least time a handshake or a GET may go unanswered before the connection is dropped
+/// (otherwise four lookup timeouts).
+const STALL_MIN: Duration = Duration::from_secs(2);
+/// Bytes one receive can take; replies larger than this arrive over several.
+const RX_BYTES: usize = 16 * 1024;
+/// The router's one timer (lookup deadlines, reconnects, stalls).
+const TIMER: u16 = 0;
+
+const COMMAND: usize = 0;
+const SUBSCRIBER: usize = 1;
+
+pub struct RedisRouter {
+    settings: Settings,
+    /// `[command, subscriber]`, on lent streams 0 and 1.
+    ends: [Endpoint; 2],
+    lookups: Lookups,
+    timer_armed: bool,
+    timer_tick: Duration,
+    stopping: bool,
+    events: Vec<Event>,
+    warn_conn: RateLimited,
+    warn_value: RateLimited,
+}
+
+impl RedisRouter {
+    pub fn new(settings: Settings, now: Instant) -> RedisRouter {
+        let timer_tick =
+            (settings.timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
+        RedisRouter {
+            settings,
+            ends: [
+                Endpoint::new(Role::Command, COMMAND as u16, now),
+                Endpoint::new(Role::Subscriber, SUBSCRIBER as u16, now),
+            ],
+            lookups: Lookups::default(),
+            timer_armed: false,
+            timer_tick,
+            stopping: false,
+            events: Vec::new(),
+            warn_conn: RateLimited::default(),
+            warn_value: RateLimited::default(),
+        }
+    }
+
+    fn stall(&self) -> Duration {
+        (self.settings.timeout * 4).max(STALL_MIN)
+    }
+
+    fn on_event(&mut self, conn: usize, event: Event, io: &mut Io<'_>) {
+        match event {
+            Event::Ready => info!(
+                connection = self.ends[conn].role().name(),
+                redis = %self.settings.addr,
+                "Redis connection ready"
+            ),
+            Event::Got(value) => {
+                let (tickets, took) = self.lookups.answered(io.now);
+                if let Some(took) = took {
+                    io.counters.observe_lookup(took);
+                }
+                let result = self.route_of(&value);
+                io.out.push(Outcome::Route { tickets, result });
+            }
+            Event::Message(payload) => match disconnect::parse(&payload) {
+                Some(target) => io.out.push(Outcome::Disconnect(target)),
+                None => {
+                    io.counters.bump(Counter::DisconnectInvalid);
+                    if let Some(suppressed) = self.warn_value.check() {
+                        warn!(message = %preview(&payload), suppressed, "ignoring an invalid disconnect message");
+                    }
+                }
+            },
+        }
+    }
+
+    fn route_of(&mut self, value: &Value) -> Result<Backend, RouteFailure> {
+        let bytes = match value {
+            Value::Nil => return Err(RouteFailure::Missing),
+            Value::BulkString(bytes) => bytes.as_slice(),
+            Value::SimpleString(text) => text.as_bytes(),
+            Value::ServerError(e) => {
+                if let Some(suppressed) = self.warn_value.check() {
+                    warn!(error = %e, suppressed, "Redis answered the backend lookup with an error");
+                }
+                return Err(RouteFailure::Error);
+            }
+            _ => b"",
+        };
+        match backend::validate(bytes, &self.settings.allow) {
+            Ok(addr) => Ok(Backend { addr, lease: None }),
+            Err(rejection) => {
+                if let Some(suppressed) = self.warn_value.check() {
+                    warn!(key = %self.settings.key, value = %preview(bytes), why = %rejection, suppressed,
+                          "rejecting the backend value from Redis");
+                }
+                Err(match rejection {
+                    Rejection::Disallowed => RouteFailure::Disallowed,
+                    Rejection::Malformed | Rejection::Unusable => RouteFailure::Invalid,
+                })
+            }
+        }
+    }
+
+    /// Drops connection `conn` (see [`Endpoint::fail`]); on the command connection every
+    /// waiting request fails as `unavailable`.
+    fn fail(&mut self, conn: usize, why: &str, io: &mut Io<'_>) {
+        let end = &mut self.ends[conn];
+        let role = end.role();
+        io.counters.bump(match role {
+            Role::Command => Counter::RedisCommandFailures,
+            Role::Subscriber => Counter::RedisSubscriberFailures,
+        });
+        let delay = end.fail(io.driver, io.now);
+        if let Some(suppressed) = self.warn_conn.check() {
+            warn!(connection = role.name(), redis = %self.settings.addr, error = why,
+                  retry_ms = delay.as_millis() as u64, suppressed, "Redis connection lost");
+        }
+        if role == Role::Command {
+            let tickets = self.lookups.lost();
+            if !tickets.is_empty() {
+                io.out.push(Outcome::Route {
+                    tickets,
+                    result: Err(RouteFailure::Unavailable),
+                });
+            }
+        }
+    }
+
+    fn drive(&mut self, conn: usize, io: &mut Io<'_>) {
+        let stall = self.stall();
+        if conn == COMMAND && self.lookups.stalled(io.now, stall) {
+            return self.fail(conn, "no reply to GET", io);
+        }
+        match self.ends[conn].due(io.now, stall) {
+            Due::Nothing => {}
+            Due::Fail(why) => return self.fail(conn, why, io),
+            Due::Connect => {
+                let addr = self.settings.addr;
+                if let Err(why) = self.ends[conn].connect(addr, io.driver, io.now) {
+                    return self.fail(conn, &why, io);
+                }
+            }
+        }
+        self.ends[conn].pump(io.driver);
+    }
+}
+
+impl Router for RedisRouter {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn links(&self) -> &'static [&'static str] {
+        &["command", "subscriber"]
+    }
+
+    fn links_up(&self, up: &mut [bool]) {
+        for (up, end) in up.iter_mut().zip(&self.ends) {
+            *up = end.up();
+        }
+    }
+
+    fn resources(&self) -> Resources {
+        Resources {
+            streams: 2,
+            stream_rx_bytes: RX_BYTES,
+            timers: 1,
+        }
+    }
+
+    /// Joins the `GET` in flight, or sends one. Without a ready command connection the answer
+    /// is `unavailable` at once.
+    fn request(&mut self, ticket: Ticket, io: &mut Io<'_>) {
+        if self.stopping || !self.ends[COMMAND].up() {
+            return io.out.push(Outcome::Route {
+                tickets: vec![ticket],
+                result: Err(RouteFailure::Unavailable),
+            });
+        }
+        match self.lookups.join(ticket, io.now, self.settings.timeout) {
+            Join::Coalesced => io.counters.bump(Counter::RedisLookupsCoalesced),
+            Join::Send => {
+                if self.ends[COMMAND].conn.get(&self.settings.key) {
+                    self.lookups.sent(io.now);
+                    io.counters.bump(Counter::RedisLookups);
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, lent: Lent, res: i32, io: &mut Io<'_>) {
+        let conn = match lent.op {
+            LentOp::Timer { .. } => {
+                self.timer_armed = false;
+                return;
+            }
+            LentOp::Cancel => return,
+            LentOp::Connect { stream } | LentOp::Send { stream } | LentOp::Recv { stream } => {
+                usize::from(stream)
+            }
+        };
+        let Some(end) = self.ends.get_mut(conn) else {
+            return io.counters.bump(Counter::Anomalies);
+        };
+        let mut events = std::mem::take(&mut self.events);
+        let completed = end.completed(
+            lent,
+            res,
+            io.driver,
+            io.now,
+            &self.settings.handshake,
+            &mut events,
+        );
+        for event in events.drain(..) {
+            self.on_event(conn, event, io);
+        }
+        self.events = events;
+        match completed {
+            Completed::Ok => {}
+            Completed::Stale => io.counters.bump(Counter::Anomalies),
+            Completed::Failed(why) => self.fail(conn, &why, io),
+        }
+    }
+
+    fn poll(&mut self, io: &mut Io<'_>) {
+        if self.stopping {
+            return;
+        }
+        let expired = self.lookups.expire(io.now);
+        if !expired.is_empty() {
+            io.out.push(Outcome::Route {
+                tickets: expired,
+                result: Err(RouteFailure::Timeout),
+            });
+        }
+        for conn in [COMMAND, SUBSCRIBER] {
+            self.drive(conn, io);
+        }
+        let waiting = self.lookups.waiting() || self.ends.iter().any(Endpoint::waiting);
+        if waiting && !self.timer_armed && io.driver.timer(TIMER, self.timer_tick, 0).is_ok() {
+            self.timer_armed = true;
+        }
+    }
+
+    fn shutdown(&mut self, io: &mut Io<'_>) {
+        self.stopping = true;
+        let _ = self.lookups.lost();
+        for end in &mut self.ends {
+            end.shutdown(io.driver);
+        }
+        let _ = io.driver.cancel_timer(TIMER);
+    }
+}
+
+/// At most 64 characters of a value from Redis, for a log line.
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]);
+    if bytes.len() > 64 {
+        format!("{text}... ({} bytes)", bytes.len())
+    } else {
+        text.into_owned()
+    }
+}

@@ -1,0 +1,454 @@
+//! The session table: one entry per client address, owned by one worker.
+//!
+//! Sessions live in a slab addressed by a 24-bit slot number and a generation (a [`Key`]); a
+//! `hashbrown` map finds a client's slot. A session moves through one transition per method:
+//! [`Sessions::insert`] (→ resolving: waiting for a route, its datagrams held),
+//! [`Sessions::open`] (→ open: connected upstream), [`Sessions::begin_close`] (→ closing: out of
+//! the maps, so the client's next datagram starts a new session) and, once the last operation
+//! naming it has completed, free: its upstream socket is closed and its slot reused with a new
+//! generation, so a late completion that names the old one is recognised as stale.
+//!
+//! The table keeps its own invariants: it counts the ring operations that name each session
+//! (`in_flight`: sends, the armed receive) through [`Sessions::op_started`],
+//! [`Sessions::op_finished`], [`Sessions::arm_recv`] and [`Sessions::recv_ended`], and frees a
+//! closing session the moment that count reaches zero. The worker asks; it never reaches in.
+//! [`Sessions::classify`] is the pure decision for a client datagram.
+//!
+//! The upstream socket type is a parameter (`U`) only so that the table can be tested and
+//! benchmarked without a million sockets; ringgate uses `socket2::Socket`.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use hashbrown::HashMap;
+use socket2::Socket;
+
+use crate::route::{Lease, Target};
+use crate::stats::Counter;
+use crate::sys::sockaddr::RawSockAddr;
+pub use crate::user_data::Key;
+use crate::user_data::{GENERATION_MASK, SLOTS_MAX};
+
+#[cfg(test)]
+mod tests;
+
+/// A client datagram held in its provided buffer while the session's route is looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub bid: u16,
+    pub len: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a route; datagrams are held.
+    Resolving,
+    /// Connected upstream; datagrams flow.
+    Open,
+    /// Out of the maps, waiting for its operations to complete.
+    Closing,
+}
+
+#[derive(Debug)]
+struct Session<U> {
+    client: SocketAddr,
+    /// The client's address pre-encoded for every reply's `sendmsg`.
+    client_raw: RawSockAddr,
+    phase: Phase,
+    /// The connected upstream socket; `Some` once the session is open.
+    upstream: Option<U>,
+    /// The upstream socket's local address (the source the backend sees).
+    upstream_local: Option<SocketAddr>,
+    /// The router's note of where it placed the session, handed back when it closes.
+    lease: Option<Lease>,
+    held: Vec<Held>,
+    /// The reaper tick of the last datagram in either direction.
+    last_tick: u32,
+    /// Operations the ring still holds that name this session.
+    in_flight: u32,
+    /// Whether the multishot receive on `upstream` is armed.
+    recv_armed: bool,
+}
+
+#[derive(Debug)]
+struct Slot<U> {
+    generation: u32,
+    session: Option<Session<U>>,
+}
+
+/// What to do with a datagram from a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    /// An open session: send it upstream.
+    Forward(Key),
+    /// A session still resolving its route with room to hold one more datagram.
+    Hold(Key),
+    /// An unknown client with room for a new session.
+    Create,
+    /// Drop it, counting the reason.
+    Drop(Counter),
+}
+
+/// How a session's multishot receive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvEnd {
+    /// The session is open: arm the receive again.
+    Rearm,
+    /// The session is closing (and was freed if that was its last operation).
+    Closing,
+    /// No such session (a stale key).
+    Gone,
+}
+
+/// What a session held when it began closing, for the caller to dispose of.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub client: SocketAddr,
+    pub upstream_local: Option<SocketAddr>,
+    /// Datagrams still held (a session closed while resolving): drop them.
+    pub held: Vec<Held>,
+    /// Hand back to the router.
+    pub lease: Option<Lease>,
+    /// The receive is still armed: cancel it (the session is freed on its final completion).
+    pub recv_armed: bool,
+}
+
+#[derive(Debug)]
+pub struct Sessions<U = Socket> {
+    by_client: HashMap<SocketAddr, u32>,
+    /// Open sessions by their upstream socket's local port (unique on a host), for disconnects.
+    by_upstream_port: HashMap<u16, u32>,
+    slots: Vec<Slot<U>>,
+    free: Vec<u32>,
+    live: usize,
+    max: usize,
+    pending_max: usize,
+    /// Datagrams held by all resolving sessions, and the most the worker may hold: held
+    /// datagrams keep their receive buffers, and every socket of the worker draws on the same
+    /// buffer ring, so without a worker-wide cap a burst of new clients waiting on a slow route
+    /// could starve established sessions of buffers.
+    held_total: usize,
+    held_max: usize,
+}
+
+impl<U: AsRawFd> Sessions<U> {
+    /// `max` sessions at once (open, resolving or closing), each holding at most `pending_max`
+    /// datagrams while it resolves, and all of them together at most `held_max`. `max` is
+    /// capped at the slot field's width.
+    pub fn new(max: usize, pending_max: usize, held_max: usize) -> Self {
+        Sessions {
+            by_client: HashMap::new(),
+            by_upstream_port: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            max: max.min(SLOTS_MAX as usize),
+            pending_max,
+            held_total: 0,
+            held_max,
+        }
+    }
+
+    /// Sessions holding a slot, closing ones included.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    pub fn classify(&self, client: &SocketAddr) -> Ingress {
+        let Some(&slot) = self.by_client.get(client) else {
+            return if self.live >= self.max {
+                Ingress::Drop(Counter::DropMaxSessions)
+            } else if self.held_total >= self.held_max {
+                // A new session's first datagram is held too.
+                Ingress::Drop(Counter::DropPendingFull)
+            } else {
+                Ingress::Create
+            };
+        };
+        let entry = &self.slots[slot as usize];
+        let key = Key {
+            slot,
+            generation: entry.generation,
+        };
+        match entry.session.as_ref().map(|s| (s.phase, s.held.len())) {
+            Some((Phase::Open, _)) => Ingress::Forward(key),
+            Some((Phase::Resolving, held))
+                if held < self.pending_max && self.held_total < self.held_max =>
+            {
+                Ingress::Hold(key)
+            }
+            Some((Phase::Resolving, _)) => Ingress::Drop(Counter::DropPendingFull),
+            // Closing sessions and empty slots are never in the map.
+            Some((Phase::Closing, _)) | None => Ingress::Drop(Counter::DropSessionClosed),
+        }
+    }
+
+    /// Starts a session for `client`, resolving, holding its first datagram. The caller checked
+    /// that [`Sessions::classify`] said [`Ingress::Create`].
+    pub fn insert(&mut self, client: SocketAddr, tick: u32, first: Held) -> Key {
+        let session = Session {
+            client,
+            client_raw: RawSockAddr::encode(client),
+            phase: Phase::Resolving,
+            upstream: None,
+            upstream_local: None,
+            lease: None,
+            held: vec![first],
+            last_tick: tick,
+            in_flight: 0,
+            recv_armed: false,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize].session = Some(session);
+                slot
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    session: Some(session),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_client.insert(client, slot);
+        self.live += 1;
+        self.held_total += 1;
+        Key {
+            slot,
+            generation: self.slots[slot as usize].generation,
+        }
+    }
+
+    /// The session of `key`, whatever its phase.
+    fn get(&mut self, key: Key) -> Option<&mut Session<U>> {
+        let entry = self.slots.get_mut(key.slot as usize)?;
+        if entry.generation != key.generation {
+            return None;
+        }
+        entry.session.as_mut()
+    }
+
+    /// The session of `key` if it is in `phase`.
+    fn in_phase(&mut self, key: Key, phase: Phase) -> Option<&mut Session<U>> {
+        self.get(key).filter(|s| s.phase == phase)
+    }
+
+    /// The client of the session of `key`.
+    pub fn client(&self, key: Key) -> Option<SocketAddr> {
+        let entry = self.slots.get(key.slot as usize)?;
+        (entry.generation == key.generation).then_some(entry.session.as_ref()?.client)
+    }
+
+    pub fn phase(&self, key: Key) -> Option<Phase> {
+        let entry = self.slots.get(key.slot as usize)?;
+        (entry.generation == key.generation).then_some(entry.session.as_ref()?.phase)
+    }
+
+    /// Holds a datagram for a resolving session. False (nothing held) if it is not resolving.
+    pub fn hold(&mut self, key: Key, held: Held) -> bool {
+        let Some(s) = self.in_phase(key, Phase::Resolving) else {
+            return false;
+        };
+        s.held.push(held);
+        self.held_total += 1;
+        true
+    }
+
+    /// Resolving → open on `upstream`, whose local address is `local`, placed with `lease`.
+    /// Returns the datagrams it held, to flush in order; `None` (and `upstream` closed) if the
+    /// session is not resolving.
+    pub fn open(
+        &mut self,
+        key: Key,
+        upstream: U,
+        local: SocketAddr,
+        lease: Option<Lease>,
+    ) -> Option<Vec<Held>> {
+        let s = self.in_phase(key, Phase::Resolving)?;
+        s.phase = Phase::Open;
+        s.upstream = Some(upstream);
+        s.upstream_local = Some(local);
+        s.lease = lease;
+        let held = std::mem::take(&mut s.held);
+        self.held_total -= held.len();
+        self.by_upstream_port.insert(local.port(), key.slot);
+        Some(held)
+    }
+
+    /// An open session's upstream socket, for a datagram from its client at `tick`.
+    pub fn upstream(&mut self, key: Key, tick: u32) -> Option<RawFd> {
+        let s = self.in_phase(key, Phase::Open)?;
+        s.last_tick = tick;
+        s.upstream.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// An open session's client address, for a datagram from its backend at `tick`.
+    pub fn reply_to(&mut self, key: Key, tick: u32) -> Option<RawSockAddr> {
+        let s = self.in_phase(key, Phase::Open)?;
+        s.last_tick = tick;
+        Some(s.client_raw)
+    }
+
+    /// An operation naming the session was pushed to the ring.
+    pub fn op_started(&mut self, key: Key) {
+        if let Some(s) = self.get(key) {
+            s.in_flight += 1;
+        }
+    }
+
+    /// An operation naming the session completed. A closing session whose last operation this
+    /// was is freed; returns whether that happened.
+    pub fn op_finished(&mut self, key: Key) -> bool {
+        let Some(s) = self.get(key) else {
+            return false;
+        };
+        s.in_flight = s.in_flight.saturating_sub(1);
+        self.free_if_done(key)
+    }
+
+    /// Marks an open session's receive armed (an operation in flight) and returns the socket
+    /// to arm it on; `None` if the session is not open or its receive is already armed.
+    pub fn arm_recv(&mut self, key: Key) -> Option<RawFd> {
+        let s = self.in_phase(key, Phase::Open)?;
+        if s.recv_armed {
+            return None;
+        }
+        let fd = s.upstream.as_ref()?.as_raw_fd();
+        s.recv_armed = true;
+        s.in_flight += 1;
+        Some(fd)
+    }
+
+    /// The ring refused the receive [`Sessions::arm_recv`] prepared.
+    pub fn recv_not_armed(&mut self, key: Key) {
+        if let Some(s) = self.get(key)
+            && s.recv_armed
+        {
+            s.recv_armed = false;
+            s.in_flight -= 1;
+        }
+    }
+
+    /// The session's multishot receive ended (its final completion).
+    pub fn recv_ended(&mut self, key: Key) -> RecvEnd {
+        let Some(s) = self.get(key) else {
+            return RecvEnd::Gone;
+        };
+        if s.recv_armed {
+            s.recv_armed = false;
+            s.in_flight -= 1;
+        }
+        match s.phase {
+            Phase::Open => RecvEnd::Rearm,
+            Phase::Resolving | Phase::Closing => {
+                self.free_if_done(key);
+                RecvEnd::Closing
+            }
+        }
+    }
+
+    /// Resolving or open → closing: out of the maps at once. Returns what the session held for
+    /// the caller to dispose of; `None` if it was already closing or is gone. A session with no
+    /// operation in flight is freed at once.
+    pub fn begin_close(&mut self, key: Key) -> Option<Closed> {
+        let s = self.get(key)?;
+        if s.phase == Phase::Closing {
+            return None;
+        }
+        s.phase = Phase::Closing;
+        let closed = Closed {
+            client: s.client,
+            upstream_local: s.upstream_local,
+            held: std::mem::take(&mut s.held),
+            lease: s.lease.take(),
+            recv_armed: s.recv_armed,
+        };
+        self.held_total -= closed.held.len();
+        self.by_client.remove(&closed.client);
+        if let Some(local) = closed.upstream_local {
+            self.by_upstream_port.remove(&local.port());
+        }
+        self.free_if_done(key);
+        Some(closed)
+    }
+
+    /// Frees a closing session whose operations have all completed, closing its socket.
+    fn free_if_done(&mut self, key: Key) -> bool {
+        let Some(entry) = self.slots.get_mut(key.slot as usize) else {
+            return false;
+        };
+        let done = entry.generation == key.generation
+            && entry
+                .session
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Closing && s.in_flight == 0);
+        if done {
+            entry.session = None;
+            entry.generation = (entry.generation + 1) & GENERATION_MASK;
+            self.free.push(key.slot);
+            self.live -= 1;
+        }
+        done
+    }
+
+    /// Appends to `out` the open or resolving sessions idle since before `cutoff_tick`.
+    pub fn collect_idle(&self, cutoff_tick: u32, out: &mut Vec<Key>) {
+        for (slot, entry) in self.slots.iter().enumerate() {
+            if let Some(s) = &entry.session
+                && s.phase != Phase::Closing
+                && s.last_tick < cutoff_tick
+            {
+                out.push(Key {
+                    slot: slot as u32,
+                    generation: entry.generation,
+                });
+            }
+        }
+    }
+
+    /// Appends to `out` every session not already closing.
+    pub fn collect_all(&self, out: &mut Vec<Key>) {
+        self.collect_idle(u32::MAX, out);
+    }
+
+    /// The sessions a disconnect message names: by upstream port, or by `ip:port` as the
+    /// client's address or the upstream socket's local address.
+    pub fn matching(&self, target: Target) -> Vec<Key> {
+        let mut keys = Vec::with_capacity(2);
+        match target {
+            Target::Port(port) => keys.extend(self.by_upstream_port(port).map(|(k, _)| k)),
+            Target::Addr(addr) => {
+                keys.extend(self.by_client(&addr));
+                if let Some((key, local)) = self.by_upstream_port(addr.port())
+                    && local == addr
+                    && !keys.contains(&key)
+                {
+                    keys.push(key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// The session (not closing) of `client`.
+    pub fn by_client(&self, client: &SocketAddr) -> Option<Key> {
+        let slot = *self.by_client.get(client)?;
+        Some(Key {
+            slot,
+            generation: self.slots[slot as usize].generation,
+        })
+    }
+
+    /// The open session whose upstream socket has local port `port`, with that local address.
+    pub fn by_upstream_port(&self, port: u16) -> Option<(Key, SocketAddr)> {
+        let slot = *self.by_upstream_port.get(&port)?;
+        let entry = &self.slots[slot as usize];
+        let local = entry.session.as_ref()?.upstream_local?;
+        let key = Key {
+            slot,
+            generation: entry.generation,
+        };
+        Some((key, local))
+    }
+}

@@ -1,0 +1,113 @@
+//! What workers, the metrics thread and the owner of a running ringgate share: each worker's
+//! published counters ([`SharedStats`]) and a few flags ([`Shared`]).
+//!
+//! Workers write (each only its own `SharedStats`, once per batch); everyone else only reads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::{BUCKETS, COUNTERS, Counter};
+
+/// The most connections a router reports on (Redis has two: command and subscriber).
+pub const LINKS_MAX: usize = 4;
+
+/// A worker's published counters, read by the metrics thread.
+#[derive(Debug)]
+pub struct SharedStats {
+    pub(super) values: [AtomicU64; COUNTERS],
+    pub(super) sessions: AtomicU64,
+    pub(super) latency: [AtomicU64; BUCKETS],
+    pub(super) latency_sum_us: AtomicU64,
+    pub(super) links_up: [AtomicBool; LINKS_MAX],
+}
+
+impl Default for SharedStats {
+    fn default() -> Self {
+        SharedStats {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            sessions: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
+            links_up: std::array::from_fn(|_| AtomicBool::new(false)),
+        }
+    }
+}
+
+impl SharedStats {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Whether this worker's router connection `link` is up.
+    pub fn link_up(&self, link: usize) -> bool {
+        self.links_up
+            .get(link)
+            .is_some_and(|up| up.load(Ordering::Relaxed))
+    }
+
+    /// Lookup latency: per-bucket counts (not cumulative) and the sum in microseconds.
+    pub fn latency(&self) -> ([u64; BUCKETS], u64) {
+        (
+            std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+            self.latency_sum_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The sum over workers of one counter.
+pub fn total(workers: &[SharedStats], counter: Counter) -> u64 {
+    workers.iter().map(|w| w.get(counter)).sum()
+}
+
+/// What workers, the metrics thread and the owner of a running ringgate share.
+#[derive(Debug)]
+pub struct Shared {
+    pub stats: Box<[SharedStats]>,
+    /// Workers whose listener receive is armed.
+    pub armed: AtomicUsize,
+    pub workers: usize,
+    /// The router's name (`fixed`, `redis`) and its connections' names; readiness needs every
+    /// worker's connections up.
+    pub router: &'static str,
+    pub links: &'static [&'static str],
+    pub stop: AtomicBool,
+    /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
+    /// `wmem_max` do not cap ringgate's socket buffers.
+    pub buffers_forced: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(workers: usize, router: &'static str, links: &'static [&'static str]) -> Shared {
+        Shared {
+            stats: (0..workers).map(|_| SharedStats::default()).collect(),
+            armed: AtomicUsize::new(0),
+            workers,
+            router,
+            links,
+            stop: AtomicBool::new(false),
+            buffers_forced: AtomicBool::new(false),
+        }
+    }
+
+    /// Every worker has armed its receive, no stop was requested, and every worker's router
+    /// connections are up.
+    pub fn is_ready(&self) -> bool {
+        !self.stop.load(Ordering::Acquire)
+            && self.armed.load(Ordering::Acquire) == self.workers
+            && self
+                .stats
+                .iter()
+                .all(|w| (0..self.links.len()).all(|link| w.link_up(link)))
+    }
+
+    pub fn total(&self, counter: Counter) -> u64 {
+        total(&self.stats, counter)
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.stats.iter().map(SharedStats::sessions).sum()
+    }
+}

@@ -1,0 +1,214 @@
+//! Memory the driver lends to operations that are not about datagrams: byte streams (connect,
+//! send and receive on a stream socket, e.g. a TCP connection to a control plane) and one-shot
+//! timers.
+//!
+//! The wall does not know what a stream carries; it knows that an operation points at one of a
+//! stream's buffers, that the buffer is busy from the push until the operation's final
+//! completion, and that nothing may read, rewrite or free it meanwhile. To free a buffer on the
+//! right completion without asking the caller, the driver owns the `user_data` of these
+//! operations: every value with [`LENT_BIT`] set is the driver's (a [`Lent`]); every value the
+//! caller issues for its own operations must leave that bit clear. A caller gets its completion
+//! back as a [`Lent`] with the 32-bit `tag` it chose (an epoch, say), and reads what a receive
+//! wrote with [`super::driver::Driver::stream_received`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use io_uring::types::Timespec;
+
+use super::sockaddr::RawSockAddr;
+
+/// The `user_data` bit that marks an operation on lent memory.
+pub const LENT_BIT: u64 = 1 << 63;
+const KIND_SHIFT: u32 = 56;
+const INDEX_SHIFT: u32 = 40;
+
+/// An operation on lent memory, as its completion names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LentOp {
+    Connect {
+        stream: u16,
+    },
+    Send {
+        stream: u16,
+    },
+    Recv {
+        stream: u16,
+    },
+    Timer {
+        timer: u16,
+    },
+    /// A cancel the driver issued itself (of a timer, or of every operation on a stream fd).
+    Cancel,
+}
+
+/// A completion the driver recognises as one of its lent operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lent {
+    pub op: LentOp,
+    /// The caller's tag, given when the operation was pushed.
+    pub tag: u32,
+}
+
+impl Lent {
+    pub const fn encode(self) -> u64 {
+        let (kind, index) = match self.op {
+            LentOp::Connect { stream } => (1, stream),
+            LentOp::Send { stream } => (2, stream),
+            LentOp::Recv { stream } => (3, stream),
+            LentOp::Timer { timer } => (4, timer),
+            LentOp::Cancel => (5, 0),
+        };
+        LENT_BIT | (kind << KIND_SHIFT) | ((index as u64) << INDEX_SHIFT) | self.tag as u64
+    }
+
+    /// `None` for a `user_data` without [`LENT_BIT`] (the caller's own) or one never issued.
+    pub const fn decode(user_data: u64) -> Option<Lent> {
+        if user_data & LENT_BIT == 0 {
+            return None;
+        }
+        let index = (user_data >> INDEX_SHIFT) as u16;
+        let op = match (user_data >> KIND_SHIFT) & 0x7f {
+            1 => LentOp::Connect { stream: index },
+            2 => LentOp::Send { stream: index },
+            3 => LentOp::Recv { stream: index },
+            4 => LentOp::Timer { timer: index },
+            5 => LentOp::Cancel,
+            _ => return None,
+        };
+        Some(Lent {
+            op,
+            tag: user_data as u32,
+        })
+    }
+}
+
+/// The memory of one stream's operations. Each buffer is busy from the push of the operation
+/// that points at it until that operation's final completion is reaped.
+pub(super) struct Stream {
+    pub addr: RawSockAddr,
+    pub addr_busy: bool,
+    pub tx: Vec<u8>,
+    pub tx_busy: bool,
+    pub rx: Box<[u8]>,
+    pub rx_busy: bool,
+}
+
+impl Stream {
+    pub fn new(rx_bytes: usize) -> Stream {
+        Stream {
+            addr: RawSockAddr::encode(SocketAddr::from(([0, 0, 0, 0], 0))),
+            addr_busy: false,
+            tx: Vec::new(),
+            tx_busy: false,
+            rx: vec![0; rx_bytes].into_boxed_slice(),
+            rx_busy: false,
+        }
+    }
+}
+
+/// One timer's timespec, busy while its timeout is in flight.
+pub(super) struct Timer {
+    pub ts: Timespec,
+    pub busy: bool,
+    /// The `user_data` it was armed with, so it can be cancelled.
+    pub armed: u64,
+}
+
+impl Timer {
+    pub fn new() -> Timer {
+        Timer {
+            ts: Timespec::new(),
+            busy: false,
+            armed: 0,
+        }
+    }
+
+    pub fn set(&mut self, after: Duration) {
+        self.ts = Timespec::new()
+            .sec(after.as_secs())
+            .nsec(after.subsec_nanos());
+    }
+}
+
+/// Every stream and timer of a ring. Boxed slices, allocated once and never resized, so the
+/// addresses the kernel holds stay put.
+pub(super) struct LentMemory {
+    pub streams: Box<[Stream]>,
+    pub timers: Box<[Timer]>,
+}
+
+impl LentMemory {
+    pub fn new(streams: usize, rx_bytes: usize, timers: usize) -> LentMemory {
+        LentMemory {
+            streams: (0..streams).map(|_| Stream::new(rx_bytes)).collect(),
+            timers: (0..timers).map(|_| Timer::new()).collect(),
+        }
+    }
+
+    /// The flag that guards the memory `op` points at; `None` for an index out of range or
+    /// an operation that points at nothing.
+    pub fn busy(&mut self, op: LentOp) -> Option<&mut bool> {
+        match op {
+            LentOp::Connect { stream } => {
+                Some(&mut self.streams.get_mut(usize::from(stream))?.addr_busy)
+            }
+            LentOp::Send { stream } => {
+                Some(&mut self.streams.get_mut(usize::from(stream))?.tx_busy)
+            }
+            LentOp::Recv { stream } => {
+                Some(&mut self.streams.get_mut(usize::from(stream))?.rx_busy)
+            }
+            LentOp::Timer { timer } => Some(&mut self.timers.get_mut(usize::from(timer))?.busy),
+            LentOp::Cancel => None,
+        }
+    }
+
+    /// Marks the memory a finished operation pointed at free again.
+    pub fn release(&mut self, op: LentOp) {
+        if let Some(busy) = self.busy(op) {
+            *busy = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lent_ops_round_trip_and_own_the_top_bit() {
+        for op in [
+            LentOp::Connect { stream: 0 },
+            LentOp::Send { stream: 1 },
+            LentOp::Recv { stream: u16::MAX },
+            LentOp::Timer { timer: 3 },
+            LentOp::Cancel,
+        ] {
+            for tag in [0, 1, u32::MAX] {
+                let lent = Lent { op, tag };
+                let ud = lent.encode();
+                assert_ne!(ud & LENT_BIT, 0);
+                assert_eq!(Lent::decode(ud), Some(lent));
+            }
+        }
+        assert_eq!(Lent::decode(0), None);
+        assert_eq!(Lent::decode(LENT_BIT - 1), None, "the caller's values");
+        assert_eq!(Lent::decode(LENT_BIT), None, "kind 0 is never issued");
+    }
+
+    #[test]
+    fn release_frees_only_the_named_buffer() {
+        let mut m = LentMemory::new(2, 8, 1);
+        m.streams[1].rx_busy = true;
+        m.streams[1].tx_busy = true;
+        m.timers[0].busy = true;
+        m.release(LentOp::Recv { stream: 1 });
+        assert!(!m.streams[1].rx_busy && m.streams[1].tx_busy);
+        m.release(LentOp::Timer { timer: 0 });
+        assert!(!m.timers[0].busy);
+        // Out of range: nothing to free, nothing panics.
+        m.release(LentOp::Send { stream: 9 });
+        m.release(LentOp::Timer { timer: 9 });
+    }
+}

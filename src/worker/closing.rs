@@ -1,0 +1,115 @@
+//! Sessions leaving, and the worker stopping.
+//!
+//! A session closes for a reason (idle, a disconnect message, shutdown) or is abandoned before
+//! it opened (no route, no socket). Either way it leaves the table's maps at once, its held
+//! datagrams are dropped with a counted reason, its lease goes back to the router, and its
+//! armed receive is cancelled; the table frees the slot when the last operation naming it
+//! completes. The reaper runs on the ring's tick; stopping cancels the listener and every
+//! session, then waits for the ring to drain.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::{Deferred, Worker};
+use crate::route::{Lease, Target};
+use crate::session::Key;
+use crate::stats::Counter;
+use crate::user_data::Op;
+
+impl Worker {
+    /// Frees a session that never opened, dropping what it held with `reason`.
+    pub(super) fn abandon_session(&mut self, key: Key, reason: Counter) {
+        self.close_session(key, reason, None);
+    }
+
+    /// Starts closing a session: held datagrams dropped with `drop_reason`, the close counted
+    /// as `closed_reason`, its receive cancelled.
+    fn close_session(&mut self, key: Key, drop_reason: Counter, closed_reason: Option<Counter>) {
+        let Some(closed) = self.sessions.begin_close(key) else {
+            return;
+        };
+        if let Some(reason) = closed_reason {
+            debug!(client = %closed.client, upstream = ?closed.upstream_local,
+                   reason = reason.family().1.map_or("", |l| l.1), "session closed");
+            self.counters.bump(reason);
+        }
+        for h in closed.held {
+            self.drop_buffer(h.bid, drop_reason);
+        }
+        self.release(closed.lease);
+        if closed.recv_armed {
+            self.cancel(Op::SessionRecv(key).encode());
+        }
+    }
+
+    pub(super) fn release(&mut self, lease: Option<Lease>) {
+        if let Some(lease) = lease {
+            self.router.release(lease);
+        }
+    }
+
+    /// Cancels the operation issued with `target`, retrying after the batch if the queue is full.
+    pub(super) fn cancel(&mut self, target: u64) {
+        let result = self.driver.cancel(target, Op::Cancel.encode());
+        self.pushed(result, Deferred::Cancel(target));
+    }
+
+    /// Closes the sessions a disconnect message names.
+    pub(super) fn on_disconnect(&mut self, target: Target) {
+        let victims = self.sessions.matching(target);
+        self.counters.bump(if victims.is_empty() {
+            Counter::DisconnectUnmatched
+        } else {
+            Counter::DisconnectMatched
+        });
+        for key in victims {
+            self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedDisconnect));
+        }
+    }
+
+    /// The reaper: closes sessions idle for the idle timeout.
+    pub(super) fn on_tick(&mut self) {
+        self.tick = self.tick.wrapping_add(1);
+        if self.stopping.is_some() {
+            return;
+        }
+        self.arm_tick();
+        let Some(cutoff) = self.tick.checked_sub(self.idle_ticks) else {
+            return;
+        };
+        let mut idle = std::mem::take(&mut self.scratch);
+        self.sessions.collect_idle(cutoff, &mut idle);
+        for key in idle.drain(..) {
+            self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedIdle));
+        }
+        self.scratch = idle;
+    }
+
+    /// The wake-up eventfd fired: a stop was requested (or a spurious wake, re-armed).
+    pub(super) fn on_wake(&mut self) {
+        if !self.shared.stop.load(Ordering::Acquire) {
+            return self.arm_wake();
+        }
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(Instant::now());
+        debug!(
+            worker = self.index,
+            sessions = self.sessions.live(),
+            "worker stopping"
+        );
+        self.cancel(Op::ListenRecv.encode());
+        self.cancel(Op::Tick.encode());
+        self.route(|router, io| router.shutdown(io));
+        let mut all = std::mem::take(&mut self.scratch);
+        self.sessions.collect_all(&mut all);
+        for key in all.drain(..) {
+            self.close_session(key, Counter::DropShutdown, Some(Counter::ClosedShutdown));
+        }
+        self.scratch = all;
+        self.deferred.retain(|d| matches!(d, Deferred::Cancel(_)));
+    }
+}

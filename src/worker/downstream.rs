@@ -1,0 +1,43 @@
+//! Backend → client: a datagram a session's socket received goes to the client from the
+//! worker's listening socket, sent from its receive buffer itself; the buffer is recycled when
+//! the send completes.
+
+use std::os::fd::AsRawFd;
+
+use super::Worker;
+use crate::session::Key;
+use crate::stats::Counter;
+use crate::user_data::Op;
+
+impl Worker {
+    pub(super) fn on_backend_datagram(&mut self, key: Key, bid: u16, len: u32) {
+        let to = match self.stopping {
+            None => self.sessions.reply_to(key, self.tick),
+            Some(_) => None,
+        };
+        let Some(to) = to else {
+            return self.drop_buffer(bid, Counter::DropSessionClosed);
+        };
+        let fd = self.listener.as_raw_fd();
+        match self
+            .driver
+            .send_to(fd, bid, len as usize, &to, Op::SendDown { bid }.encode())
+        {
+            Ok(flushed) => self.count_flush(flushed),
+            Err(e) => {
+                self.warn_send(&e);
+                self.drop_buffer(bid, Counter::DropSendError);
+            }
+        }
+    }
+
+    pub(super) fn on_send_down(&mut self, bid: u16, res: i32) {
+        self.recycle(bid);
+        if res >= 0 {
+            self.counters.bump(Counter::PacketsDownstream);
+            self.counters.add(Counter::BytesDownstream, res as u64);
+        } else {
+            self.count_send_error(res);
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! One worker: a pinned thread that owns a listening socket, a ring, a session table and a
+//! router.
+//!
+//! The loop is phased: hand queued operations to the kernel and wait; copy every completion
+//! into a batch; run one handler per completion (handlers push new operations, never wait);
+//! then, once per batch, let the router start what is due, re-arm receives that ended, publish
+//! recycled buffers to the kernel and publish counters. Nothing here blocks except the wait in
+//! `io_uring_enter`.
+//!
+//! The packet's path, top to bottom, one module per stretch:
+//! - [`recv`]: every receive completion, listener's and sessions', goes through one function
+//!   that counts its result, leases its buffer, checks truncation and re-arms it.
+//! - [`upstream`]: client → backend. The session table classifies the client; a new one asks
+//!   the router and waits, held; an open one's datagram is sent from its receive buffer itself on
+//!   the session's connected socket.
+//! - [`downstream`]: backend → client, from the listening socket to the client's address.
+//! - [`closing`]: sessions leaving (idle, disconnected, abandoned, shutdown), the reaper tick and
+//!   stopping.
+//!
+//! Per-datagram failures are counted, never propagated. A session's slot is freed only after
+//! every operation naming it has completed (the table sees to that).
+
+mod closing;
+mod downstream;
+mod recv;
+mod upstream;
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use io_uring::cqueue;
+use socket2::Socket;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::ratelimit::RateLimited;
+use crate::route::{self, Io, Outcome, Router};
+use crate::session::{Key, Sessions};
+use crate::stats::{Counter, Counters, Shared};
+use crate::sys::driver::Driver;
+use crate::sys::lent::Lent;
+use crate::sys::msghdr::PAYLOAD_OFFSET;
+use crate::sys::setup::{RingConfig, TaskRun};
+use crate::sys::{eventfd, socket};
+use crate::user_data::Op;
+
+/// How long a stopping worker waits for the kernel to finish its cancelled operations.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What a worker hands back to the thread that started it once it is built.
+pub struct Started {
+    pub local: SocketAddr,
+    pub waker: File,
+    /// The task-running mode its ring was built with.
+    pub task_run: TaskRun,
+}
+
+/// Work deferred to the end of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deferred {
+    ArmListener,
+    ArmTick,
+    ArmWake,
+    ArmSession(Key),
+    /// Cancel the operation issued with this `user_data`.
+    Cancel(u64),
+}
+
+/// Warnings that may repeat per datagram, each logged at most once a second.
+#[derive(Default)]
+struct Warnings {
+    socket: RateLimited,
+    recv: RateLimited,
+    send: RateLimited,
+}
+
+pub struct Worker {
+    driver: Driver,
+    listener: Socket,
+    wake: OwnedFd,
+    sessions: Sessions,
+    router: Box<dyn Router>,
+    /// Read once per batch, for the router's deadlines. The packet path reads no clock.
+    now: Instant,
+    outcomes: Vec<Outcome>,
+    counters: Counters,
+    shared: Arc<Shared>,
+    index: usize,
+    deferred: Vec<Deferred>,
+    scratch: Vec<Key>,
+    /// The reaper's tick count: the only clock the packet path reads.
+    tick: u32,
+    idle_ticks: u32,
+    max_payload: usize,
+    socket_size: socket::BufferSize,
+    stopping: Option<Instant>,
+    warnings: Warnings,
+}
+
+impl Worker {
+    /// Builds worker `index` listening on `listen` (a concrete port for every worker but the
+    /// first, which may bind port 0).
+    pub fn new(
+        config: &Config,
+        index: usize,
+        listen: SocketAddr,
+        shared: Arc<Shared>,
+    ) -> io::Result<(Worker, Started)> {
+        let tick = config.tick();
+        let router = route::build(&config.routes, index, Instant::now());
+        let lent = router.resources();
+        let driver = Driver::new(&RingConfig {
+            sq_entries: config.ring_entries,
+            // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
+            cq_entries: (config.ring_entries * 8).min(65_536),
+            buffer_count: config.buffer_count,
+            buffer_bytes: config.buffer_size_bytes + PAYLOAD_OFFSET as u32,
+            tick,
+            task_run: config.task_run,
+            streams: lent.streams,
+            stream_rx_bytes: lent.stream_rx_bytes,
+            timers: lent.timers,
+        })?;
+        let mut socket_size = socket::BufferSize {
+            bytes: config.socket_buffer_bytes,
+            force: true,
+        };
+        let (listener, forced) = socket::listener(listen, socket_size)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind --listen {listen}: {e}")))?;
+        socket_size.force = forced;
+        shared.buffers_forced.store(forced, Ordering::Relaxed);
+        let local = listener
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("listener has no IP address"))?;
+        let wake = eventfd::eventfd()?;
+        let waker = File::from(wake.try_clone()?);
+        let task_run = driver.task_run();
+        if index == 0 {
+            info!(
+                task_run = task_run.name(),
+                router = router.name(),
+                socket_buffer = socket::recv_buffer(&listener).unwrap_or(0),
+                forced,
+                "worker ring built"
+            );
+        }
+        let idle_ticks = config
+            .idle_timeout
+            .as_nanos()
+            .div_ceil(tick.as_nanos().max(1));
+        let worker = Worker {
+            driver,
+            listener,
+            wake,
+            sessions: Sessions::new(config.sessions_max, config.pending_max, config.held_max()),
+            router,
+            now: Instant::now(),
+            outcomes: Vec::new(),
+            counters: Counters::default(),
+            shared,
+            index,
+            deferred: Vec::new(),
+            scratch: Vec::new(),
+            tick: 0,
+            idle_ticks: u32::try_from(idle_ticks).unwrap_or(u32::MAX),
+            max_payload: config.buffer_size_bytes as usize,
+            socket_size,
+            stopping: None,
+            warnings: Warnings::default(),
+        };
+        let started = Started {
+            local,
+            waker,
+            task_run,
+        };
+        Ok((worker, started))
+    }
+
+    /// Runs until shutdown is requested and every operation has drained. A worker that fails
+    /// says so at once and stops counting as ready.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut armed = false;
+        let result = self.serve(&mut armed);
+        if armed {
+            self.shared.armed.fetch_sub(1, Ordering::Release);
+        }
+        if let Err(e) = &result {
+            error!(worker = self.index, error = %e, "worker stopped");
+        }
+        result
+    }
+
+    fn serve(&mut self, armed: &mut bool) -> io::Result<()> {
+        self.arm_listener();
+        self.arm_tick();
+        self.arm_wake();
+        self.driver.submit()?;
+        self.shared.armed.fetch_add(1, Ordering::Release);
+        *armed = true;
+
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            let waited = match self.stopping {
+                None => self.driver.submit_and_wait(),
+                Some(_) => self.driver.submit_and_wait_for(Duration::from_millis(50)),
+            };
+            match waited {
+                Ok(_) => {}
+                // The completion queue overflowed into the kernel's backlog, or the kernel is
+                // short of memory for a moment: drain what is there first, then try again.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => return Err(e),
+            }
+            self.driver.reap(&mut batch);
+            self.now = Instant::now();
+            for cqe in batch.drain(..) {
+                self.dispatch(&cqe);
+            }
+            self.end_batch();
+            if let Some(since) = self.stopping {
+                if self.driver.in_flight() == 0 {
+                    break;
+                }
+                if since.elapsed() > DRAIN_TIMEOUT {
+                    warn!(
+                        worker = self.index,
+                        in_flight = self.driver.in_flight(),
+                        "operations still in flight after the drain timeout; leaking their memory"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One `match` routes every completion to its handler.
+    fn dispatch(&mut self, cqe: &cqueue::Entry) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        if let Some(lent) = Lent::decode(cqe.user_data()) {
+            return self.route(|router, io| router.complete(lent, res, io));
+        }
+        match Op::decode(cqe.user_data()) {
+            Some(Op::ListenRecv) => self.on_recv(recv::On::Listener, res, flags),
+            Some(Op::SessionRecv(key)) => self.on_recv(recv::On::Session(key), res, flags),
+            Some(Op::SendUp { key, bid }) => self.on_send_up(key, bid, res),
+            Some(Op::SendDown { bid }) => self.on_send_down(bid, res),
+            Some(Op::Tick) => self.on_tick(),
+            Some(Op::Wake) => self.on_wake(),
+            // A cancel's own result says nothing the target's final completion does not.
+            Some(Op::Cancel) => {}
+            None => self.counters.bump(Counter::Anomalies),
+        }
+    }
+
+    /// Lets the router act with the worker's ring, counters and clock, then carries out what
+    /// it decided.
+    fn route(&mut self, act: impl FnOnce(&mut dyn Router, &mut Io<'_>)) {
+        let mut out = std::mem::take(&mut self.outcomes);
+        let mut io = Io {
+            driver: &mut self.driver,
+            counters: &mut self.counters,
+            now: self.now,
+            out: &mut out,
+        };
+        act(self.router.as_mut(), &mut io);
+        for outcome in out.drain(..) {
+            match outcome {
+                Outcome::Route { tickets, result } => {
+                    for ticket in tickets {
+                        self.on_route(Key::from_ticket(ticket), result);
+                    }
+                }
+                Outcome::Disconnect(target) => self.on_disconnect(target),
+            }
+        }
+        self.outcomes = out;
+    }
+
+    fn end_batch(&mut self) {
+        // First, so that buffers freed by expired lookups count as free below.
+        self.route(|router, io| router.poll(io));
+        self.router.links_up(self.counters.links_up_mut());
+        if !self.deferred.is_empty() {
+            // Re-arming a receive while the kernel has no buffer to give it would end it again
+            // at once with ENOBUFS: leave it until a completed send has recycled one.
+            let buffers_free = self.driver.bufs().leased() < self.driver.bufs().entries();
+            let mut work = std::mem::take(&mut self.deferred);
+            for d in work.drain(..) {
+                match d {
+                    Deferred::ArmListener | Deferred::ArmSession(_) if !buffers_free => {
+                        self.deferred.push(d)
+                    }
+                    Deferred::ArmListener => self.arm_listener(),
+                    Deferred::ArmSession(key) => self.arm_session(key),
+                    Deferred::Cancel(target) => self.cancel(target),
+                    Deferred::ArmTick => self.arm_tick(),
+                    Deferred::ArmWake => self.arm_wake(),
+                }
+            }
+            if self.deferred.is_empty() {
+                // Keep the allocation for the next batch.
+                self.deferred = work;
+            }
+        }
+        self.driver.bufs().publish();
+        self.counters.set_sessions(self.sessions.live());
+        self.counters.publish(&self.shared.stats[self.index]);
+    }
+
+    fn arm_listener(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let fd = self.listener.as_raw_fd();
+        let result = self.driver.recv_multishot(fd, Op::ListenRecv.encode());
+        self.pushed(result, Deferred::ArmListener);
+    }
+
+    fn arm_session(&mut self, key: Key) {
+        let Some(fd) = self.sessions.arm_recv(key) else {
+            return;
+        };
+        let result = self
+            .driver
+            .recv_multishot(fd, Op::SessionRecv(key).encode());
+        if result.is_err() {
+            self.sessions.recv_not_armed(key);
+        }
+        self.pushed(result, Deferred::ArmSession(key));
+    }
+
+    fn arm_tick(&mut self) {
+        let result = self.driver.tick(Op::Tick.encode());
+        self.pushed(result, Deferred::ArmTick);
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = self.wake.as_raw_fd();
+        let result = self.driver.read_wake(fd, Op::Wake.encode());
+        self.pushed(result, Deferred::ArmWake);
+    }
+
+    /// Accounts for a push: a flush it needed is counted, a refusal retried after the batch.
+    fn pushed(&mut self, result: io::Result<bool>, retry: Deferred) {
+        match result {
+            Ok(flushed) => self.count_flush(flushed),
+            Err(_) => self.deferred.push(retry),
+        }
+    }
+
+    fn count_flush(&mut self, flushed: bool) {
+        if flushed {
+            self.counters.bump(Counter::SubmitQueueFull);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Every receive completion, the listener's and every session's, in one function: the
+//! multishot discipline, and the provided buffers' lease and recycling.
+//!
+//! For each completion, in this order: if `IORING_CQE_F_MORE` is absent the receive has ended
+//! (on any error, `-ENOBUFS` included) and is re-armed at the end of the batch; the result is
+//! counted by errno; a buffer the kernel selected is leased, and given straight back on an
+//! error; the datagram is checked for truncation, size and source; only then is it handed to
+//! its direction. A socket that silently stops receiving is the classic failure of this
+//! design, so no path out of [`Worker::on_recv`] skips the re-arm.
+//!
+//! Buffers are leased here and recycled only through [`Worker::recycle`] and
+//! [`Worker::drop_buffer`], so "back to the kernel exactly once" is checked in one place (the
+//! buffer ring's lease bitmap; a violation counts as an anomaly).
+
+use std::io;
+
+use io_uring::cqueue;
+use tracing::warn;
+
+use super::{Deferred, Worker};
+use crate::datagram::{self, Datagram};
+use crate::session::{Key, RecvEnd};
+use crate::stats::Counter;
+
+/// The socket a receive completion is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum On {
+    Listener,
+    Session(Key),
+}
+
+impl Worker {
+    pub(super) fn on_recv(&mut self, on: On, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.recv_ended(on);
+        }
+        let Some(bid) = self.lease(res, flags) else {
+            return;
+        };
+        let dgram = match self.parse(bid, res) {
+            Ok(dgram) => dgram,
+            Err(reason) => return self.drop_buffer(bid, reason),
+        };
+        match on {
+            On::Listener => self.on_client_datagram(dgram.source, bid, dgram.len),
+            On::Session(key) => self.on_backend_datagram(key, bid, dgram.len),
+        }
+    }
+
+    /// A multishot receive ended: arm it again after the batch, unless the worker is stopping
+    /// or the session is closing (which its end may just have freed).
+    fn recv_ended(&mut self, on: On) {
+        let rearm = match on {
+            On::Listener => Deferred::ArmListener,
+            On::Session(key) => match self.sessions.recv_ended(key) {
+                RecvEnd::Rearm => Deferred::ArmSession(key),
+                RecvEnd::Closing | RecvEnd::Gone => return,
+            },
+        };
+        if self.stopping.is_none() {
+            self.counters.bump(Counter::RecvRearms);
+            self.deferred.push(rearm);
+        }
+    }
+
+    /// Counts a receive completion's error, and leases its buffer if it carries one.
+    fn lease(&mut self, res: i32, flags: u32) -> Option<u16> {
+        let bid = cqueue::buffer_select(flags);
+        if res < 0 {
+            // Some kernels commit a buffer before the receive fails: give it straight back.
+            if let Some(bid) = bid
+                && self.driver.bufs_mut().take(bid)
+            {
+                self.recycle(bid);
+            }
+            match -res {
+                libc::ENOBUFS => self.counters.bump(Counter::RecvNoBuffers),
+                libc::ECONNREFUSED => self.counters.bump(Counter::BackendUnreachable),
+                libc::ECANCELED => {}
+                errno => {
+                    self.counters.bump(Counter::RecvOther);
+                    if let Some(suppressed) = self.warnings.recv.check() {
+                        warn!(error = %io::Error::from_raw_os_error(errno), suppressed, "receive failed");
+                    }
+                }
+            }
+            return None;
+        }
+        match bid {
+            Some(bid) if self.driver.bufs_mut().take(bid) => Some(bid),
+            _ => {
+                self.counters.bump(Counter::Anomalies);
+                None
+            }
+        }
+    }
+
+    fn parse(&self, bid: u16, res: i32) -> Result<Datagram, Counter> {
+        let buffer = self
+            .driver
+            .bufs()
+            .get(bid, res as usize)
+            .ok_or(Counter::Anomalies)?;
+        datagram::parse(buffer, self.driver.recv_header(), self.max_payload)
+    }
+
+    /// Gives leased buffer `bid` back to the kernel (published at the end of the batch).
+    pub(super) fn recycle(&mut self, bid: u16) {
+        if !self.driver.bufs_mut().recycle(bid) {
+            self.counters.bump(Counter::Anomalies);
+        }
+    }
+
+    /// Drops the datagram in leased buffer `bid`, counting `reason`.
+    pub(super) fn drop_buffer(&mut self, bid: u16, reason: Counter) {
+        self.counters.bump(reason);
+        self.recycle(bid);
+    }
+}

@@ -1,0 +1,128 @@
+//! Client → backend: what a client's datagram does, and how a new session gets its route.
+//!
+//! The session table classifies the client ([`crate::session::Sessions::classify`]). An open
+//! session's datagram is sent from its receive buffer itself on the session's connected socket,
+//! and the buffer is recycled when the send completes. A new client's session starts resolving
+//! with its first datagram held, and asks the router; more datagrams are held (bounded) until
+//! the answer ([`Worker::on_route`]) opens the session and flushes them in order, or drops them.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tracing::{debug, warn};
+
+use super::Worker;
+use crate::route::{Backend, RouteFailure};
+use crate::session::{Held, Ingress, Key, Phase};
+use crate::stats::Counter;
+use crate::sys::socket;
+use crate::user_data::Op;
+
+impl Worker {
+    pub(super) fn on_client_datagram(&mut self, client: SocketAddr, bid: u16, len: u32) {
+        if self.stopping.is_some() {
+            return self.drop_buffer(bid, Counter::DropShutdown);
+        }
+        match self.sessions.classify(&client) {
+            Ingress::Forward(key) => self.forward_up(key, bid, len),
+            Ingress::Hold(key) => {
+                if !self.sessions.hold(key, Held { bid, len }) {
+                    self.drop_buffer(bid, Counter::DropSessionClosed);
+                }
+            }
+            Ingress::Create => {
+                let key = self.sessions.insert(client, self.tick, Held { bid, len });
+                self.route(|router, io| router.request(key.ticket(), io));
+            }
+            Ingress::Drop(reason) => self.drop_buffer(bid, reason),
+        }
+    }
+
+    fn forward_up(&mut self, key: Key, bid: u16, len: u32) {
+        let Some(fd) = self.sessions.upstream(key, self.tick) else {
+            return self.drop_buffer(bid, Counter::DropSessionClosed);
+        };
+        let user_data = Op::SendUp { key, bid }.encode();
+        match self.driver.send(fd, bid, len as usize, user_data) {
+            Ok(flushed) => {
+                self.sessions.op_started(key);
+                self.count_flush(flushed);
+            }
+            Err(e) => {
+                self.warn_send(&e);
+                self.drop_buffer(bid, Counter::DropSendError);
+            }
+        }
+    }
+
+    pub(super) fn on_send_up(&mut self, key: Key, bid: u16, res: i32) {
+        self.recycle(bid);
+        if res >= 0 {
+            self.counters.bump(Counter::PacketsUpstream);
+            self.counters.add(Counter::BytesUpstream, res as u64);
+        } else {
+            self.count_send_error(res);
+        }
+        self.sessions.op_finished(key);
+    }
+
+    /// The router answered for the session of `key`.
+    pub(super) fn on_route(&mut self, key: Key, result: Result<Backend, RouteFailure>) {
+        match result {
+            Ok(backend) => self.open_session(key, backend),
+            Err(failure) => {
+                // A session already gone (reaped, shut down) needs nothing.
+                if self.sessions.phase(key).is_some() {
+                    self.counters.bump(failure.counter());
+                }
+                self.abandon_session(key, Counter::DropNoRoute);
+            }
+        }
+    }
+
+    /// Connects a resolving session to its backend, arms its receive and flushes what it
+    /// held, in order.
+    fn open_session(&mut self, key: Key, backend: Backend) {
+        if self.sessions.phase(key) != Some(Phase::Resolving) {
+            // Closed while its route was looked up: nothing to open.
+            return self.release(backend.lease);
+        }
+        let (upstream, local) = match socket::upstream(backend.addr, self.socket_size) {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.release(backend.lease);
+                if let Some(suppressed) = self.warnings.socket.check() {
+                    warn!(error = %e, backend = %backend.addr, suppressed,
+                          "cannot open an upstream socket; dropping the new session");
+                }
+                return self.abandon_session(key, Counter::DropSocketError);
+            }
+        };
+        let Some(held) = self.sessions.open(key, upstream, local, backend.lease) else {
+            return self.release(backend.lease);
+        };
+        if let Some(client) = self.sessions.client(key) {
+            debug!(%client, backend = %backend.addr, upstream = %local, "session opened");
+        }
+        self.counters.bump(Counter::SessionsCreated);
+        self.arm_session(key);
+        for h in held {
+            self.forward_up(key, h.bid, h.len);
+        }
+    }
+
+    pub(super) fn count_send_error(&mut self, res: i32) {
+        self.counters.bump(Counter::DropSendError);
+        if -res == libc::ECONNREFUSED {
+            self.counters.bump(Counter::BackendUnreachable);
+        } else if let Some(suppressed) = self.warnings.send.check() {
+            warn!(error = %io::Error::from_raw_os_error(-res), suppressed, "send failed");
+        }
+    }
+
+    pub(super) fn warn_send(&mut self, e: &io::Error) {
+        if let Some(suppressed) = self.warnings.send.check() {
+            warn!(error = %e, suppressed, "cannot queue a send");
+        }
+    }
+}
