@@ -356,16 +356,83 @@ fn the_largest_rings_start() {
 }
 
 #[test]
-fn every_task_run_mode_forwards() {
+fn every_task_run_mode_is_built_as_asked_and_forwards() {
     use ringgate::sys::setup::TaskRun;
     let backend = Backend::start(LOCAL4, true);
-    for mode in [TaskRun::Cooperative, TaskRun::Default] {
+    for mode in TaskRun::ALL {
         let mut cfg = config(LOCAL4, &[backend.addr]);
         cfg.task_run = mode;
+        cfg.workers = 2;
         let proxy = start(cfg);
+        // Linux 6.1+ accepts every mode, so no ring may have fallen back.
+        assert_eq!(proxy.task_runs(), [mode, mode]);
         let client = udp(LOCAL4);
         client.send_to(b"mode", proxy.local_addr()).unwrap();
         assert_eq!(recv(&client).0, b"mode", "{mode:?}");
         proxy.shutdown().unwrap();
     }
+}
+
+/// The classic failure of a provided-buffer-ring design: the ring runs dry (`-ENOBUFS` ends
+/// every multishot receive) and a socket never receives again. With two buffers, bursts in
+/// both directions empty the ring over and over; every socket must keep receiving, and with
+/// socket buffers large enough to hold the burst (forced, as root) nothing may be lost.
+#[test]
+fn an_empty_buffer_ring_stops_no_socket_from_receiving() {
+    const BURST: u32 = 3_000;
+    let backend = Backend::start(LOCAL4, false);
+    let mut cfg = config(LOCAL4, &[backend.addr]);
+    cfg.buffer_count = 2;
+    let proxy = start(cfg);
+    let forced = proxy
+        .shared()
+        .buffers_forced
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let client = udp(LOCAL4);
+    client.send_to(b"open", proxy.local_addr()).unwrap();
+    let (upstream, _) = backend.next();
+
+    // Client -> listener, faster than a two-buffer ring can take it.
+    for seq in 0..BURST {
+        client
+            .send_to(&seq.to_be_bytes(), proxy.local_addr())
+            .unwrap();
+    }
+    client.send_to(b"after", proxy.local_addr()).unwrap();
+    if forced {
+        for seq in 0..BURST {
+            assert_eq!(backend.next().1, seq.to_be_bytes(), "upstream {seq}");
+        }
+    }
+    while backend.next().1 != b"after" {}
+    let dry_listener = count(&proxy, Counter::RecvNoBuffers);
+    assert!(dry_listener > 0, "the listener never ran dry: the test proved nothing");
+
+    // Backend -> the session's socket.
+    for seq in 0..BURST {
+        backend.socket.send_to(&seq.to_be_bytes(), upstream).unwrap();
+    }
+    backend.socket.send_to(b"after", upstream).unwrap();
+    if forced {
+        for seq in 0..BURST {
+            assert_eq!(recv(&client).0, seq.to_be_bytes(), "downstream {seq}");
+        }
+    }
+    while recv(&client).0 != b"after" {}
+
+    let dry = count(&proxy, Counter::RecvNoBuffers);
+    let rearms = count(&proxy, Counter::RecvRearms);
+    assert!(
+        dry > dry_listener,
+        "the session socket never ran dry: the test proved nothing"
+    );
+    assert!(rearms >= dry, "{rearms} re-arms for {dry} dry receives");
+    eprintln!("buffers forced: {forced}; dry receives: {dry_listener} listener, {} session; re-arms {rearms}", dry - dry_listener);
+    // Both sockets still receive after the bursts.
+    client.send_to(b"again", proxy.local_addr()).unwrap();
+    assert_eq!(backend.next().1, b"again");
+    backend.socket.send_to(b"back", upstream).unwrap();
+    assert_eq!(recv(&client).0, b"back");
+    assert_eq!(count(&proxy, Counter::Anomalies), 0);
+    proxy.shutdown().unwrap();
 }

@@ -12,7 +12,8 @@
 //! (`in_flight`: sends, the armed receive) through [`Sessions::op_started`],
 //! [`Sessions::op_finished`], [`Sessions::arm_recv`] and [`Sessions::recv_ended`], and frees a
 //! closing session the moment that count reaches zero. The worker asks; it never reaches in.
-//! [`Sessions::classify`] is the pure decision for a client datagram.
+//! [`Sessions::classify`] is the pure decision for a client datagram; finding sessions by
+//! other keys (idle, a disconnect's target) is in `find`.
 //!
 //! The upstream socket type is a parameter (`U`) only so that the table can be tested and
 //! benchmarked without a million sockets; ringgate uses `socket2::Socket`.
@@ -23,12 +24,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use hashbrown::HashMap;
 use socket2::Socket;
 
-use crate::route::{Lease, Target};
+use crate::route::Lease;
 use crate::stats::Counter;
 use crate::sys::sockaddr::RawSockAddr;
 pub use crate::user_data::Key;
 use crate::user_data::{GENERATION_MASK, SLOTS_MAX};
 
+mod find;
 #[cfg(test)]
 mod tests;
 
@@ -390,65 +392,5 @@ impl<U: AsRawFd> Sessions<U> {
             self.live -= 1;
         }
         done
-    }
-
-    /// Appends to `out` the open or resolving sessions idle since before `cutoff_tick`.
-    pub fn collect_idle(&self, cutoff_tick: u32, out: &mut Vec<Key>) {
-        for (slot, entry) in self.slots.iter().enumerate() {
-            if let Some(s) = &entry.session
-                && s.phase != Phase::Closing
-                && s.last_tick < cutoff_tick
-            {
-                out.push(Key {
-                    slot: slot as u32,
-                    generation: entry.generation,
-                });
-            }
-        }
-    }
-
-    /// Appends to `out` every session not already closing.
-    pub fn collect_all(&self, out: &mut Vec<Key>) {
-        self.collect_idle(u32::MAX, out);
-    }
-
-    /// The sessions a disconnect message names: by upstream port, or by `ip:port` as the
-    /// client's address or the upstream socket's local address.
-    pub fn matching(&self, target: Target) -> Vec<Key> {
-        let mut keys = Vec::with_capacity(2);
-        match target {
-            Target::Port(port) => keys.extend(self.by_upstream_port(port).map(|(k, _)| k)),
-            Target::Addr(addr) => {
-                keys.extend(self.by_client(&addr));
-                if let Some((key, local)) = self.by_upstream_port(addr.port())
-                    && local == addr
-                    && !keys.contains(&key)
-                {
-                    keys.push(key);
-                }
-            }
-        }
-        keys
-    }
-
-    /// The session (not closing) of `client`.
-    pub fn by_client(&self, client: &SocketAddr) -> Option<Key> {
-        let slot = *self.by_client.get(client)?;
-        Some(Key {
-            slot,
-            generation: self.slots[slot as usize].generation,
-        })
-    }
-
-    /// The open session whose upstream socket has local port `port`, with that local address.
-    pub fn by_upstream_port(&self, port: u16) -> Option<(Key, SocketAddr)> {
-        let slot = *self.by_upstream_port.get(&port)?;
-        let entry = &self.slots[slot as usize];
-        let local = entry.session.as_ref()?.upstream_local?;
-        let key = Key {
-            slot,
-            generation: entry.generation,
-        };
-        Some((key, local))
     }
 }

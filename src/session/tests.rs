@@ -4,6 +4,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::*;
+use crate::route::Target;
 
 /// An upstream that is not a socket: the table only stores it and reports its descriptor.
 #[derive(Debug)]

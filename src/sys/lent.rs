@@ -11,11 +11,15 @@
 //! back as a [`Lent`] with the 32-bit `tag` it chose (an epoch, say), and reads what a receive
 //! wrote with [`super::driver::Driver::stream_received`].
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
-use io_uring::types::Timespec;
+use io_uring::types::{self, Timespec};
+use io_uring::{opcode, squeue};
 
+use super::driver::{Driver, refused};
 use super::sockaddr::RawSockAddr;
 
 /// The `user_data` bit that marks an operation on lent memory.
@@ -168,6 +172,130 @@ impl LentMemory {
     pub fn release(&mut self, op: LentOp) {
         if let Some(busy) = self.busy(op) {
             *busy = false;
+        }
+    }
+}
+
+impl Driver {
+    fn lent(op: LentOp, tag: u32) -> u64 {
+        Lent { op, tag }.encode()
+    }
+
+    /// Pushes `entry`, an operation on lent memory, marking that memory busy until the
+    /// operation's final completion is reaped (see [`Driver::reap`]).
+    ///
+    /// # Safety
+    /// `entry` may point only into the lent memory `op` names, which must not be busy.
+    unsafe fn push_lent(&mut self, op: LentOp, entry: squeue::Entry) -> io::Result<bool> {
+        if let Some(busy) = self.lent.busy(op) {
+            *busy = true;
+        }
+        // SAFETY: forwarded from this function's contract; the memory is boxed in `self`,
+        // stays put, and nothing rewrites, reads or drops it while it is marked busy.
+        let pushed = unsafe { self.push(entry) };
+        if pushed.is_err() {
+            self.lent.release(op);
+        }
+        pushed
+    }
+
+    /// Connects stream `stream`'s socket `fd` to `to`.
+    pub fn stream_connect(
+        &mut self,
+        stream: u16,
+        fd: RawFd,
+        to: SocketAddr,
+        tag: u32,
+    ) -> io::Result<bool> {
+        let s = self.free_stream(stream, |s| s.addr_busy)?;
+        s.addr = RawSockAddr::encode(to);
+        let len = s.addr.as_bytes().len() as libc::socklen_t;
+        let entry = opcode::Connect::new(types::Fd(fd), std::ptr::from_ref(&s.addr).cast(), len)
+            .build()
+            .user_data(Self::lent(LentOp::Connect { stream }, tag));
+        // SAFETY: the entry points only at this stream's address, checked free above.
+        unsafe { self.push_lent(LentOp::Connect { stream }, entry) }
+    }
+
+    /// Sends `bytes` on stream `stream`'s socket `fd`. The driver keeps the bytes until the
+    /// completion; [`Driver::stream_sent`] gives them back.
+    pub fn stream_send(
+        &mut self,
+        stream: u16,
+        fd: RawFd,
+        bytes: Vec<u8>,
+        tag: u32,
+    ) -> io::Result<bool> {
+        let s = self.free_stream(stream, |s| s.tx_busy)?;
+        s.tx = bytes;
+        let entry = opcode::Send::new(types::Fd(fd), s.tx.as_ptr(), s.tx.len() as u32)
+            .build()
+            .user_data(Self::lent(LentOp::Send { stream }, tag));
+        // SAFETY: the entry points only at this stream's send buffer (a heap allocation the
+        // stream owns and does not touch while busy), checked free above.
+        unsafe { self.push_lent(LentOp::Send { stream }, entry) }
+    }
+
+    /// The bytes of stream `stream`'s last send, once it completed (or was refused).
+    pub fn stream_sent(&mut self, stream: u16) -> Vec<u8> {
+        match self.lent.streams.get_mut(usize::from(stream)) {
+            Some(s) if !s.tx_busy => std::mem::take(&mut s.tx),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Receives on stream `stream`'s socket `fd` into the stream's buffer.
+    pub fn stream_recv(&mut self, stream: u16, fd: RawFd, tag: u32) -> io::Result<bool> {
+        let s = self.free_stream(stream, |s| s.rx_busy)?;
+        let entry = opcode::Recv::new(types::Fd(fd), s.rx.as_mut_ptr(), s.rx.len() as u32)
+            .build()
+            .user_data(Self::lent(LentOp::Recv { stream }, tag));
+        // SAFETY: the entry points only at this stream's receive buffer, checked free above.
+        unsafe { self.push_lent(LentOp::Recv { stream }, entry) }
+    }
+
+    /// The first `len` bytes stream `stream`'s last receive wrote, once it completed.
+    pub fn stream_received(&self, stream: u16, len: usize) -> &[u8] {
+        match self.lent.streams.get(usize::from(stream)) {
+            Some(s) if !s.rx_busy => &s.rx[..len.min(s.rx.len())],
+            _ => &[],
+        }
+    }
+
+    fn free_stream(&mut self, stream: u16, busy: fn(&Stream) -> bool) -> io::Result<&mut Stream> {
+        match self.lent.streams.get_mut(usize::from(stream)) {
+            None => Err(refused("no such stream")),
+            Some(s) if busy(s) => Err(refused("an operation on that buffer is in flight")),
+            Some(s) => Ok(s),
+        }
+    }
+
+    /// Arms timer `timer` to complete (with `-ETIME`) after `after`. One at a time per timer.
+    pub fn timer(&mut self, timer: u16, after: Duration, tag: u32) -> io::Result<bool> {
+        let t = match self.lent.timers.get_mut(usize::from(timer)) {
+            None => return Err(refused("no such timer")),
+            Some(t) if t.busy => return Err(refused("that timer is already armed")),
+            Some(t) => t,
+        };
+        t.set(after);
+        t.armed = Self::lent(LentOp::Timer { timer }, tag);
+        let entry = opcode::Timeout::new(&t.ts).build().user_data(t.armed);
+        // SAFETY: the timespec is in the boxed timer slice owned by `self`, rewritten only
+        // while the timer is not busy.
+        unsafe { self.push_lent(LentOp::Timer { timer }, entry) }
+    }
+
+    /// Cancels timer `timer` if it is armed.
+    pub fn cancel_timer(&mut self, timer: u16) -> io::Result<bool> {
+        match self.lent.timers.get(usize::from(timer)) {
+            Some(t) if t.busy => {
+                let entry = opcode::AsyncCancel::new(t.armed)
+                    .build()
+                    .user_data(Self::lent(LentOp::Cancel, 0));
+                // SAFETY: a cancel carries no pointers.
+                unsafe { self.push(entry) }
+            }
+            _ => Ok(false),
         }
     }
 }

@@ -76,7 +76,7 @@ impl Worker {
             return;
         }
         self.arm_tick();
-        let Some(cutoff) = self.tick.checked_sub(self.idle_ticks) else {
+        let Some(cutoff) = super::idle_cutoff(self.tick, self.idle_ticks) else {
             return;
         };
         let mut idle = std::mem::take(&mut self.scratch);

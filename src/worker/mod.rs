@@ -150,10 +150,6 @@ impl Worker {
                 "worker ring built"
             );
         }
-        let idle_ticks = config
-            .idle_timeout
-            .as_nanos()
-            .div_ceil(tick.as_nanos().max(1));
         let worker = Worker {
             driver,
             listener,
@@ -168,7 +164,7 @@ impl Worker {
             deferred: Vec::new(),
             scratch: Vec::new(),
             tick: 0,
-            idle_ticks: u32::try_from(idle_ticks).unwrap_or(u32::MAX),
+            idle_ticks: idle_ticks(config.idle_timeout, tick),
             max_payload: config.buffer_size_bytes as usize,
             socket_size,
             stopping: None,
@@ -288,9 +284,8 @@ impl Worker {
         self.route(|router, io| router.poll(io));
         self.router.links_up(self.counters.links_up_mut());
         if !self.deferred.is_empty() {
-            // Re-arming a receive while the kernel has no buffer to give it would end it again
-            // at once with ENOBUFS: leave it until a completed send has recycled one.
-            let buffers_free = self.driver.bufs().leased() < self.driver.bufs().entries();
+            let bufs = self.driver.bufs();
+            let buffers_free = may_rearm(bufs.leased(), bufs.entries());
             let mut work = std::mem::take(&mut self.deferred);
             for d in work.drain(..) {
                 match d {
@@ -359,5 +354,51 @@ impl Worker {
         if flushed {
             self.counters.bump(Counter::SubmitQueueFull);
         }
+    }
+}
+
+/// Reaper ticks in `idle` (rounded up, so a session is never reaped early).
+fn idle_ticks(idle: Duration, tick: Duration) -> u32 {
+    let ticks = idle.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
+/// Whether a receive that ended may be armed again now. Re-arming while the kernel has no
+/// buffer to give it would end it again at once with `ENOBUFS`: wait until a completed send has
+/// recycled one.
+fn may_rearm(leased: u32, entries: u32) -> bool {
+    leased < entries
+}
+
+/// The reaper's cutoff at `tick`: sessions last active before it are idle. `None` until the
+/// worker has run for a whole idle timeout.
+fn idle_cutoff(tick: u32, idle_ticks: u32) -> Option<u32> {
+    tick.checked_sub(idle_ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_timeout_is_counted_in_whole_ticks_rounded_up() {
+        let tick = Duration::from_millis(125);
+        assert_eq!(idle_ticks(Duration::from_secs(1), tick), 8);
+        assert_eq!(idle_ticks(Duration::from_millis(1001), tick), 9);
+        assert_eq!(idle_ticks(Duration::MAX, Duration::from_nanos(1)), u32::MAX);
+    }
+
+    #[test]
+    fn a_receive_is_rearmed_only_with_a_buffer_to_give_it() {
+        assert!(may_rearm(0, 2));
+        assert!(may_rearm(1, 2));
+        assert!(!may_rearm(2, 2));
+    }
+
+    #[test]
+    fn nothing_is_idle_before_a_whole_timeout_has_passed() {
+        assert_eq!(idle_cutoff(7, 8), None);
+        assert_eq!(idle_cutoff(8, 8), Some(0));
+        assert_eq!(idle_cutoff(20, 8), Some(12));
     }
 }

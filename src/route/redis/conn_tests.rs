@@ -1,0 +1,130 @@
+//! A connection's handshake, reply matching and backoff, fed bytes by hand.
+
+use super::*;
+
+fn handshake(password: Option<&str>, db: i64) -> Handshake {
+    Handshake {
+        username: None,
+        password: password.map(|p| Secret(p.into())),
+        db,
+        channel: "udp_gate:disconnect".into(),
+    }
+}
+
+fn feed(conn: &mut Conn, bytes: &[u8]) -> Result<Vec<Event>, Failure> {
+    let mut events = Vec::new();
+    conn.received(bytes, &mut events).map(|()| events)
+}
+
+#[test]
+fn a_plain_command_connection_is_ready_at_once() {
+    let mut c = Conn::new(Role::Command);
+    c.connecting();
+    assert_eq!(c.connected(&handshake(None, 0)), Some(Event::Ready));
+    assert!(!c.has_output());
+    assert!(c.get("k"));
+    assert_eq!(c.take_output(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    assert_eq!(feed(&mut c, b"$10\r\n10.0.0.1:").unwrap(), []);
+    assert_eq!(
+        feed(&mut c, b"1\r\n").unwrap(),
+        [Event::Got(Value::BulkString(b"10.0.0.1:1".to_vec()))]
+    );
+}
+
+#[test]
+fn auth_and_select_come_first_and_replies_match_in_order() {
+    let mut c = Conn::new(Role::Command);
+    assert_eq!(c.connected(&handshake(Some("pw"), 3)), None);
+    let out = String::from_utf8(c.take_output()).unwrap();
+    assert!(out.starts_with("*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3"));
+    assert!(!c.get("k"), "no GET before the handshake finished");
+    assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), []);
+    assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), [Event::Ready]);
+    assert!(c.get("a") && c.get("b"));
+    assert_eq!(c.gets_outstanding(), 2);
+    let events = feed(&mut c, b"$-1\r\n$3\r\nx:1\r\n").unwrap();
+    assert_eq!(
+        events,
+        [
+            Event::Got(Value::Nil),
+            Event::Got(Value::BulkString(b"x:1".to_vec()))
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_password_is_refused_without_echoing_it() {
+    let mut c = Conn::new(Role::Command);
+    c.connected(&handshake(Some("hunter2"), 0));
+    let err = feed(&mut c, b"-WRONGPASS invalid username-password pair\r\n").unwrap_err();
+    assert!(matches!(err, Failure::Refused(_)));
+    assert!(!err.to_string().contains("hunter2"));
+    assert!(!format!("{:?}", handshake(Some("hunter2"), 0)).contains("hunter2"));
+}
+
+#[test]
+fn a_subscriber_subscribes_then_reports_messages() {
+    let mut c = Conn::new(Role::Subscriber);
+    assert_eq!(c.connected(&handshake(None, 5)), None);
+    let out = String::from_utf8(c.take_output()).unwrap();
+    assert!(
+        out.contains("SUBSCRIBE") && !out.contains("SELECT"),
+        "{out}"
+    );
+    let confirm = b"*3\r\n$9\r\nsubscribe\r\n$19\r\nudp_gate:disconnect\r\n:1\r\n";
+    assert_eq!(feed(&mut c, confirm).unwrap(), [Event::Ready]);
+    let msg = b"*3\r\n$7\r\nmessage\r\n$19\r\nudp_gate:disconnect\r\n$5\r\n40123\r\n";
+    assert_eq!(
+        feed(&mut c, msg).unwrap(),
+        [Event::Message(b"40123".to_vec())]
+    );
+    assert!(!c.get("k"), "a subscriber does not GET");
+}
+
+#[test]
+fn an_unexpected_reply_is_a_protocol_failure() {
+    let mut c = Conn::new(Role::Command);
+    c.connected(&handshake(None, 0));
+    assert!(matches!(feed(&mut c, b":1\r\n"), Err(Failure::Protocol(_))));
+}
+
+#[test]
+fn unsent_bytes_go_back_in_front() {
+    let mut c = Conn::new(Role::Command);
+    c.connected(&handshake(None, 0));
+    c.get("a");
+    let out = c.take_output();
+    c.get("b");
+    c.unsent(&out[4..]);
+    let again = c.take_output();
+    assert!(again.starts_with(&out[4..]));
+    assert!(again.ends_with(b"$1\r\nb\r\n"));
+}
+
+#[test]
+fn backoff_doubles_to_a_cap_and_resets_after_a_real_reply() {
+    let mut c = Conn::new(Role::Command);
+    let delays: Vec<_> = (0..10).map(|_| c.reset().1).collect();
+    assert_eq!(delays[0], Duration::from_millis(50));
+    assert_eq!(delays[1], Duration::from_millis(100));
+    assert_eq!(delays[9], Duration::from_secs(5));
+    // Accepting the connection is not enough (protected mode, maxclients)...
+    c.connected(&handshake(None, 0));
+    assert_eq!(c.reset().1, Duration::from_secs(5));
+    // ...answering a command is.
+    c.connected(&handshake(None, 0));
+    c.get("k");
+    feed(&mut c, b"$-1\r\n").unwrap();
+    assert_eq!(c.reset().1, Duration::from_millis(50));
+}
+
+#[test]
+fn reset_reports_lost_gets() {
+    let mut c = Conn::new(Role::Command);
+    c.connected(&handshake(None, 0));
+    c.get("a");
+    c.get("a");
+    assert_eq!(c.reset().0, 2);
+    assert_eq!(c.phase(), Phase::Down);
+    assert!(!c.has_output());
+}
