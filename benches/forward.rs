@@ -77,7 +77,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use cli::Cli;
-use measure::{Context, Failure, Stage};
+use measure::{Context, Missing};
 use plan::{Contestant, Layout, Mode, Plan};
 use report::{Outcome, Run};
 
@@ -224,18 +224,19 @@ fn run_all(plan: &Plan, context: &Context) -> Result<Vec<Run>, String> {
             let name = contestant.name();
             let earlier = failed_to_start.iter().find(|(failed, _)| *failed == name);
             let outcome = match (contestant.cannot_run(step), earlier) {
-                (Some(reason), _) => Outcome::NotRun(reason.into()),
-                (_, Some((_, first))) => {
-                    Outcome::NotRun(format!("{name} failed to start in {first}"))
-                }
+                (Some(reason), _) => Outcome::Missing(Missing::NotRun, reason.into()),
+                (_, Some((_, first))) => Outcome::Missing(
+                    Missing::NotRun,
+                    format!("{name} failed to start in {first}"),
+                ),
                 _ => match measure::run(step, contestant, layout, plan, context) {
                     Ok(measurement) => Outcome::Measured(Box::new(measurement)),
-                    Err(Failure { stage, reason }) => {
-                        if stage == Stage::Start {
+                    Err((missing, reason)) => {
+                        if missing == Missing::FailedToStart {
                             failed_to_start
                                 .push((name, format!("{} at {}w", step.name(), layout.workers)));
                         }
-                        Outcome::Failed { stage, reason }
+                        Outcome::Missing(missing, reason)
                     }
                 },
             };
@@ -293,8 +294,7 @@ fn check_plumbing(runs: &[Run]) -> Result<(), String> {
     let broken = |run: &&Run| match &run.outcome {
         _ if matches!(run.contestant, Contestant::Ringgate { .. }) => false,
         Outcome::Measured(m) => m.delivered_pps <= 0.0,
-        Outcome::Failed { .. } => true,
-        Outcome::NotRun(_) => false,
+        Outcome::Missing(missing, _) => *missing != Missing::NotRun,
     };
     let broken: Vec<String> = runs.iter().filter(broken).map(Run::label).collect();
     if broken.is_empty() {

@@ -29,16 +29,37 @@ pub struct Context {
     pub ticks_per_second: u64,
 }
 
-/// Where a run failed: starting the forwarder (a ringgate build may not start) or later.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stage {
-    Start,
-    Run,
+/// Why a run has no measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// The contestant cannot run the step, or did not start earlier.
+    NotRun,
+    /// The forwarder did not start (a ringgate build may not): told apart, so that the driver
+    /// stops retrying it.
+    FailedToStart,
+    /// Something failed once all had started.
+    Failed,
 }
 
-pub struct Failure {
-    pub stage: Stage,
-    pub reason: String,
+impl Missing {
+    /// A few words, for a ratio line.
+    pub fn words(self) -> &'static str {
+        match self {
+            Missing::NotRun => "not run",
+            Missing::FailedToStart => "failed to start",
+            Missing::Failed => "failed during the run",
+        }
+    }
+
+    /// What a table row says before the reason.
+    pub fn headline(self) -> &'static str {
+        match self {
+            Missing::NotRun => "not run",
+            Missing::FailedToStart => "FAILED TO START",
+            Missing::Failed => "FAILED",
+        }
+    }
 }
 
 /// CPU use of one process over the window.
@@ -110,21 +131,20 @@ pub fn run(
     layout: &Layout,
     plan: &Plan,
     context: &Context,
-) -> Result<Measurement, Failure> {
+) -> Result<Measurement, (Missing, String)> {
     let log = context.log_dir.join(format!(
         "{}-{}w-{}.log",
         step.name(),
         layout.workers,
         contestant.name()
     ));
-    let fail = |(stage, reason)| Failure { stage, reason };
-    let mut rig = Rig::start(step, contestant, layout, plan, &log).map_err(fail)?;
+    let mut rig = Rig::start(step, contestant, layout, plan, &log)?;
     let window = match step.scenario {
         Scenario::Steady => steady(&mut rig),
     };
     let measured =
         window.and_then(|(before, after)| finish(rig, contestant, before, after, context));
-    measured.map_err(|reason| fail((Stage::Run, reason)))
+    measured.map_err(|reason| (Missing::Failed, reason))
 }
 
 /// Warm-up, then the measured window with nothing else going on.

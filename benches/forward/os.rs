@@ -111,8 +111,14 @@ pub fn clock_ticks_per_second() -> u64 {
 
 /// Up to `capacity` datagrams for one `recvmmsg` or one `sendmmsg` on a connected socket.
 /// `S` is what a receive records about each sender: `()` for nothing, `SockaddrStorage` for
-/// its address. Receives and sends use separate headers, because nix's `recvmmsg` reuses the
-/// address pointers that `preallocate` set up and a send must never have overwritten them.
+/// its address. Three things about nix's wrappers shape this:
+/// * receives and sends have separate headers, because `recvmmsg` reuses the address pointers
+///   that `preallocate` set up, which a send would have overwritten;
+/// * `recvmmsg` leaves each address length at what the last receive wrote, so a socket must
+///   hear from one address family (ours hear only 127.0.0.1);
+/// * sends go to connected sockets only: `sendmmsg` reports how many went out through an
+///   iterator that reads every message's address slot, which a send never fills, and only a
+///   zero-sized `()` slot is sound to read unfilled.
 pub struct Batch<S: SockaddrLike + Copy> {
     buf_bytes: usize,
     bufs: Vec<u8>,

@@ -7,13 +7,12 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::cli::Rate;
-use crate::measure::{Measurement, Stage};
+use crate::measure::{Measurement, Missing};
 use crate::plan::{Contestant, Layout, Plan, Step};
 
 pub enum Outcome {
     Measured(Box<Measurement>),
-    Failed { stage: Stage, reason: String },
-    NotRun(String),
+    Missing(Missing, String),
 }
 
 pub struct Run {
@@ -31,31 +30,6 @@ impl Run {
         }
     }
 
-    /// Why there is no measurement: a few words for a ratio line, the whole reason for the table.
-    fn missing(&self, whole: bool) -> String {
-        match (&self.outcome, whole) {
-            (Outcome::Measured(_), _) => String::new(),
-            (
-                Outcome::Failed {
-                    stage: Stage::Start,
-                    reason,
-                },
-                true,
-            ) => format!("FAILED TO START: {reason}"),
-            (Outcome::Failed { reason, .. }, true) => format!("FAILED: {reason}"),
-            (Outcome::NotRun(reason), true) => format!("not run: {reason}"),
-            (
-                Outcome::Failed {
-                    stage: Stage::Start,
-                    ..
-                },
-                false,
-            ) => "failed to start".into(),
-            (Outcome::Failed { .. }, false) => "failed during the run".into(),
-            (Outcome::NotRun(_), false) => "not run".into(),
-        }
-    }
-
     /// `64f-50k 1w ringgate`.
     pub fn label(&self) -> String {
         format!(
@@ -66,6 +40,13 @@ impl Run {
         )
     }
 
+    fn missing_headline(&self) -> String {
+        match &self.outcome {
+            Outcome::Missing(missing, reason) => format!("{}: {reason}", missing.headline()),
+            Outcome::Measured(_) => String::new(),
+        }
+    }
+
     /// A one-line summary for the progress log.
     pub fn progress(&self) -> String {
         match self.measured() {
@@ -74,7 +55,7 @@ impl Run {
                 m.delivered_pps,
                 or_dash(m.cpu_us_per_packet.map(|us| format!("{us:.2}")))
             ),
-            None => self.missing(true),
+            None => self.missing_headline(),
         }
     }
 }
@@ -136,7 +117,7 @@ fn cells(run: &Run) -> Vec<String> {
         run.contestant.name().to_string(),
     ];
     let Some(m) = run.measured() else {
-        row.push(run.missing(true));
+        row.push(run.missing_headline());
         return row;
     };
     row.extend([
@@ -192,11 +173,14 @@ pub fn table(runs: &[Run]) -> String {
 
 /// A value of two runs divided, or why not.
 fn ratio(top: &Run, bottom: &Run, value: fn(&Measurement) -> Option<f64>) -> Result<f64, String> {
-    let side = |run: &Run| match run.measured() {
-        Some(m) => value(m)
-            .filter(|&v| v > 0.0)
-            .ok_or_else(|| format!("{}: nothing delivered", run.contestant.name())),
-        None => Err(format!("{}: {}", run.contestant.name(), run.missing(false))),
+    let side = |run: &Run| {
+        let name = run.contestant.name();
+        match &run.outcome {
+            Outcome::Measured(m) => value(m)
+                .filter(|&v| v > 0.0)
+                .ok_or(format!("{name}: nothing delivered")),
+            Outcome::Missing(missing, _) => Err(format!("{name}: {}", missing.words())),
+        }
     };
     Ok(side(top)? / side(bottom)?)
 }
@@ -317,15 +301,7 @@ fn run_json(run: &Run, plan: &Plan) -> Value {
             value["status"] = json!("ok");
             value
         }
-        Outcome::Failed { stage, reason } => {
-            let stage = if *stage == Stage::Start {
-                "start"
-            } else {
-                "run"
-            };
-            json!({ "status": "failed", "stage": stage, "reason": reason })
-        }
-        Outcome::NotRun(reason) => json!({ "status": "not_run", "reason": reason }),
+        Outcome::Missing(missing, reason) => json!({ "status": missing, "reason": reason }),
     };
     value["step"] = json!(run.step.name());
     value["step_spec"] = json!(run.step);

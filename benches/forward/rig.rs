@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::measure::Stage;
+use crate::measure::Missing;
 use crate::plan::{Contestant, Layout, Plan, Step};
 use crate::proc::Child;
 use crate::wire::{BackendSnap, GeneratorSnap, Ready};
@@ -52,12 +52,13 @@ impl<'a> Rig<'a> {
         layout: &'a Layout,
         plan: &'a Plan,
         log: &Path,
-    ) -> Result<Rig<'a>, (Stage, String)> {
+    ) -> Result<Rig<'a>, (Missing, String)> {
         let (backend, backend_addr) =
-            start_backend(step, layout, plan).map_err(|e| (Stage::Run, e))?;
+            start_backend(step, layout, plan).map_err(|e| (Missing::Failed, e))?;
         let started = start_forwarder(contestant, backend_addr, layout, plan, log);
-        let (forwarder, listen, metrics) = started.map_err(|e| (Stage::Start, e))?;
-        let loadgen = start_loadgen(step, layout, plan, listen).map_err(|e| (Stage::Run, e))?;
+        let (forwarder, listen, metrics) = started.map_err(|e| (Missing::FailedToStart, e))?;
+        let loadgen =
+            start_loadgen(step, layout, plan, listen).map_err(|e| (Missing::Failed, e))?;
         Ok(Rig {
             loadgen,
             forwarder,
