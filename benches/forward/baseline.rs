@@ -41,7 +41,7 @@ pub struct Args {
 }
 
 /// Rare events only: nothing on the per-packet path touches these unless something failed.
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Stats {
     created: AtomicU64,
     reaped: AtomicU64,
@@ -87,7 +87,9 @@ impl Forwarder {
             Some(Ok(upstream)) => upstream,
             failed => {
                 if let (Some(Err(e)), 0) = (failed, self.stats.dropped.fetch_add(1, Relaxed)) {
-                    eprintln!("baseline: upstream socket for {client}: {e} (not logged again)");
+                    eprintln!(
+                        "baseline: upstream socket for {client}: {e} (no drop is logged again)"
+                    );
                 }
                 return None;
             }
@@ -112,15 +114,7 @@ impl Forwarder {
 
     fn snapshot(&self) -> serde_json::Value {
         let sessions = self.sessions.lock().expect("session map poisoned").len();
-        let Stats {
-            created,
-            reaped,
-            dropped,
-            errors,
-        } = &self.stats;
-        let [created, reaped, dropped, errors] =
-            [created, reaped, dropped, errors].map(|n| n.load(Relaxed));
-        serde_json::json!({ "sessions": sessions, "created": created, "reaped": reaped, "dropped": dropped, "errors": errors })
+        serde_json::json!({ "sessions": sessions, "stats": &self.stats })
     }
 }
 

@@ -3,10 +3,11 @@
 //! the backend echoes, receiving the replies to measure round-trip times.
 //!
 //! The flows are split over `--threads` senders, each pinned to a CPU of the role's and given
-//! its share of the rate; a sender visits its flows round-robin, one burst per visit, paced by
-//! a pacer. With echo, each sender has a receiver thread on the same CPU that waits on
-//! its flows with epoll and drains them with `recvmmsg`. Round-trip times go into an HDR
-//! histogram only while the driver holds the measured window open.
+//! its share of the rate (`pacing.rs`); a sender visits its flows round-robin, one burst per
+//! visit. With echo, each sender has a receiver thread on the same CPU that waits on its flows
+//! with epoll and drains them with `recvmmsg`. Round-trip times, measured against this
+//! process's own clock, go into an HDR histogram only while the driver holds the measured
+//! window open.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

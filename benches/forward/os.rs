@@ -1,7 +1,8 @@
 //! Every OS call the harness makes beyond std, each through a safe wrapper (socket2, nix):
 //! sockets with the fixed buffer size, CPU pinning, dying with the driver, the open-file limit,
 //! the clock tick, timer slack, and batched datagram I/O with `recvmmsg`/`sendmmsg`. Nothing
-//! here knows about the benchmark; the bench crate forbids `unsafe`, so nothing here has any.
+//! here knows about the benchmark. This is where `sys.rs` and its raw calls used to be; the
+//! crate root now forbids them, so the wrappers' own invariants are all the harness relies on.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};

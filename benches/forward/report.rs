@@ -88,27 +88,11 @@ fn notes(run: &Run, m: &Measurement) -> Vec<&'static str> {
         .collect()
 }
 
-const HEADER: [&str; 17] = [
-    "step",
-    "workers",
-    "forwarder",
-    "offered/s",
-    "delivered/s",
-    "loss%",
-    "drop@fwd%",
-    "drop@load%",
-    "CPU us/pkt",
-    "fwd %core",
-    "fwd CPU busy%",
-    "fwd peak RSS",
-    "RTT p50 us",
-    "RTT p99 us",
-    "gen %core",
-    "backend %core",
-    "note",
-];
+const HEADER: &str = "step|workers|forwarder|offered/s|delivered/s|loss%|drop@fwd%|drop@load%|CPU us/pkt|\
+    fwd %core|fwd CPU busy%|fwd peak RSS|RTT p50 us|RTT p99 us|gen %core|backend %core|note";
+const COLUMNS: usize = 17;
 /// Columns 0 and 2 and the last are text, left-aligned; the rest are numbers.
-const TEXT_COLUMNS: [usize; 3] = [0, 2, HEADER.len() - 1];
+const TEXT_COLUMNS: [usize; 3] = [0, 2, COLUMNS - 1];
 
 fn cells(run: &Run) -> Vec<String> {
     let mut row = vec![
@@ -143,11 +127,11 @@ fn cells(run: &Run) -> Vec<String> {
 }
 
 pub fn table(runs: &[Run]) -> String {
-    let header: Vec<String> = HEADER.iter().map(|title| title.to_string()).collect();
+    let header: Vec<String> = HEADER.split('|').map(String::from).collect();
     let rows: Vec<Vec<String>> = std::iter::once(header)
         .chain(runs.iter().map(cells))
         .collect();
-    let mut widths = vec![0; HEADER.len()];
+    let mut widths = [0; COLUMNS];
     for row in &rows {
         // A row without a measurement ends in one long message, which widens no column.
         for (width, cell) in widths.iter_mut().zip(&row[..row.len() - 1]) {
