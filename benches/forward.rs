@@ -1,90 +1,116 @@
 //! `cargo bench --bench forward`: ringgate against a tokio baseline, with a floor.
 //!
-//! The driver runs every contestant under the same load, one after the other, and prints one
-//! table: offered and delivered packets per second, loss, where the kernel dropped (full
-//! receive buffers at the forwarder's sockets, or at the generator's and backend's), the
-//! forwarder's CPU time per packet, its share of a core and how busy its core was by anyone,
-//! its peak RSS, round-trip times, and the CPU use of the generator and backend (so a reader
-//! sees when the load, not the forwarder, was the limit). Then the ratios ringgate/baseline and
-//! floor/baseline, and everything, per-flow loss included, as JSON in
+//! The driver runs every contestant under the same load, one after the other, at each worker
+//! count of `--workers`, and prints one table: offered and delivered packets per second, loss,
+//! where the kernel dropped (full receive buffers at the forwarder's sockets, or at the
+//! generator's and backend's), the forwarder's CPU time per packet, its share of a core and how
+//! busy its CPUs were by anyone, its peak RSS, round-trip times, and the CPU use of the
+//! generator and backend, with a note when the load rather than the forwarder was the limit.
+//! Then the ratios per worker count (ringgate/baseline, floor/baseline, and any other ringgate
+//! build against cargo's), and everything, per-flow loss included, as JSON in
 //! `target/bench/forward.json`.
 //!
-//! Contestants: `ringgate` (the real binary, `CARGO_BIN_EXE_ringgate`), `baseline` (the tokio
-//! forwarder a competent developer would write, `forward/baseline.rs`) and `floor` (a bare
-//! `recvmmsg`/`sendmmsg` relay with no sessions, the kernel's limit for a userspace forwarder).
+//! Contestants: `ringgate` (the real binary, `CARGO_BIN_EXE_ringgate`, and any other build
+//! given with `--ringgate-bin`), `baseline` (the tokio forwarder a competent developer would
+//! write, `forward/baseline.rs`) and `floor` (a bare `recvmmsg`/`sendmmsg` relay with no
+//! sessions, the kernel's limit for a userspace forwarder). With N workers each gets N
+//! SO_REUSEPORT sockets and N threads, pinned to the first N `--forwarder-cpus`.
 //!
-//! Every role is this binary re-executed with `--role NAME` (loadgen, backend, baseline,
-//! floor), so each is its own process: pinned between fork and exec (forwarder on
-//! `--forwarder-cpus`, default CPU 0; generator, backend and the driver itself on
-//! `--load-cpus`, default CPU 1) and measured separately from /proc. All traffic stays on
-//! 127.0.0.1.
+//! Every role is this binary re-executed with `--role NAME` (loadgen, backend, baseline, floor,
+//! and exec, which becomes ringgate), so each is its own process, pins itself and is measured
+//! separately from /proc. All traffic stays on 127.0.0.1.
 //!
-//! Modes: `cargo bench --bench forward` is the short smoke run (64 flows at 50k pps, 1 s per
-//! forwarder, about 6 s); `-- --full` runs every step of the issue (about 2 minutes);
-//! `-- --flows N --rate R --payload B --echo` runs one custom step. Under `cargo test --benches`
-//! (no `--bench` flag) it only checks the plumbing, briefly, and writes no JSON.
+//! Modes: `cargo bench --bench forward` is the smoke run (64 flows at 50k pps, 1 s per
+//! contestant, about 6 s); `-- --full` runs every step of the issue (about 2 minutes per worker
+//! count); `-- --flows N --rate R --payload B --echo` runs one custom step; `-- --help` lists
+//! every option. Under `cargo test --benches` (no `--bench` flag) it runs its self-checks and a
+//! brief plumbing run, and writes no JSON.
 
-#[path = "forward/args.rs"]
-mod args;
+#![forbid(unsafe_code)]
+
+/// Self-checks of pure logic. A bench built with `harness = false` never runs `#[test]`
+/// functions, so each module lists its checks with this macro and plumbing mode runs them all.
+macro_rules! checks {
+    ($($name:ident $body:block)+) => {
+        pub mod checks {
+            #[allow(unused_imports)]
+            use super::*;
+            $(fn $name() $body)+
+            pub const ALL: &[(&str, fn())] = &[$((concat!(module_path!(), "::", stringify!($name)), $name)),+];
+        }
+    };
+}
+
 #[path = "forward/backend.rs"]
 mod backend;
 #[path = "forward/baseline.rs"]
 mod baseline;
-#[path = "forward/child.rs"]
-mod child;
-#[path = "forward/control.rs"]
-mod control;
+#[path = "forward/cli.rs"]
+mod cli;
 #[path = "forward/floor.rs"]
 mod floor;
-#[path = "forward/histogram.rs"]
-mod histogram;
 #[path = "forward/loadgen.rs"]
 mod loadgen;
-#[path = "forward/pacer.rs"]
-mod pacer;
+#[path = "forward/measure.rs"]
+mod measure;
+#[path = "forward/os.rs"]
+mod os;
+#[path = "forward/pacing.rs"]
+mod pacing;
 #[path = "forward/plan.rs"]
 mod plan;
+#[path = "forward/proc.rs"]
+mod proc;
 #[path = "forward/procfs.rs"]
 mod procfs;
 #[path = "forward/report.rs"]
 mod report;
+#[path = "forward/rig.rs"]
+mod rig;
 #[path = "forward/ringgate.rs"]
 mod ringgate;
-#[path = "forward/run.rs"]
-mod run;
-#[path = "forward/sys.rs"]
-mod sys;
 #[path = "forward/wire.rs"]
 mod wire;
 
 use std::path::PathBuf;
 
-use plan::{Forwarder, Mode, Plan};
+use clap::Parser;
+
+use cli::Cli;
+use measure::{Context, Missing};
+use plan::{Contestant, Layout, Mode, Plan};
 use report::{Outcome, Run};
-use run::{Context, Stage};
+
+/// The roles this binary plays when the driver re-executes it as `forward --role NAME ...`.
+#[derive(Parser)]
+#[command(name = "forward --role")]
+enum Role {
+    Loadgen(loadgen::Args),
+    Backend(backend::Args),
+    Baseline(baseline::Args),
+    Floor(floor::Args),
+    Exec(proc::ExecArgs),
+}
 
 fn main() {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let result = match raw.split_first() {
-        Some((first, rest)) if first == "--role" => run_role(rest),
-        _ => drive(&raw),
+    let raw: Vec<String> = std::env::args().collect();
+    let result = if raw.get(1).is_some_and(|arg| arg == "--role") {
+        let argv = raw.iter().take(1).chain(&raw[2..]);
+        match Role::try_parse_from(argv) {
+            Ok(Role::Loadgen(args)) => loadgen::run(args),
+            Ok(Role::Backend(args)) => backend::run(args),
+            Ok(Role::Baseline(args)) => baseline::run(args),
+            Ok(Role::Floor(args)) => floor::run(args),
+            Ok(Role::Exec(args)) => proc::exec(args),
+            Err(e) => e.exit(),
+        }
+    } else {
+        drive(&Cli::parse())
     };
     if let Err(e) = result {
         eprintln!("forward: {e}");
         std::process::exit(1);
     }
-}
-
-fn run_role(raw: &[String]) -> Result<(), String> {
-    let (role, rest) = raw.split_first().ok_or("--role needs a name")?;
-    let result = match role.as_str() {
-        "loadgen" => loadgen::run(rest),
-        "backend" => backend::run(rest),
-        "baseline" => baseline::run(rest),
-        "floor" => floor::run(rest),
-        other => Err(format!("unknown role `{other}`")),
-    };
-    result.map_err(|e| format!("role {role}: {e}"))
 }
 
 /// `target/bench`: under CARGO_TARGET_DIR if set, else found from this executable, which cargo
@@ -119,143 +145,142 @@ fn host_json(ticks_per_second: u64) -> serde_json::Value {
     })
 }
 
-fn drive(raw: &[String]) -> Result<(), String> {
-    let plan = Plan::from_args(raw).map_err(|e| format!("{e}\n{}", plan::USAGE))?;
-    if plan
-        .forwarder_cpus
-        .iter()
-        .any(|cpu| plan.load_cpus.contains(cpu))
-    {
-        eprintln!(
-            "warning: forwarder and load share a CPU; the forwarder's numbers include the load's interference"
-        );
-    }
-    sys::raise_open_file_limit().map_err(|e| format!("raising the open-file limit: {e}"))?;
-    // The driver wakes up a few times per step; keep even that off the forwarder's CPU.
-    sys::pin_to_cpus(&plan.load_cpus).map_err(|e| {
-        format!(
-            "pinning the driver to CPUs {:?}: {e} (choose CPUs this machine has with --load-cpus)",
-            plan.load_cpus
-        )
-    })?;
-
+fn drive(cli: &Cli) -> Result<(), String> {
+    let online = os::allowed_cpus().map_err(|e| format!("reading this process's CPUs: {e}"))?;
+    let plan = Plan::new(cli, &online, PathBuf::from(env!("CARGO_BIN_EXE_ringgate")))?;
+    os::raise_open_file_limit().map_err(|e| format!("raising the open-file limit: {e}"))?;
     let output_dir = bench_output_dir();
-    let context = Context {
-        log_dir: output_dir.join("logs"),
-        ticks_per_second: sys::clock_ticks_per_second(),
-    };
-    std::fs::create_dir_all(&context.log_dir)
-        .map_err(|e| format!("{}: {e}", context.log_dir.display()))?;
-    if plan.mode == Mode::Test {
+    let (log_dir, ticks_per_second) = (output_dir.join("logs"), os::clock_ticks_per_second());
+    std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    if plan.mode == Mode::Plumbing {
         eprintln!(
-            "forward: test mode (no --bench flag): self-checks, then a brief plumbing run whose numbers mean nothing"
+            "forward: plumbing mode (no --bench flag): self-checks, then a brief run whose numbers mean nothing"
         );
         self_checks()?;
     }
+    let layouts: Vec<String> = plan.layouts.iter().map(Layout::to_string).collect();
     eprintln!(
-        "forward: {} mode, {} step(s) x {} forwarder(s), {:.1} s warm-up + {:.1} s measured each, about {:.0} s; forwarder on CPUs {:?}, load on CPUs {:?}; ringgate logs in {}",
-        plan.mode.name(),
+        "forward: {:?} mode, {} step(s) x {} contestant(s), {:.1} s warm-up + {:.1} s measured each, about {:.0} s; {}; {} load thread(s); ringgate logs in {}",
+        plan.mode,
         plan.steps.len(),
-        plan.forwarders.len(),
+        plan.contestants.len(),
         plan.warmup.as_secs_f64(),
         plan.measure.as_secs_f64(),
         plan.estimate().as_secs_f64(),
-        plan.forwarder_cpus,
-        plan.load_cpus,
-        context.log_dir.display(),
+        layouts.join("; "),
+        plan.load_threads,
+        log_dir.display(),
     );
-
-    let total = plan.steps.len() * plan.forwarders.len();
-    let mut runs = Vec::with_capacity(total);
-    // After ringgate fails to start once, later steps say so instead of waiting for it again.
-    let mut ringgate_start_failure: Option<String> = None;
-    for step in &plan.steps {
-        for &forwarder in &plan.forwarders {
-            let outcome = if step.echo && forwarder == Forwarder::Floor {
-                Outcome::NotRun(
-                    "the floor forwards one direction only, echo steps do not apply".into(),
-                )
-            } else if let (Forwarder::Ringgate, Some(first)) = (forwarder, &ringgate_start_failure)
-            {
-                Outcome::NotRun(format!("ringgate failed to start in step {first}"))
-            } else {
-                match run::run_step(step, forwarder, &plan, &context) {
-                    Ok(measurement) => Outcome::Measured(Box::new(measurement)),
-                    Err(failure) => {
-                        if forwarder == Forwarder::Ringgate && failure.stage == Stage::Start {
-                            ringgate_start_failure = Some(step.name());
-                        }
-                        Outcome::Failed {
-                            stage: failure.stage,
-                            reason: failure.reason,
-                        }
-                    }
-                }
-            };
-            eprintln!(
-                "[{}/{total}] {} {}: {}",
-                runs.len() + 1,
-                step.name(),
-                forwarder.name(),
-                progress(&outcome)
-            );
-            runs.push(Run {
-                step: step.clone(),
-                forwarder,
-                outcome,
-            });
-        }
-    }
+    let context = Context {
+        log_dir,
+        ticks_per_second,
+    };
+    let runs = run_all(&plan, &context)?;
 
     println!();
-    print!("{}", report::table(&runs, &plan));
+    print!("{}", report::table(&runs));
     println!();
     print!("{}", report::ratio_lines(&runs));
     println!(
         "CPU us/pkt = forwarder utime+stime over the window / datagrams delivered to the backend (echo steps: per round trip, two forwards); clock tick {} ms",
-        1000 / context.ticks_per_second.max(1)
+        1000 / ticks_per_second.max(1)
     );
-    if plan.mode == Mode::Test {
-        check_plumbing(&runs)?;
+    if plan.layouts.iter().any(Layout::overlap) {
+        println!(
+            "note: where the forwarder and the load share CPUs (see the note column), the forwarder's numbers include the load's interference"
+        );
     }
-    if plan.write_json {
-        let path = output_dir.join("forward.json");
-        report::write_json(
-            &path,
-            &report::json(&runs, &plan, host_json(context.ticks_per_second)),
-        )?;
-        println!("results: {}", path.display());
+    if plan.mode == Mode::Plumbing {
+        return check_plumbing(&runs);
     }
+    let path = output_dir.join("forward.json");
+    let json = report::json(&runs, &plan, host_json(ticks_per_second));
+    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("results: {}", path.display());
     Ok(())
 }
 
-/// Runs every module's self-checks (see `checks` in each module) with one line each and a
-/// closing count.
+/// Every contestant through every step at every worker count, one after the other.
+fn run_all(plan: &Plan, context: &Context) -> Result<Vec<Run>, String> {
+    let total = plan.layouts.len() * plan.steps.len() * plan.contestants.len();
+    let mut runs: Vec<Run> = Vec::with_capacity(total);
+    // After a ringgate build fails to start once, later runs say so instead of waiting again.
+    let mut failed_to_start: Vec<(&str, String)> = Vec::new();
+    for layout in &plan.layouts {
+        if layout.overlap() {
+            eprintln!(
+                "warning: {layout}: the forwarder and the load share a CPU, so its rows include the load's interference"
+            );
+        }
+        // The driver wakes a few times per run; keep even that off the forwarder's CPUs.
+        os::pin(&layout.load)
+            .map_err(|e| format!("pinning the driver to CPUs {}: {e}", layout.load))?;
+        for (step, contestant) in plan
+            .steps
+            .iter()
+            .flat_map(|step| plan.contestants.iter().map(move |c| (step, c)))
+        {
+            let name = contestant.name();
+            let earlier = failed_to_start.iter().find(|(failed, _)| *failed == name);
+            let outcome = match (contestant.cannot_run(step), earlier) {
+                (Some(reason), _) => Outcome::Missing(Missing::NotRun, reason.into()),
+                (_, Some((_, first))) => Outcome::Missing(
+                    Missing::NotRun,
+                    format!("{name} failed to start in {first}"),
+                ),
+                _ => match measure::run(step, contestant, layout, plan, context) {
+                    Ok(measurement) => Outcome::Measured(Box::new(measurement)),
+                    Err((missing, reason)) => {
+                        if missing == Missing::FailedToStart {
+                            failed_to_start
+                                .push((name, format!("{} at {}w", step.name(), layout.workers)));
+                        }
+                        Outcome::Missing(missing, reason)
+                    }
+                },
+            };
+            let run = Run {
+                step: step.clone(),
+                layout: layout.clone(),
+                contestant: contestant.clone(),
+                outcome,
+            };
+            eprintln!(
+                "[{}/{total}] {}: {}",
+                runs.len() + 1,
+                run.label(),
+                run.progress()
+            );
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// Runs every module's self-checks, a line each, and closes with the count.
 fn self_checks() -> Result<(), String> {
     let suites = [
-        args::checks::ALL,
-        control::checks::ALL,
-        histogram::checks::ALL,
-        loadgen::checks::ALL,
-        pacer::checks::ALL,
+        cli::checks::ALL,
+        measure::checks::ALL,
+        pacing::checks::ALL,
         plan::checks::ALL,
         procfs::checks::ALL,
         ringgate::checks::ALL,
-        run::checks::ALL,
         wire::checks::ALL,
     ];
-    let (mut passed, mut failed) = (0, 0);
-    for &(name, check) in suites.iter().flat_map(|suite| suite.iter()) {
-        // The panic message of a failed check goes to stderr through the default hook.
-        if std::panic::catch_unwind(check).is_ok() {
-            passed += 1;
-            println!("check {name} ... ok");
-        } else {
-            failed += 1;
-            println!("check {name} ... FAILED");
-        }
-    }
-    println!("self-checks: {passed} passed, {failed} failed");
+    let checks = suites.iter().flat_map(|suite| suite.iter());
+    // A failed check's panic message reaches stderr through the default hook.
+    let failed = checks.filter(|(name, check)| {
+        let ok = std::panic::catch_unwind(check).is_ok();
+        println!("check {name} ... {}", if ok { "ok" } else { "FAILED" });
+        !ok
+    });
+    let (total, failed) = (
+        suites.iter().map(|suite| suite.len()).sum::<usize>(),
+        failed.count(),
+    );
+    println!("self-checks: {} passed, {failed} failed", total - failed);
     if failed == 0 {
         Ok(())
     } else {
@@ -263,19 +288,15 @@ fn self_checks() -> Result<(), String> {
     }
 }
 
-/// In test mode the harness's own contestants must work end to end: they are what the bench
-/// relies on. ringgate is still being written, so its failures are reported, not fatal.
+/// In plumbing mode the harness's own contestants must work end to end: they are what the
+/// bench relies on. ringgate's failures are reported, not fatal.
 fn check_plumbing(runs: &[Run]) -> Result<(), String> {
-    let broken: Vec<String> = runs
-        .iter()
-        .filter(|run| run.forwarder != Forwarder::Ringgate)
-        .filter(|run| match &run.outcome {
-            Outcome::Measured(m) => m.delivered_pps <= 0.0,
-            Outcome::Failed { .. } => true,
-            Outcome::NotRun(_) => false,
-        })
-        .map(|run| format!("{} {}", run.step.name(), run.forwarder.name()))
-        .collect();
+    let broken = |run: &&Run| match &run.outcome {
+        _ if matches!(run.contestant, Contestant::Ringgate { .. }) => false,
+        Outcome::Measured(m) => m.delivered_pps <= 0.0,
+        Outcome::Missing(missing, _) => *missing != Missing::NotRun,
+    };
+    let broken: Vec<String> = runs.iter().filter(broken).map(Run::label).collect();
     if broken.is_empty() {
         Ok(())
     } else {
@@ -283,18 +304,5 @@ fn check_plumbing(runs: &[Run]) -> Result<(), String> {
             "harness plumbing broken for: {}",
             broken.join(", ")
         ))
-    }
-}
-
-fn progress(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Measured(m) => format!(
-            "{:.0} pps delivered, {} us/pkt",
-            m.delivered_pps,
-            m.cpu_us_per_packet
-                .map_or("-".to_string(), |us| format!("{us:.2}"))
-        ),
-        Outcome::Failed { reason, .. } => format!("FAILED: {reason}"),
-        Outcome::NotRun(reason) => format!("not run: {reason}"),
     }
 }

@@ -1,41 +1,34 @@
-//! The backend role: the static upstream every forwarder sends to. One socket, `recvmmsg`
-//! batches, per-flow counters, loss by sequence number, and an optional echo of every datagram
-//! back to the address it came from (the forwarder's upstream socket for that session).
+//! The backend role: the static upstream every forwarder sends to. `--threads` sockets share
+//! one port through SO_REUSEPORT, one receiving thread each (pinned to the role's CPUs), with
+//! `recvmmsg` batches, per-flow counters, loss by sequence number, and optionally an echo of
+//! every datagram back to where it came from (the forwarder's upstream socket for the session).
 //!
-//! One thread receives and is the only writer of the counters; the control thread only reads
-//! them, so plain load-then-store updates are exact and cost no locked instruction.
+//! Each thread keeps its own counters and is their only writer; the control thread only reads
+//! and sums them. The kernel hashes a forwarder's upstream socket to one backend socket, so a
+//! flow's sequence numbers are all seen by one thread.
 
-use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use crate::args::Args;
-use crate::control;
-use crate::sys::{self, Dest, MmsgBatch};
-use crate::wire::Header;
+use crate::os::{self, Batch};
+use crate::proc::{self, RoleArgs};
+use crate::wire::{BackendReport, BackendSnap, Counter, Header, Ready};
+use nix::sys::socket::{MsgFlags, SockaddrStorage};
 
 /// Buffer per datagram: above the largest payload the plan sends (1200 B), so a datagram that a
-/// forwarder mangled into something longer shows up as truncated instead of being hidden.
+/// forwarder mangled into something longer shows up as truncated.
 const DATAGRAM_BUFFER_BYTES: usize = 2048;
 
-/// Counters with a single writer, the receive thread.
-#[derive(Default)]
-struct Counter(AtomicU64);
-
-impl Counter {
-    fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed) + n, Relaxed);
-    }
-    fn raise_to(&self, n: u64) {
-        if n > self.0.load(Relaxed) {
-            self.0.store(n, Relaxed);
-        }
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    role: RoleArgs,
+    #[arg(long)]
+    flows: usize,
+    #[arg(long)]
+    echo: bool,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Default)]
@@ -46,39 +39,23 @@ struct Flow {
     expected: Counter,
 }
 
+/// One thread's counters.
 struct Counters {
     flows: Box<[Flow]>,
     received: Counter,
-    bytes: Counter,
     expected: Counter,
-    /// Datagrams too short to carry a header, or naming a flow the run does not have.
-    foreign: Counter,
-    truncated: Counter,
+    /// Truncated datagrams, those without a header or naming no flow of the run, and errors.
+    odd: Counter,
     echo_failed: Counter,
-    recv_errors: Counter,
 }
 
 impl Counters {
-    fn new(flows: usize) -> Counters {
-        Counters {
-            flows: (0..flows).map(|_| Flow::default()).collect(),
-            received: Counter::default(),
-            bytes: Counter::default(),
-            expected: Counter::default(),
-            foreign: Counter::default(),
-            truncated: Counter::default(),
-            echo_failed: Counter::default(),
-            recv_errors: Counter::default(),
-        }
-    }
-
     fn count(&self, datagram: &[u8]) {
-        self.bytes.add(datagram.len() as u64);
-        let known = Header::read(datagram)
-            .and_then(|header| Some((self.flows.get(header.flow as usize)?, header.seq)));
-        let Some((flow, seq)) = known else {
-            self.foreign.add(1);
-            return;
+        let header = Header::read(datagram);
+        let Some((flow, seq)) =
+            header.and_then(|h| Some((self.flows.get(h.flow as usize)?, h.seq)))
+        else {
+            return self.odd.add(1);
         };
         self.received.add(1);
         flow.received.add(1);
@@ -86,85 +63,99 @@ impl Counters {
         flow.expected.raise_to(seq + 1);
         self.expected.add(flow.expected.get() - before);
     }
+}
 
-    fn snapshot(&self) -> Vec<(&'static str, String)> {
-        [
-            ("received", self.received.get()),
-            ("bytes", self.bytes.get()),
-            ("expected", self.expected.get()),
-            ("foreign", self.foreign.get()),
-            ("truncated", self.truncated.get()),
-            ("echo_failed", self.echo_failed.get()),
-            ("recv_errors", self.recv_errors.get()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key, value.to_string()))
-        .collect()
-    }
-
-    fn report(&self) -> serde_json::Value {
-        let per_flow =
-            |field: fn(&Flow) -> u64| -> Vec<u64> { self.flows.iter().map(field).collect() };
-        serde_json::json!({
-            "received": per_flow(|flow| flow.received.get()),
-            "expected": per_flow(|flow| flow.expected.get()),
-        })
+fn snapshot(threads: &[Counters]) -> BackendSnap {
+    let sum = |counter: fn(&Counters) -> &Counter| threads.iter().map(|t| counter(t).get()).sum();
+    BackendSnap {
+        received: sum(|t| &t.received),
+        expected: sum(|t| &t.expected),
+        odd: sum(|t| &t.odd),
+        echo_failed: sum(|t| &t.echo_failed),
     }
 }
 
-pub fn run(raw: &[String]) -> Result<(), String> {
-    let mut args = Args::parse(raw, &["echo"])?;
-    let flows: usize = args.required("flows")?;
-    let echo = args.flag("echo");
-    let batch_size: usize = args.get("batch", 64)?;
-    let lifetime = Duration::from_secs(args.get("max-secs", 600)?);
-    args.finish()?;
+fn report(threads: &[Counters], flows: usize) -> BackendReport {
+    let flow = |i: usize| threads.iter().map(move |t| &t.flows[i]);
+    BackendReport {
+        received: (0..flows)
+            .map(|i| flow(i).map(|f| f.received.get()).sum())
+            .collect(),
+        expected: (0..flows)
+            .map(|i| flow(i).map(|f| f.expected.get()).max().unwrap_or(0))
+            .collect(),
+    }
+}
 
-    let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("backend bind: {e}"))?;
-    let buffers = sys::set_socket_buffers(socket.as_raw_fd(), sys::SOCKET_BUFFER_BYTES)
-        .map_err(|e| format!("backend socket buffers: {e}"))?;
-    let addr = socket.local_addr().map_err(|e| e.to_string())?;
-
-    let counters = Arc::new(Counters::new(flows));
-    let control_counters = Arc::clone(&counters);
-    control::serve_commands(lifetime, move |command| match command {
-        "snap" => control::announce("snap", &control_counters.snapshot()),
-        "report" => control::write_line(&format!("report {}", control_counters.report())),
+pub fn run(args: Args) -> Result<(), String> {
+    args.role.enter()?;
+    let threads = args.threads.max(1);
+    let sockets = os::bind_reuseport(([127, 0, 0, 1], 0).into(), threads);
+    let sockets = sockets.map_err(|e| format!("backend bind: {e}"))?;
+    let listen = sockets[0].local_addr().map_err(|e| e.to_string())?;
+    let new = |_| Counters {
+        flows: (0..args.flows).map(|_| Flow::default()).collect(),
+        received: Counter::default(),
+        expected: Counter::default(),
+        odd: Counter::default(),
+        echo_failed: Counter::default(),
+    };
+    let counters: &'static [Counters] = Vec::leak((0..threads).map(new).collect());
+    let flows = args.flows;
+    proc::serve_commands(args.role.lifetime(), move |command| match command {
+        "snap" => proc::say("snap", &snapshot(counters)),
+        "report" => proc::say("report", &report(counters, flows)),
         other => eprintln!("backend: unknown command `{other}`"),
     });
-    control::announce(
-        "ready",
-        &[
-            ("addr", addr.to_string()),
-            ("rcvbuf", buffers.recv_bytes.to_string()),
-            ("sndbuf", buffers.send_bytes.to_string()),
-        ],
-    );
-
-    // Runs until the control thread ends the process (stdin closed, or the lifetime is up).
-    let fd = socket.as_raw_fd();
-    let mut batch = MmsgBatch::new(batch_size, DATAGRAM_BUFFER_BYTES);
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let (role, echo) = (args.role.clone(), args.echo);
+        std::thread::spawn(move || {
+            role.pin_thread(index);
+            serve(&socket, &counters[index], echo)
+        });
+    }
+    proc::say("ready", &Ready { listen });
+    // The threads serve until the control thread ends the process (stdin closed, or lifetime).
     loop {
-        let received = match batch.recv(fd, libc::MSG_WAITFORONE) {
+        std::thread::park();
+    }
+}
+
+fn serve(socket: &UdpSocket, counters: &Counters, echo: bool) {
+    let mut batch: Batch<SockaddrStorage> = Batch::new(64, DATAGRAM_BUFFER_BYTES);
+    loop {
+        let received = match batch.recv(socket, MsgFlags::MSG_WAITFORONE) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => {
-                counters.recv_errors.add(1);
+                counters.odd.add(1);
                 // An error that repeats must not turn into a busy loop on the load's CPU.
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
         for i in 0..received {
-            if batch.truncated(i) {
-                counters.truncated.add(1);
-            }
             counters.count(batch.received(i));
-        }
-        if echo {
-            batch.resend_received(received);
-            let (_, failed) = batch.send_all(fd, received, Dest::Sources);
-            counters.echo_failed.add(failed as u64);
+            if batch.truncated(i) {
+                counters.odd.add(1);
+            }
+            // A `send_to` per echo: nix's sendmmsg to many addresses cannot report how many
+            // went out without reading memory it never initialised.
+            let to = batch.source(i).and_then(socket_addr);
+            if echo && to.is_none_or(|to| socket.send_to(batch.received(i), to).is_err()) {
+                counters.echo_failed.add(1);
+            }
         }
     }
+}
+
+fn socket_addr(storage: SockaddrStorage) -> Option<SocketAddr> {
+    let v4 = storage
+        .as_sockaddr_in()
+        .map(|addr| std::net::SocketAddrV4::from(*addr).into());
+    v4.or_else(|| {
+        storage
+            .as_sockaddr_in6()
+            .map(|addr| std::net::SocketAddrV6::from(*addr).into())
+    })
 }

@@ -1,70 +1,54 @@
 //! The tokio baseline: the forwarder a competent Rust developer would write with tokio, with
 //! ringgate's semantics, as a fair opponent. No deliberate handicaps:
 //!
-//! * a multi-threaded runtime with as many workers as ringgate gets (`--workers`), pinned by the
-//!   driver to the same CPU set;
+//! * a multi-threaded runtime with as many workers as ringgate gets (`--workers`), each worker
+//!   thread pinned to one of the same CPUs;
 //! * one `SO_REUSEPORT` listening socket per worker, each with its own `recv_from` loop task;
 //! * a session per client address in a shared map: a connected upstream socket to the static
 //!   backend and one task that relays the backend's replies through the listening socket that
 //!   first heard the client (so the client sees replies from the address it sent to);
 //! * idle sessions reaped by a periodic sweep, which also aborts their reply task;
-//! * a session limit, as ringgate has, and the same 8 MiB socket buffers on every socket.
+//! * a session limit, as ringgate has, and the same 8 MiB buffers on every socket.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use crate::args::Args;
-use crate::control;
-use crate::sys;
+use crate::os;
+use crate::proc::{self, RoleArgs};
 
-struct Config {
-    listen: SocketAddr,
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    role: RoleArgs,
+    #[arg(long)]
     backend: SocketAddr,
+    #[arg(long, default_value_t = 1)]
     workers: usize,
-    idle_timeout: Duration,
-    buffer_bytes: usize,
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    idle_timeout: u64,
+    /// The same per-datagram buffer ringgate is given (`--buffer-size 2048`).
+    #[arg(long, default_value_t = 2048)]
+    buffer_size: usize,
+    #[arg(long, default_value_t = 65_536)]
     sessions_max: usize,
-    lifetime: Duration,
-}
-
-fn parse(raw: &[String]) -> Result<Config, String> {
-    let mut args = Args::parse(raw, &[])?;
-    let config = Config {
-        listen: args.get("listen", "127.0.0.1:0".parse().expect("literal address"))?,
-        backend: args.required("backend")?,
-        workers: args.get("workers", 1)?,
-        idle_timeout: Duration::from_secs(args.get("idle-timeout", 60)?),
-        // The same per-datagram buffer ringgate is given (`--buffer-size 2048`).
-        buffer_bytes: args.get("buffer-size", 2048)?,
-        sessions_max: args.get("sessions-max", 65_536)?,
-        lifetime: Duration::from_secs(args.get("max-secs", 600)?),
-    };
-    args.finish()?;
-    if config.workers == 0 {
-        return Err("--workers must be at least 1".into());
-    }
-    Ok(config)
 }
 
 /// Rare events only: nothing on the per-packet path touches these unless something failed.
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Stats {
-    sessions_created: AtomicU64,
-    sessions_reaped: AtomicU64,
-    dropped_session_limit: AtomicU64,
-    dropped_session_error: AtomicU64,
-    upstream_send_errors: AtomicU64,
-    reply_send_errors: AtomicU64,
-    recv_errors: AtomicU64,
+    created: AtomicU64,
+    reaped: AtomicU64,
+    /// Datagrams from new clients dropped at the session limit or for want of an upstream socket.
+    dropped: AtomicU64,
+    /// Failed receives and sends, in either direction.
+    errors: AtomicU64,
 }
 
 struct Session {
@@ -75,7 +59,7 @@ struct Session {
 }
 
 struct Forwarder {
-    config: Config,
+    args: Args,
     started: Instant,
     sessions: Mutex<HashMap<SocketAddr, Arc<Session>>>,
     stats: Stats,
@@ -86,8 +70,8 @@ impl Forwarder {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The client's session, created on its first datagram; `None` when the table is full or
-    /// the upstream socket cannot be made (the datagram is then dropped and counted).
+    /// The client's session, made on its first datagram; `None` when the table is full or the
+    /// upstream socket cannot be made (the datagram is then dropped and counted).
     fn session(
         self: &Arc<Self>,
         client: SocketAddr,
@@ -97,116 +81,64 @@ impl Forwarder {
         if let Some(session) = sessions.get(&client) {
             return Some(Arc::clone(session));
         }
-        if sessions.len() >= self.config.sessions_max {
-            self.stats.dropped_session_limit.fetch_add(1, Relaxed);
-            return None;
-        }
-        let upstream = match connect_upstream(self.config.backend) {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                if self.stats.dropped_session_error.fetch_add(1, Relaxed) == 0 {
-                    eprintln!("baseline: upstream socket for {client}: {e} (not logged again)");
+        let upstream =
+            (sessions.len() < self.args.sessions_max).then(|| connect_upstream(self.args.backend));
+        let upstream = match upstream {
+            Some(Ok(upstream)) => upstream,
+            failed => {
+                if let (Some(Err(e)), 0) = (failed, self.stats.dropped.fetch_add(1, Relaxed)) {
+                    eprintln!(
+                        "baseline: upstream socket for {client}: {e} (no drop is logged again)"
+                    );
                 }
                 return None;
             }
         };
+        let last_seen_ms = AtomicU64::new(self.now_ms());
         let session = Arc::new(Session {
             upstream,
-            last_seen_ms: AtomicU64::new(self.now_ms()),
+            last_seen_ms,
             reply_task: OnceLock::new(),
         });
-        let reply = tokio::spawn(relay_replies(
+        let reply = relay_replies(
             Arc::clone(self),
             Arc::clone(&session),
             Arc::clone(listener),
             client,
-        ));
-        let _ = session.reply_task.set(reply.abort_handle());
+        );
+        let _ = session.reply_task.set(tokio::spawn(reply).abort_handle());
         sessions.insert(client, Arc::clone(&session));
-        self.stats.sessions_created.fetch_add(1, Relaxed);
+        self.stats.created.fetch_add(1, Relaxed);
         Some(session)
     }
 
-    fn snapshot(&self) -> Vec<(&'static str, String)> {
+    fn snapshot(&self) -> serde_json::Value {
         let sessions = self.sessions.lock().expect("session map poisoned").len();
-        let stats = &self.stats;
-        vec![
-            ("sessions", sessions.to_string()),
-            ("created", stats.sessions_created.load(Relaxed).to_string()),
-            ("reaped", stats.sessions_reaped.load(Relaxed).to_string()),
-            (
-                "drop_limit",
-                stats.dropped_session_limit.load(Relaxed).to_string(),
-            ),
-            (
-                "drop_error",
-                stats.dropped_session_error.load(Relaxed).to_string(),
-            ),
-            (
-                "upstream_errors",
-                stats.upstream_send_errors.load(Relaxed).to_string(),
-            ),
-            (
-                "reply_errors",
-                stats.reply_send_errors.load(Relaxed).to_string(),
-            ),
-            ("recv_errors", stats.recv_errors.load(Relaxed).to_string()),
-        ]
+        serde_json::json!({ "sessions": sessions, "stats": &self.stats })
     }
 }
 
-/// A socket with the buffers every contestant gets, non-blocking for tokio.
-fn udp_socket(family: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(family),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    sys::set_socket_buffers(socket.as_raw_fd(), sys::SOCKET_BUFFER_BYTES)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
 fn connect_upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = udp_socket(backend)?;
+    let socket = os::udp_socket(backend)?;
+    socket.set_nonblocking(true)?;
     socket.connect(&backend.into())?;
     UdpSocket::from_std(StdUdpSocket::from(socket))
 }
 
-/// `workers` listening sockets sharing one port through SO_REUSEPORT; the kernel spreads
-/// clients across them by flow hash.
-fn bind_listeners(config: &Config) -> io::Result<Vec<Arc<UdpSocket>>> {
-    let mut addr = config.listen;
-    let mut listeners = Vec::with_capacity(config.workers);
-    for _ in 0..config.workers {
-        let socket = udp_socket(addr)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        let socket = UdpSocket::from_std(StdUdpSocket::from(socket))?;
-        // Port 0 asks for a free port once; the other listeners join that one.
-        addr = socket.local_addr()?;
-        listeners.push(Arc::new(socket));
-    }
-    Ok(listeners)
-}
-
 /// Client -> backend: one task per listening socket.
 async fn forward_requests(forwarder: Arc<Forwarder>, listener: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; forwarder.config.buffer_bytes];
+    let mut buf = vec![0u8; forwarder.args.buffer_size];
     loop {
-        let (len, client) = match listener.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(_) => {
-                forwarder.stats.recv_errors.fetch_add(1, Relaxed);
-                continue;
-            }
+        let Ok((len, client)) = listener.recv_from(&mut buf).await else {
+            forwarder.stats.errors.fetch_add(1, Relaxed);
+            continue;
         };
         let Some(session) = forwarder.session(client, &listener) else {
             continue;
         };
         session.last_seen_ms.store(forwarder.now_ms(), Relaxed);
         if session.upstream.send(&buf[..len]).await.is_err() {
-            forwarder.stats.upstream_send_errors.fetch_add(1, Relaxed);
+            forwarder.stats.errors.fetch_add(1, Relaxed);
         }
     }
 }
@@ -219,17 +151,17 @@ async fn relay_replies(
     listener: Arc<UdpSocket>,
     client: SocketAddr,
 ) {
-    let mut buf = vec![0u8; forwarder.config.buffer_bytes];
+    let mut buf = vec![0u8; forwarder.args.buffer_size];
     loop {
         // An error here is per datagram (e.g. ECONNREFUSED after an ICMP from a restarting
         // backend): count it and keep the session.
         let Ok(len) = session.upstream.recv(&mut buf).await else {
-            forwarder.stats.recv_errors.fetch_add(1, Relaxed);
+            forwarder.stats.errors.fetch_add(1, Relaxed);
             continue;
         };
         session.last_seen_ms.store(forwarder.now_ms(), Relaxed);
         if listener.send_to(&buf[..len], client).await.is_err() {
-            forwarder.stats.reply_send_errors.fetch_add(1, Relaxed);
+            forwarder.stats.errors.fetch_add(1, Relaxed);
         }
     }
 }
@@ -237,8 +169,8 @@ async fn relay_replies(
 /// Drops sessions idle for longer than the timeout, sweeping four times per timeout so a
 /// session lives at most 1.25 timeouts.
 async fn reap_idle(forwarder: Arc<Forwarder>) {
-    let timeout_ms = forwarder.config.idle_timeout.as_millis() as u64;
-    let mut sweep = tokio::time::interval(forwarder.config.idle_timeout / 4);
+    let timeout = Duration::from_secs(forwarder.args.idle_timeout.max(1));
+    let mut sweep = tokio::time::interval(timeout / 4);
     loop {
         sweep.tick().await;
         let now = forwarder.now_ms();
@@ -248,47 +180,62 @@ async fn reap_idle(forwarder: Arc<Forwarder>) {
             .lock()
             .expect("session map poisoned")
             .retain(|_, session| {
-                let idle = now.saturating_sub(session.last_seen_ms.load(Relaxed)) > timeout_ms;
+                let idle = now.saturating_sub(session.last_seen_ms.load(Relaxed))
+                    > timeout.as_millis() as u64;
                 if idle {
-                    if let Some(task) = session.reply_task.get() {
-                        task.abort();
-                    }
+                    session.reply_task.get().inspect(|task| task.abort());
                     reaped += 1;
                 }
                 !idle
             });
-        forwarder.stats.sessions_reaped.fetch_add(reaped, Relaxed);
+        forwarder.stats.reaped.fetch_add(reaped, Relaxed);
     }
 }
 
-pub fn run(raw: &[String]) -> Result<(), String> {
-    let config = parse(raw)?;
+pub fn run(args: Args) -> Result<(), String> {
+    args.role.enter()?;
+    let (role, next_worker) = (args.role.clone(), AtomicUsize::new(0));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers)
+        .worker_threads(args.workers.max(1))
+        // Each worker on its own CPU, as ringgate's workers are.
+        .on_thread_start(move || role.pin_thread(next_worker.fetch_add(1, Relaxed)))
         .enable_all()
         .build()
         .map_err(|e| format!("baseline runtime: {e}"))?;
     runtime.block_on(async move {
-        let listeners = bind_listeners(&config).map_err(|e| format!("baseline listen: {e}"))?;
-        let listen_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
-        let lifetime = config.lifetime;
+        let listeners = os::bind_reuseport(([127, 0, 0, 1], 0).into(), args.workers.max(1))
+            .and_then(|sockets| {
+                sockets
+                    .into_iter()
+                    .map(tokio_socket)
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map_err(|e| format!("baseline listen: {e}"))?;
+        let listen = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let lifetime = args.role.lifetime();
+        let stats = Stats::default();
         let forwarder = Arc::new(Forwarder {
-            config,
+            args,
             started: Instant::now(),
-            sessions: Mutex::new(HashMap::new()),
-            stats: Stats::default(),
+            sessions: Mutex::default(),
+            stats,
         });
-        let control_forwarder = Arc::clone(&forwarder);
-        control::serve_commands(lifetime, move |command| match command {
-            "snap" => control::announce("snap", &control_forwarder.snapshot()),
+        let control = Arc::clone(&forwarder);
+        proc::serve_commands(lifetime, move |command| match command {
+            "snap" => proc::say("snap", &control.snapshot()),
             other => eprintln!("baseline: unknown command `{other}`"),
         });
         for listener in listeners {
-            tokio::spawn(forward_requests(Arc::clone(&forwarder), listener));
+            tokio::spawn(forward_requests(Arc::clone(&forwarder), Arc::new(listener)));
         }
         tokio::spawn(reap_idle(Arc::clone(&forwarder)));
-        control::announce("ready", &[("listen", listen_addr.to_string())]);
+        proc::say("ready", &crate::wire::Ready { listen });
         // Serves until the control thread ends the process.
         std::future::pending::<Result<(), String>>().await
     })
+}
+
+fn tokio_socket(socket: StdUdpSocket) -> io::Result<UdpSocket> {
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
 }

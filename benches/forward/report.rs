@@ -1,25 +1,24 @@
-//! Turning the runs into what a reader sees: one aligned table (one row per step and
-//! forwarder), the ratio lines ringgate/baseline and floor/baseline, and the same results as
-//! JSON. Failures and steps that did not run have their own rows saying why: nothing is left
-//! out silently.
+//! What a reader sees: one aligned table (a row per worker count, step and contestant), the
+//! ratio lines per worker count, and the same results as JSON. A failure or a run that did not
+//! happen has its own row saying why: nothing is left out silently.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::plan::{Forwarder, Plan, Rate, Step};
-use crate::run::{Measurement, Stage};
+use crate::cli::Rate;
+use crate::measure::{Measurement, Missing};
+use crate::plan::{Contestant, Layout, Plan, Step};
 
 pub enum Outcome {
     Measured(Box<Measurement>),
-    Failed { stage: Stage, reason: String },
-    NotRun(String),
+    Missing(Missing, String),
 }
 
 pub struct Run {
     pub step: Step,
-    pub forwarder: Forwarder,
+    pub layout: Layout,
+    pub contestant: Contestant,
     pub outcome: Outcome,
 }
 
@@ -31,127 +30,123 @@ impl Run {
         }
     }
 
-    /// Why there is no measurement, in a few words for a ratio line.
-    fn missing(&self) -> String {
+    /// `64f-50k 1w ringgate`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}w {}",
+            self.step.name(),
+            self.layout.workers,
+            self.contestant.name()
+        )
+    }
+
+    fn missing_headline(&self) -> String {
         match &self.outcome {
+            Outcome::Missing(missing, reason) => format!("{}: {reason}", missing.headline()),
             Outcome::Measured(_) => String::new(),
-            Outcome::Failed {
-                stage: Stage::Start,
-                ..
-            } => "failed to start".into(),
-            Outcome::Failed { .. } => "failed during the run".into(),
-            Outcome::NotRun(_) => "not run".into(),
         }
     }
+
+    /// A one-line summary for the progress log.
+    pub fn progress(&self) -> String {
+        match self.measured() {
+            Some(m) => format!(
+                "{:.0} pps delivered, {} us/pkt",
+                m.delivered_pps,
+                or_dash(m.cpu_us_per_packet.map(|us| format!("{us:.2}")))
+            ),
+            None => self.missing_headline(),
+        }
+    }
+}
+
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".into())
 }
 
 /// Reasons a reader should distrust a row as a measure of the forwarder.
-fn bottlenecks(step: &Step, measurement: &Measurement, plan: &Plan) -> Vec<&'static str> {
-    let mut notes = Vec::new();
-    if let Rate::Pps(target) = step.rate {
-        if measurement.offered_pps < 0.97 * target as f64 {
-            notes.push("generator below target");
-        }
-    }
-    if measurement.load_cpus_busy_pct >= 90.0 {
-        notes.push("load CPU busy");
-    }
-    // Both in percent of the forwarder's CPU set.
-    let forwarder_share = measurement.forwarder.core_pct / plan.forwarder_cpus.len() as f64;
-    if forwarder_share >= 90.0 {
-        notes.push("forwarder CPU-bound");
-    }
-    // Softirq work the forwarder triggers is charged to it on this kernel, so a large gap is
-    // another process (or interrupt work it did not cause) competing for its core.
-    if measurement.forwarder_cpus_busy_pct - forwarder_share >= 20.0 {
-        notes.push("other work on forwarder CPU");
-    }
-    notes
+fn notes(run: &Run, m: &Measurement) -> Vec<&'static str> {
+    let forwarder_share = m.forwarder.core_pct / run.layout.workers as f64;
+    let flags = [
+        (
+            matches!(run.step.rate, Rate::Pps(target) if m.offered_pps < 0.97 * target as f64),
+            "generator below target",
+        ),
+        (m.load_cpus_busy_pct >= 90.0, "load CPU busy"),
+        (run.layout.overlap(), "forwarder and load share CPUs"),
+        (forwarder_share >= 90.0, "forwarder CPU-bound"),
+        // Softirq work the forwarder causes is charged to it, so a large gap is another process
+        // (or interrupt work it did not cause) competing for its cores.
+        (
+            !run.layout.overlap() && m.forwarder_cpus_busy_pct - forwarder_share >= 20.0,
+            "other work on forwarder CPU",
+        ),
+    ];
+    flags
+        .into_iter()
+        .filter_map(|(flag, note)| flag.then_some(note))
+        .collect()
 }
 
-const HEADER: [&str; 16] = [
-    "step",
-    "forwarder",
-    "offered/s",
-    "delivered/s",
-    "loss%",
-    "drop@fwd%",
-    "drop@load%",
-    "CPU us/pkt",
-    "fwd %core",
-    "fwd CPU busy%",
-    "fwd peak RSS",
-    "RTT p50 us",
-    "RTT p99 us",
-    "gen %core",
-    "backend %core",
-    "note",
-];
+const HEADER: &str = "step|workers|forwarder|offered/s|delivered/s|loss%|drop@fwd%|drop@load%|CPU us/pkt|\
+    fwd %core|fwd CPU busy%|fwd peak RSS|RTT p50 us|RTT p99 us|gen %core|backend %core|note";
+const COLUMNS: usize = 17;
+/// Columns 0 and 2 and the last are text, left-aligned; the rest are numbers.
+const TEXT_COLUMNS: [usize; 3] = [0, 2, COLUMNS - 1];
 
-fn cells(run: &Run, plan: &Plan) -> Vec<String> {
-    let mut row = vec![run.step.name(), run.forwarder.name().to_string()];
+fn cells(run: &Run) -> Vec<String> {
+    let mut row = vec![
+        run.step.name(),
+        run.layout.workers.to_string(),
+        run.contestant.name().to_string(),
+    ];
     let Some(m) = run.measured() else {
-        row.push(match &run.outcome {
-            Outcome::Failed {
-                stage: Stage::Start,
-                reason,
-            } => format!("FAILED TO START: {reason}"),
-            Outcome::Failed { reason, .. } => format!("FAILED: {reason}"),
-            Outcome::NotRun(reason) => format!("not run: {reason}"),
-            Outcome::Measured(_) => unreachable!("handled above"),
-        });
+        row.push(run.missing_headline());
         return row;
     };
-    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
     row.extend([
         format!("{:.0}", m.offered_pps),
         format!("{:.0}", m.delivered_pps),
         format!("{:.2}", m.loss_pct.max(0.0)),
-        format!("{:.2}", m.forwarder_drop_pct),
-        format!("{:.2}", m.load_drop_pct),
+        format!("{:.2}", m.socket_drop_pct_at_forwarder),
+        format!("{:.2}", m.socket_drop_pct_at_load),
         or_dash(m.cpu_us_per_packet.map(|us| format!("{us:.2}"))),
         format!("{:.1}", m.forwarder.core_pct),
         format!("{:.1}", m.forwarder_cpus_busy_pct),
         or_dash(
-            m.peak_rss_kib
+            m.forwarder_peak_rss_kib
                 .map(|kib| format!("{:.1} MiB", kib as f64 / 1024.0)),
         ),
         or_dash(m.rtt.map(|rtt| format!("{:.1}", rtt.p50_us))),
         or_dash(m.rtt.map(|rtt| format!("{:.1}", rtt.p99_us))),
         format!("{:.1}", m.generator.core_pct),
         format!("{:.1}", m.backend.core_pct),
-        bottlenecks(&run.step, m, plan).join("; "),
+        notes(run, m).join("; "),
     ]);
     row
 }
 
-pub fn table(runs: &[Run], plan: &Plan) -> String {
-    let rows: Vec<Vec<String>> = runs.iter().map(|run| cells(run, plan)).collect();
-    let mut widths: Vec<usize> = HEADER.iter().map(|title| title.len()).collect();
-    // Rows without a measurement end in one long message, which must not widen a column.
+pub fn table(runs: &[Run]) -> String {
+    let header: Vec<String> = HEADER.split('|').map(String::from).collect();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(runs.iter().map(cells))
+        .collect();
+    let mut widths = [0; COLUMNS];
     for row in &rows {
-        let aligned = if row.len() == HEADER.len() {
-            row.len()
-        } else {
-            row.len() - 1
-        };
-        for (width, cell) in widths.iter_mut().zip(&row[..aligned]) {
+        // A row without a measurement ends in one long message, which widens no column.
+        for (width, cell) in widths.iter_mut().zip(&row[..row.len() - 1]) {
             *width = (*width).max(cell.len());
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = HEADER.iter().map(|title| title.to_string()).collect();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            // Text columns left-aligned, numbers right-aligned; the last cell is not padded.
-            let text_column = i < 2 || i == HEADER.len() - 1 || row.len() < HEADER.len();
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else if text_column {
-                let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
-            } else {
-                let _ = write!(line, "{cell:>width$}  ", width = widths[i]);
+            let width = widths[i];
+            match i {
+                _ if i + 1 == row.len() => line.push_str(cell),
+                _ if TEXT_COLUMNS.contains(&i) => _ = write!(line, "{cell:<width$}  "),
+                _ => _ = write!(line, "{cell:>width$}  "),
             }
         }
         out.push_str(line.trim_end());
@@ -160,212 +155,169 @@ pub fn table(runs: &[Run], plan: &Plan) -> String {
     out
 }
 
-/// `numerator` over `denominator` for one value of each run, with the reason when either run
-/// has none.
-fn ratio(
-    numerator: &Run,
-    denominator: &Run,
-    value: fn(&Measurement) -> Option<f64>,
-) -> Result<f64, String> {
-    let side = |run: &Run| match run.measured() {
-        Some(m) => value(m).ok_or_else(|| format!("{}: nothing delivered", run.forwarder.name())),
-        None => Err(format!("{}: {}", run.forwarder.name(), run.missing())),
+/// A value of two runs divided, or why not.
+fn ratio(top: &Run, bottom: &Run, value: fn(&Measurement) -> Option<f64>) -> Result<f64, String> {
+    let side = |run: &Run| {
+        let name = run.contestant.name();
+        match &run.outcome {
+            Outcome::Measured(m) => value(m)
+                .filter(|&v| v > 0.0)
+                .ok_or(format!("{name}: nothing delivered")),
+            Outcome::Missing(missing, _) => Err(format!("{name}: {}", missing.words())),
+        }
     };
-    let (top, bottom) = (side(numerator)?, side(denominator)?);
-    if bottom == 0.0 {
-        return Err(format!("{}: zero", denominator.forwarder.name()));
-    }
-    Ok(top / bottom)
+    Ok(side(top)? / side(bottom)?)
 }
 
-/// Per-step ratios of one pair: CPU per packet in every step both ran, and delivered pps in
-/// the saturation steps.
-struct Ratios {
-    cpu_per_packet: Vec<(String, Result<f64, String>)>,
-    saturation: Vec<(String, Result<f64, String>)>,
+/// One comparison: a pair of contestants in one step at one worker count.
+struct Ratio {
+    workers: usize,
+    /// The pair's place in the list, for grouping.
+    order: usize,
+    pair: String,
+    step: String,
+    cpu_per_packet: Result<f64, String>,
+    /// Delivered pps, in the saturation (`max`) steps only.
+    saturation: Option<Result<f64, String>>,
 }
 
-fn ratios(runs: &[Run], numerator: Forwarder, denominator: Forwarder) -> Option<Ratios> {
-    let mut result = Ratios {
-        cpu_per_packet: Vec::new(),
-        saturation: Vec::new(),
-    };
-    for top in runs.iter().filter(|run| run.forwarder == numerator) {
-        let Some(bottom) = runs
-            .iter()
-            .find(|run| run.forwarder == denominator && run.step == top.step)
-        else {
-            continue;
-        };
-        let name = top.step.name();
-        result
-            .cpu_per_packet
-            .push((name.clone(), ratio(top, bottom, |m| m.cpu_us_per_packet)));
-        if top.step.rate == Rate::Max {
-            result
-                .saturation
-                .push((name, ratio(top, bottom, |m| Some(m.delivered_pps))));
+/// Every ringgate build and the floor against the baseline, and every other ringgate build
+/// against cargo's, in every step both ran at the same worker count.
+fn ratios(runs: &[Run]) -> Vec<Ratio> {
+    let mut contestants: Vec<&Contestant> = Vec::new();
+    for run in runs {
+        if !contestants.contains(&&run.contestant) {
+            contestants.push(&run.contestant);
         }
     }
-    (!result.cpu_per_packet.is_empty()).then_some(result)
+    let current = contestants.iter().copied().find(|c| c.name() == "ringgate");
+    let mut pairs = Vec::new();
+    for &top in &contestants {
+        pairs.extend((*top != Contestant::Baseline).then_some((top, &Contestant::Baseline)));
+        if let (Contestant::Ringgate { .. }, Some(current)) = (top, current) {
+            pairs.extend((top != current).then_some((top, current)));
+        }
+    }
+    let find = |workers: usize, contestant: &Contestant, step: &Step| {
+        let same = |run: &&Run| {
+            run.layout.workers == workers && run.contestant == *contestant && run.step == *step
+        };
+        runs.iter().find(same)
+    };
+    let mut ratios = Vec::new();
+    for top in runs {
+        for (order, (_, bottom)) in pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, (top_c, _))| **top_c == top.contestant)
+        {
+            let Some(bottom) = find(top.layout.workers, bottom, &top.step) else {
+                continue;
+            };
+            ratios.push(Ratio {
+                workers: top.layout.workers,
+                order,
+                pair: format!("{}/{}", top.contestant.name(), bottom.contestant.name()),
+                step: top.step.name(),
+                cpu_per_packet: ratio(top, bottom, |m| m.cpu_us_per_packet),
+                saturation: (top.step.rate == Rate::Max)
+                    .then(|| ratio(top, bottom, |m| Some(m.delivered_pps))),
+            });
+        }
+    }
+    // Grouped into one line per worker count and pair, steps in plan order.
+    ratios.sort_by_key(|ratio| (ratio.workers, ratio.order));
+    ratios
 }
 
-const PAIRS: [(Forwarder, Forwarder); 2] = [
-    (Forwarder::Ringgate, Forwarder::Baseline),
-    (Forwarder::Floor, Forwarder::Baseline),
-];
-
-fn format_ratios(list: &[(String, Result<f64, String>)]) -> String {
-    list.iter()
-        .map(|(step, ratio)| match ratio {
-            Ok(ratio) => format!("{step} {ratio:.2}x"),
-            Err(why) => format!("{step} n/a ({why})"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+fn ratio_text(ratio: &Result<f64, String>) -> String {
+    ratio
+        .as_ref()
+        .map_or_else(|why| format!("n/a ({why})"), |ratio| format!("{ratio:.2}x"))
 }
 
+fn ratio_json(ratio: &Result<f64, String>) -> Value {
+    ratio
+        .as_ref()
+        .map_or_else(|why| json!({ "unavailable": why }), |ratio| json!(ratio))
+}
+
+/// One line per worker count and pair: CPU per packet in every step, saturation throughput in
+/// the `max` steps.
 pub fn ratio_lines(runs: &[Run]) -> String {
+    let ratios = ratios(runs);
+    let width = ratios
+        .iter()
+        .map(|ratio| ratio.pair.len())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
-    for (numerator, denominator) in PAIRS {
-        let label = format!("{}/{}", numerator.name(), denominator.name());
-        let Some(ratios) = ratios(runs, numerator, denominator) else {
-            let _ = writeln!(out, "{label:<18} n/a (not both in this run)");
-            continue;
+    for group in ratios.chunk_by(|a, b| (a.workers, a.order) == (b.workers, b.order)) {
+        let (first, steps) = (&group[0], |of: &dyn Fn(&Ratio) -> Option<String>| {
+            group
+                .iter()
+                .filter_map(|r| Some(format!("{} {}", r.step, of(r)?)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let cpu = steps(&|r| Some(ratio_text(&r.cpu_per_packet)));
+        let saturation = match steps(&|r| r.saturation.as_ref().map(ratio_text)) {
+            none if none.is_empty() => {
+                "n/a (no saturation step in this run; see --full)".to_string()
+            }
+            some => some,
         };
-        let saturation = if ratios.saturation.is_empty() {
-            "n/a (no saturation step in this run; see --full)".to_string()
-        } else {
-            format_ratios(&ratios.saturation)
-        };
+        let (workers, pair) = (first.workers, &first.pair);
         let _ = writeln!(
             out,
-            "{label:<18} CPU per packet: {} | saturation throughput: {saturation}",
-            format_ratios(&ratios.cpu_per_packet)
+            "{workers}w {pair:<width$}  CPU per packet: {cpu} | saturation throughput: {saturation}"
         );
     }
     out
 }
 
-fn measurement_json(m: &Measurement, step: &Step, plan: &Plan) -> Value {
-    json!({
-        "window_secs": m.window_secs,
-        "offered_pps": m.offered_pps,
-        "delivered_pps": m.delivered_pps,
-        "loss_pct": m.loss_pct,
-        "seq_loss_pct": m.seq_loss_pct,
-        "socket_drop_pct_at_forwarder": m.forwarder_drop_pct,
-        "socket_drop_pct_at_load": m.load_drop_pct,
-        "cpu_us_per_packet": m.cpu_us_per_packet,
-        "forwarder_cpu_secs": m.forwarder.cpu_secs,
-        "forwarder_core_pct": m.forwarder.core_pct,
-        "forwarder_peak_rss_kib": m.peak_rss_kib,
-        "forwarder_cpus_busy_pct": m.forwarder_cpus_busy_pct,
-        "load_cpus_busy_pct": m.load_cpus_busy_pct,
-        "generator_cpu_secs": m.generator.cpu_secs,
-        "generator_core_pct": m.generator.core_pct,
-        "backend_cpu_secs": m.backend.cpu_secs,
-        "backend_core_pct": m.backend.core_pct,
-        "rtt_us": m.rtt.map(|rtt| json!({
-            "samples": rtt.samples, "p50": rtt.p50_us, "p99": rtt.p99_us, "p999": rtt.p999_us,
-        })),
-        "notes": bottlenecks(step, m, plan),
-        "per_flow": {
-            "measured_as": if step.echo { "sent vs echoed, whole run" } else { "sent vs delivered to backend, whole run" },
-            "flows_with_loss": m.flows.flows_with_loss,
-            "worst_loss_pct": m.flows.worst_pct,
-            "sent": m.flows.sent,
-            "arrived": m.flows.arrived,
-        },
-        "details": m.details,
-    })
-}
-
 fn run_json(run: &Run, plan: &Plan) -> Value {
-    let mut value = json!({ "forwarder": run.forwarder.name() });
-    let extra = match &run.outcome {
+    let mut value = match &run.outcome {
         Outcome::Measured(m) => {
-            let mut measured = measurement_json(m, &run.step, plan);
-            measured["status"] = json!("ok");
-            measured
+            let mut value =
+                serde_json::to_value(m).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+            value["notes"] = json!(notes(run, m));
+            value["status"] = json!("ok");
+            value
         }
-        Outcome::Failed { stage, reason } => json!({
-            "status": "failed",
-            "stage": if *stage == Stage::Start { "start" } else { "run" },
-            "reason": reason,
-        }),
-        Outcome::NotRun(reason) => json!({ "status": "not_run", "reason": reason }),
+        Outcome::Missing(missing, reason) => json!({ "status": missing, "reason": reason }),
     };
-    if let (Value::Object(target), Value::Object(extra)) = (&mut value, extra) {
-        target.extend(extra);
+    value["step"] = json!(run.step.name());
+    value["step_spec"] = json!(run.step);
+    value["workers"] = json!(run.layout.workers);
+    value["forwarder"] = json!(run.contestant.name());
+    if let Contestant::Ringgate { bin, .. } = &run.contestant {
+        value["ringgate"] = json!({ "bin": bin, "extra_args": plan.ringgate_args });
     }
     value
 }
 
-fn ratios_json(runs: &[Run]) -> Value {
-    let list = |list: &[(String, Result<f64, String>)]| -> Value {
-        list.iter()
-            .map(|(step, ratio)| {
-                let value = match ratio {
-                    Ok(ratio) => json!(ratio),
-                    Err(why) => json!({ "unavailable": why }),
-                };
-                (step.clone(), value)
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    };
-    PAIRS
-        .iter()
-        .filter_map(|&(numerator, denominator)| {
-            let ratios = ratios(runs, numerator, denominator)?;
-            Some((
-                format!("{}/{}", numerator.name(), denominator.name()),
-                json!({
-                    "cpu_per_packet": list(&ratios.cpu_per_packet),
-                    "saturation_throughput": list(&ratios.saturation),
-                }),
-            ))
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
 pub fn json(runs: &[Run], plan: &Plan, host: Value) -> Value {
-    let steps: Vec<Value> = plan
-        .steps
-        .iter()
-        .map(|step| {
-            json!({
-                "name": step.name(),
-                "flows": step.flows,
-                "payload_bytes": step.payload_bytes,
-                "rate_pps": match step.rate { Rate::Pps(pps) => json!(pps), Rate::Max => json!("max") },
-                "echo": step.echo,
-                "results": runs.iter().filter(|run| &run.step == step).map(|run| run_json(run, plan)).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let layout = |l: &Layout| {
+        let (forwarder, load) = (l.forwarder.to_string(), l.load.to_string());
+        json!({ "workers": l.workers, "forwarder_cpus": forwarder, "load_cpus": load, "overlap": l.overlap() })
+    };
+    let ratio = |r: Ratio| {
+        let saturation = r.saturation.as_ref().map(ratio_json);
+        json!({ "workers": r.workers, "pair": r.pair, "step": r.step, "cpu_per_packet": ratio_json(&r.cpu_per_packet), "saturation_throughput": saturation })
+    };
     json!({
-        "mode": plan.mode.name(),
+        "mode": format!("{:?}", plan.mode).to_lowercase(),
         "host": host,
         "config": {
             "warmup_secs": plan.warmup.as_secs_f64(),
             "measure_secs": plan.measure.as_secs_f64(),
-            "forwarder_cpus": plan.forwarder_cpus,
-            "load_cpus": plan.load_cpus,
-            "socket_buffer_bytes": crate::sys::SOCKET_BUFFER_BYTES,
+            "load_threads": plan.load_threads,
+            "layouts": plan.layouts.iter().map(layout).collect::<Vec<_>>(),
+            "socket_buffer_bytes": crate::os::SOCKET_BUFFER_BYTES,
             "cpu_per_packet": "forwarder utime+stime over the window / datagrams the backend received in the window",
         },
-        "steps": steps,
-        "ratios": ratios_json(runs),
+        "runs": runs.iter().map(|run| run_json(run, plan)).collect::<Vec<_>>(),
+        "ratios": ratios(runs).into_iter().map(ratio).collect::<Vec<_>>(),
     })
-}
-
-pub fn write_json(path: &Path, value: &Value) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }

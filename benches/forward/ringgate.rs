@@ -1,9 +1,7 @@
-//! Running the real ringgate binary under the driver: free ports, the command line the issue
-//! fixes, readiness by polling `GET /readyz` with a deadline, and its Prometheus counters
-//! (`ringgate_packets_total`, `ringgate_drops_total`) scraped around the measured window.
-//!
-//! ringgate is still being written; every failure here is returned as text for the table,
-//! never a panic, and its log file is named so a reader can see why.
+//! Running a real ringgate binary under the driver: free ports, the command line the issue
+//! fixes (plus any `--ringgate-arg`), readiness by polling `GET /readyz` with a deadline, and
+//! its Prometheus counters (`ringgate_packets_total`, `ringgate_drops_total`) scraped around the
+//! measured window. Every failure comes back as text for the table, naming ringgate's log.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,80 +9,69 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::child::ChildProcess;
+use crate::plan::Layout;
+use crate::proc::Child;
 
 /// How long ringgate may take to answer 200 on /readyz.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const HTTP_TIMEOUT: Duration = Duration::from_millis(500);
 /// The metric families the driver records, by name prefix.
 const RECORDED_METRICS: [&str; 2] = ["ringgate_packets_total", "ringgate_drops_total"];
 
-/// ringgate's recorded counters, by series (name with labels) to value.
+/// Recorded counters, by series (name with labels).
 pub type Counters = BTreeMap<String, f64>;
 
-pub struct Ringgate {
-    pub child: ChildProcess,
-    pub listen: SocketAddr,
-    pub metrics: SocketAddr,
-}
-
-/// Asks the kernel for a free port by binding port 0, then releases it for ringgate to take.
-/// Another process could grab it in between; on loopback during a bench run nobody does.
-fn free_udp_port() -> Result<SocketAddr, String> {
-    let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("free UDP port: {e}"))?;
-    socket.local_addr().map_err(|e| e.to_string())
-}
-
-fn free_tcp_port() -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free TCP port: {e}"))?;
-    listener.local_addr().map_err(|e| e.to_string())
+/// A free port from the kernel, released for ringgate to take; nobody else on loopback grabs
+/// it in between during a bench run.
+fn free_port(udp: bool) -> Result<SocketAddr, String> {
+    let local = if udp {
+        UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr())
+    } else {
+        TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr())
+    };
+    local.map_err(|e| format!("free port: {e}"))
 }
 
 /// The last non-empty line of ringgate's log, to say in the table why it failed.
 fn last_log_line(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     match text.lines().rev().find(|line| !line.trim().is_empty()) {
-        Some(line) => format!("; last log line: {}", line.trim()),
-        None => "; its log is empty".to_string(),
+        Some(line) => format!("; last line of {}: {}", log.display(), line.trim()),
+        None => format!("; {} is empty", log.display()),
     }
 }
 
-/// Starts ringgate with one worker per CPU in `cpus`, forwarding to `backend`, and waits until
-/// /readyz answers 200.
+/// Starts `binary` with one worker per forwarder CPU, forwarding to `backend`; returns it, its
+/// listening address and its metrics address once /readyz answers 200.
 pub fn start(
     binary: &Path,
+    extra: &[String],
     backend: SocketAddr,
-    cpus: &[usize],
+    layout: &Layout,
     log: &Path,
-) -> Result<Ringgate, String> {
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
     if !binary.exists() {
         return Err(format!("no binary at {}", binary.display()));
     }
-    let listen = free_udp_port()?;
-    let metrics = free_tcp_port()?;
-    let args: Vec<String> = [
-        "--listen".to_string(),
-        listen.to_string(),
-        "--backend".to_string(),
-        backend.to_string(),
-        "--workers".to_string(),
-        cpus.len().to_string(),
-        "--cpus".to_string(),
-        crate::args::format_cpu_list(cpus),
-        "--idle-timeout".to_string(),
-        "60".to_string(),
-        "--buffers".to_string(),
-        "4096".to_string(),
-        "--buffer-size".to_string(),
-        "2048".to_string(),
-        "--metrics".to_string(),
-        metrics.to_string(),
-    ]
-    .into();
-    let mut child = ChildProcess::external("ringgate", binary, &args, cpus, log)?;
-    let started = Instant::now();
-    let deadline = started + READY_TIMEOUT;
+    let (listen, metrics) = (free_port(true)?, free_port(false)?);
+    let args = [
+        ("--listen", listen.to_string()),
+        ("--backend", backend.to_string()),
+        ("--workers", layout.workers.to_string()),
+        ("--cpus", layout.forwarder.to_string()),
+        ("--idle-timeout", "60".into()),
+        ("--buffers", "4096".into()),
+        ("--buffer-size", "2048".into()),
+        ("--metrics", metrics.to_string()),
+    ];
+    let args: Vec<String> = args
+        .into_iter()
+        .flat_map(|(name, value)| [name.to_string(), value])
+        .chain(extra.iter().cloned())
+        .collect();
+    let mut child = Child::program("ringgate", binary, &args, &layout.forwarder, log)?;
+    let deadline = Instant::now() + READY_TIMEOUT;
     let mut last_answer = "no answer".to_string();
     while Instant::now() < deadline {
         if let Some(status) = child.exited() {
@@ -94,13 +81,7 @@ pub fn start(
             ));
         }
         match http_get(metrics, "/readyz") {
-            Ok((200, _)) => {
-                return Ok(Ringgate {
-                    child,
-                    listen,
-                    metrics,
-                });
-            }
+            Ok((200, _)) => return Ok((child, listen, metrics)),
             Ok((status, _)) => last_answer = format!("HTTP {status}"),
             Err(e) => last_answer = e,
         }
@@ -112,67 +93,58 @@ pub fn start(
     ))
 }
 
-/// A minimal HTTP/1.0 GET, enough for /readyz and /metrics on loopback; returns the status code
-/// and the body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+/// A minimal HTTP/1.0 GET on loopback; returns the status code and the body.
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut stream =
         TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(HTTP_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(HTTP_TIMEOUT)))
         .map_err(|e| e.to_string())?;
     write!(
         stream,
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .map_err(|e| format!("send request: {e}"))?;
+    .map_err(|e| format!("request: {e}"))?;
+    // The body ends when the server closes; bounded by the read timeout and a size cap.
     let mut response = Vec::new();
-    // HTTP/1.0 with Connection: close: the body ends when the server closes. Bounded by the
-    // read timeout and by the size cap.
     stream
         .take(16 << 20)
         .read_to_end(&mut response)
-        .map_err(|e| format!("read response: {e}"))?;
+        .map_err(|e| format!("response: {e}"))?;
     let response = String::from_utf8_lossy(&response);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
         .split_whitespace()
         .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "malformed HTTP response `{}`",
-                head.lines().next().unwrap_or("")
-            )
-        })?;
+        .and_then(|code| code.parse().ok());
+    let status = status.ok_or_else(|| {
+        format!(
+            "malformed HTTP response `{}`",
+            head.lines().next().unwrap_or("")
+        )
+    })?;
     Ok((status, body.to_string()))
 }
 
-/// The recorded ringgate counters now.
+/// The recorded counters now.
 pub fn scrape(metrics: SocketAddr) -> Result<Counters, String> {
-    let (status, body) = http_get(metrics, "/metrics")?;
-    if status != 200 {
-        return Err(format!("/metrics answered HTTP {status}"));
+    match http_get(metrics, "/metrics")? {
+        (200, body) => Ok(parse_counters(&body)),
+        (status, _) => Err(format!("/metrics answered HTTP {status}")),
     }
-    Ok(parse_counters(&body))
 }
 
 fn parse_counters(text: &str) -> Counters {
-    text.lines()
-        .filter(|line| RECORDED_METRICS.iter().any(|name| line.starts_with(name)))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series.trim().to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
+    let recorded = |line: &&str| RECORDED_METRICS.iter().any(|name| line.starts_with(name));
+    let series = |line: &str| {
+        let (series, value) = line.rsplit_once(' ')?;
+        Some((series.trim().to_string(), value.trim().parse().ok()?))
+    };
+    text.lines().filter(recorded).filter_map(series).collect()
 }
 
-/// Self-checks of the pure logic above. Bench targets built with `harness = false` never run
-/// `#[test]` functions, so the driver runs these under `cargo test --benches` instead.
-pub mod checks {
-    use super::*;
-
-    pub fn counters_from_prometheus_text() {
+checks! {
+    counters_from_prometheus_text {
         let text = "# HELP ringgate_packets_total Packets.\n\
                     # TYPE ringgate_packets_total counter\n\
                     ringgate_packets_total{direction=\"upstream\"} 1234\n\
@@ -181,18 +153,7 @@ pub mod checks {
                     # EOF\n";
         let counters = parse_counters(text);
         assert_eq!(counters.len(), 2);
-        assert_eq!(
-            counters["ringgate_packets_total{direction=\"upstream\"}"],
-            1234.0
-        );
-        assert_eq!(
-            counters["ringgate_drops_total{reason=\"session_limit\"}"],
-            5.0
-        );
+        assert_eq!(counters["ringgate_packets_total{direction=\"upstream\"}"], 1234.0);
+        assert_eq!(counters["ringgate_drops_total{reason=\"session_limit\"}"], 5.0);
     }
-
-    pub const ALL: &[(&str, fn())] = &[(
-        "ringgate::counters_from_prometheus_text",
-        counters_from_prometheus_text,
-    )];
 }

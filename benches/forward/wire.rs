@@ -1,75 +1,128 @@
 //! The generator's datagram format, shared by the generator (writer, and reader of echoes) and
-//! the backend (reader): an 8-byte sequence number, an 8-byte send timestamp and a 4-byte flow
-//! id, little-endian, padded with zeros to the payload size. Forwarders never look inside.
+//! the backend (reader): an 8-byte sequence number, an 8-byte send time and a 4-byte flow id,
+//! little-endian, padded with zeros to the payload size. Forwarders never look inside. Also
+//! what the roles tell the driver (the JSON of the control protocol, typed on both sides) and
+//! the single-writer counter the load roles keep per thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::{Deserialize, Serialize};
 
 /// Bytes of header at the start of every payload; the smallest payload the generator sends.
 pub const HEADER_LEN: usize = 20;
 
-/// What the generator stamps into every datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// Per-flow sequence number, from 0 with no gaps as sent: a gap at the receiver is a loss.
     pub seq: u64,
-    /// CLOCK_MONOTONIC nanoseconds when the batch holding this datagram was handed to the kernel.
+    /// Nanoseconds since the generator started when the batch holding this datagram was sent;
+    /// only the generator reads it back (from the echo), so its own `Instant` is the clock.
     pub sent_ns: u64,
-    /// Index of the generator socket (source port) the datagram left from.
+    /// The generator's flow (socket, source port) the datagram left from.
     pub flow: u32,
 }
 
 impl Header {
-    /// Writes the header into the front of `payload`, which is at least `HEADER_LEN` long; the
-    /// padding after it is left as it is (zeros, written once when the buffer was made).
+    /// Writes the header into the front of `payload`, at least `HEADER_LEN` long; the padding
+    /// after it stays as it is (zeros, written once when the buffer was made).
     pub fn write(&self, payload: &mut [u8]) {
         payload[0..8].copy_from_slice(&self.seq.to_le_bytes());
         payload[8..16].copy_from_slice(&self.sent_ns.to_le_bytes());
         payload[16..20].copy_from_slice(&self.flow.to_le_bytes());
     }
 
-    /// Reads the header of a received payload, or `None` if it is too short to hold one.
+    /// The header of a received payload, or `None` if it is too short to hold one.
     pub fn read(payload: &[u8]) -> Option<Header> {
-        let header = payload.get(..HEADER_LEN)?;
-        let word = |range: std::ops::Range<usize>| {
-            let mut bytes = [0u8; 8];
-            bytes[..range.len()].copy_from_slice(&header[range]);
-            u64::from_le_bytes(bytes)
-        };
-        Some(Header {
-            seq: word(0..8),
-            sent_ns: word(8..16),
-            flow: word(16..20) as u32,
+        let u64_at = |at: usize| u64::from_le_bytes(payload[at..at + 8].try_into().expect("8"));
+        (payload.len() >= HEADER_LEN).then(|| Header {
+            seq: u64_at(0),
+            sent_ns: u64_at(8),
+            flow: u32::from_le_bytes(payload[16..20].try_into().expect("4")),
         })
     }
 }
 
-/// Self-checks of the pure logic above. Bench targets built with `harness = false` never run
-/// `#[test]` functions, so the driver runs these under `cargo test --benches` instead.
-pub mod checks {
-    use super::*;
+/// A role's `ready`: where it listens (the backend for forwarders, a forwarder for the load).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ready {
+    pub listen: SocketAddr,
+}
 
-    pub fn header_round_trips_through_a_padded_payload() {
-        let header = Header {
-            seq: 0x0102_0304_0506_0708,
-            sent_ns: u64::MAX - 7,
-            flow: 9_999,
-        };
+/// The generator's counts so far, its answer to `snap` and to the window commands.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct GeneratorSnap {
+    pub sent: u64,
+    pub send_failed: u64,
+    pub echoed: u64,
+}
+
+/// Round-trip times over the measured window.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Rtt {
+    pub samples: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+}
+
+/// The generator's answer to `finish`, once sending stopped and echoes drained: per flow.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GeneratorReport {
+    pub sent: Vec<u64>,
+    pub echoed: Option<Vec<u64>>,
+    pub send_failed: u64,
+    /// Echoes whose header named another flow than the socket they came back on.
+    pub mismatched: u64,
+    pub rtt: Option<Rtt>,
+}
+
+/// The backend's counts so far, its answer to `snap`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendSnap {
+    pub received: u64,
+    /// What the flows must have sent, from the highest sequence number seen of each.
+    pub expected: u64,
+    /// Truncated datagrams, those without a header or naming no flow of the run, and errors.
+    pub odd: u64,
+    pub echo_failed: u64,
+}
+
+/// The backend's answer to `report`: per flow.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendReport {
+    pub received: Vec<u64>,
+    pub expected: Vec<u64>,
+}
+
+/// A counter with one writer thread and any number of readers: the writer's load-then-store is
+/// exact without a locked instruction on the per-datagram path.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed) + n, Relaxed);
+    }
+
+    pub fn raise_to(&self, n: u64) {
+        if n > self.get() {
+            self.0.store(n, Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+checks! {
+    header_round_trips_through_a_padded_payload {
+        let header = Header { seq: 0x0102_0304_0506_0708, sent_ns: u64::MAX - 7, flow: 9_999 };
         let mut payload = vec![0u8; 64];
         header.write(&mut payload);
         assert_eq!(Header::read(&payload), Some(header));
         assert!(payload[HEADER_LEN..].iter().all(|&b| b == 0));
+        assert_eq!(Header::read(&payload[..HEADER_LEN - 1]), None);
     }
-
-    pub fn short_payload_has_no_header() {
-        assert_eq!(Header::read(&[0u8; HEADER_LEN - 1]), None);
-    }
-
-    pub const ALL: &[(&str, fn())] = &[
-        (
-            "wire::header_round_trips_through_a_padded_payload",
-            header_round_trips_through_a_padded_payload,
-        ),
-        (
-            "wire::short_payload_has_no_header",
-            short_payload_has_no_header,
-        ),
-    ];
 }

@@ -1,0 +1,254 @@
+//! One contestant through one step at one worker count. The driver is the clock: it starts the
+//! backend, the forwarder and the generator, runs the step's scenario (which decides what else
+//! happens and where the measured window lies), samples every counter at both edges of the
+//! window, and turns the differences into one [`Measurement`].
+//!
+//! CPU per packet is the forwarder's utime+stime over the window divided by the datagrams the
+//! backend received in the same window, so sessions made during warm-up and packets still
+//! queued after the window do not count. Every child is owned by a guard that stops and reaps
+//! it however this returns.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::plan::{Contestant, Layout, Plan, Scenario, Step};
+use crate::procfs;
+use crate::rig::{ANSWER_TIMEOUT, Rig, Sample};
+use crate::wire::{BackendReport, BackendSnap, GeneratorReport, Rtt};
+
+/// Without echo, the wait before the backend's final count, so datagrams still queued in the
+/// forwarder arrive (the generator drains echoes for as long itself).
+const FORWARD_DRAIN: Duration = Duration::from_millis(300);
+
+pub struct Context {
+    pub log_dir: PathBuf,
+    pub ticks_per_second: u64,
+}
+
+/// Why a run has no measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// The contestant cannot run the step, or did not start earlier.
+    NotRun,
+    /// The forwarder did not start (a ringgate build may not): told apart, so that the driver
+    /// stops retrying it.
+    FailedToStart,
+    /// Something failed once all had started.
+    Failed,
+}
+
+impl Missing {
+    /// A few words, for a ratio line.
+    pub fn words(self) -> &'static str {
+        match self {
+            Missing::NotRun => "not run",
+            Missing::FailedToStart => "failed to start",
+            Missing::Failed => "failed during the run",
+        }
+    }
+
+    /// What a table row says before the reason.
+    pub fn headline(self) -> &'static str {
+        match self {
+            Missing::NotRun => "not run",
+            Missing::FailedToStart => "FAILED TO START",
+            Missing::Failed => "FAILED",
+        }
+    }
+}
+
+/// CPU use of one process over the window.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Usage {
+    pub cpu_secs: f64,
+    /// Percent of one core.
+    pub core_pct: f64,
+}
+
+/// Loss per flow over the whole run (warm-up included), after draining: what the generator
+/// sent against what reached the backend (or, with echo, came back).
+#[derive(Debug, Serialize)]
+pub struct FlowLoss {
+    pub flows_with_loss: usize,
+    pub worst_loss_pct: f64,
+    pub sent: Vec<u64>,
+    pub arrived: Vec<u64>,
+}
+
+impl FlowLoss {
+    fn new(sent: Vec<u64>, arrived: Vec<u64>) -> FlowLoss {
+        let pct = |(&sent, &arrived): (&u64, &u64)| {
+            sent.saturating_sub(arrived) as f64 * 100.0 / sent.max(1) as f64
+        };
+        let losses: Vec<f64> = sent.iter().zip(&arrived).map(pct).collect();
+        let flows_with_loss = losses.iter().filter(|&&pct| pct > 0.0).count();
+        let worst_loss_pct = losses.into_iter().fold(0.0, f64::max);
+        FlowLoss {
+            flows_with_loss,
+            worst_loss_pct,
+            sent,
+            arrived,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Measurement {
+    pub window_secs: f64,
+    pub offered_pps: f64,
+    pub delivered_pps: f64,
+    /// Offered minus delivered over the window, in percent of offered.
+    pub loss_pct: f64,
+    /// Sequence gaps the backend saw over the window, in percent of offered.
+    pub seq_loss_pct: f64,
+    /// Kernel drops at full receive buffers over the window, in percent of offered: at the
+    /// forwarder's sockets (it fell behind) and at the generator's and backend's (the load did).
+    pub socket_drop_pct_at_forwarder: f64,
+    pub socket_drop_pct_at_load: f64,
+    pub cpu_us_per_packet: Option<f64>,
+    pub forwarder: Usage,
+    /// How busy the forwarder's CPUs were over the window, by anyone (percent of the set).
+    pub forwarder_cpus_busy_pct: f64,
+    pub load_cpus_busy_pct: f64,
+    pub forwarder_peak_rss_kib: Option<u64>,
+    pub generator: Usage,
+    pub backend: Usage,
+    pub rtt: Option<Rtt>,
+    pub per_flow: FlowLoss,
+    /// Raw counts and the forwarder's own counters, for the JSON.
+    pub details: Value,
+}
+
+/// Runs `contestant` through `step` on `layout`.
+pub fn run(
+    step: &Step,
+    contestant: &Contestant,
+    layout: &Layout,
+    plan: &Plan,
+    context: &Context,
+) -> Result<Measurement, (Missing, String)> {
+    let log = context.log_dir.join(format!(
+        "{}-{}w-{}.log",
+        step.name(),
+        layout.workers,
+        contestant.name()
+    ));
+    let mut rig = Rig::start(step, contestant, layout, plan, &log)?;
+    let window = match step.scenario {
+        Scenario::Steady => steady(&mut rig),
+    };
+    let measured =
+        window.and_then(|(before, after)| finish(rig, contestant, before, after, context));
+    measured.map_err(|reason| (Missing::Failed, reason))
+}
+
+/// Warm-up, then the measured window with nothing else going on.
+fn steady(rig: &mut Rig) -> Result<(Sample, Sample), String> {
+    std::thread::sleep(rig.plan.warmup);
+    rig.check_alive("warm-up")?;
+    let before = rig.sample("window-start")?;
+    std::thread::sleep(rig.plan.measure);
+    let after = rig.sample("window-end")?;
+    rig.check_alive("the measured window")?;
+    Ok((before, after))
+}
+
+/// Percent of the ticks between two (busy, total) readings that were busy.
+fn busy_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
+    after.0.saturating_sub(before.0) as f64 * 100.0 / after.1.saturating_sub(before.1).max(1) as f64
+}
+
+/// The final reports, and the figures made from them and the window.
+fn finish(
+    mut rig: Rig,
+    contestant: &Contestant,
+    before: Sample,
+    after: Sample,
+    context: &Context,
+) -> Result<Measurement, String> {
+    let peak_rss_kib = procfs::peak_rss_kib(rig.forwarder.pid()).ok();
+    let forwarder_stats: Value = match contestant {
+        Contestant::Baseline => rig
+            .forwarder
+            .ask("snap", "snap", ANSWER_TIMEOUT)
+            .unwrap_or_else(|e| json!({ "error": e })),
+        _ => Value::Null,
+    };
+    let generator: GeneratorReport = rig.loadgen.ask("finish", "report", ANSWER_TIMEOUT)?;
+    if !rig.step.echo {
+        std::thread::sleep(FORWARD_DRAIN);
+    }
+    let backend: BackendReport = rig.backend.ask("report", "report", ANSWER_TIMEOUT)?;
+    let backend_final: BackendSnap = rig.backend.ask("snap", "snap", ANSWER_TIMEOUT)?;
+
+    let delta: BTreeMap<&str, u64> = after
+        .counts
+        .iter()
+        .map(|(&key, &n)| (key, n.saturating_sub(before.counts[key])))
+        .collect();
+    let window_secs = (after.at - before.at).as_secs_f64();
+    let (offered, delivered) = (delta["offered"], delta["delivered"]);
+    let usage = |key: &str| {
+        let cpu_secs = delta[key] as f64 / context.ticks_per_second as f64;
+        Usage {
+            cpu_secs,
+            core_pct: cpu_secs * 100.0 / window_secs,
+        }
+    };
+    let forwarder = usage("forwarder_cpu_ticks");
+    let pct_of_offered = |count: f64| count * 100.0 / offered.max(1) as f64;
+    let arrived = if rig.step.echo {
+        generator.echoed.unwrap_or_default()
+    } else {
+        backend.received
+    };
+    let metrics_deltas = match (before.metrics, after.metrics) {
+        (Some(Ok(before)), Some(Ok(after))) => {
+            let delta = |(series, value): (&String, &f64)| {
+                (series.clone(), value - before.get(series).unwrap_or(&0.0))
+            };
+            json!(after.iter().map(delta).collect::<BTreeMap<_, _>>())
+        }
+        (Some(Err(e)), _) | (_, Some(Err(e))) => json!({ "error": e }),
+        _ => Value::Null,
+    };
+    Ok(Measurement {
+        window_secs,
+        offered_pps: offered as f64 / window_secs,
+        delivered_pps: delivered as f64 / window_secs,
+        loss_pct: pct_of_offered(offered as f64 - delivered as f64),
+        seq_loss_pct: pct_of_offered(delta["expected"] as f64 - delivered as f64),
+        socket_drop_pct_at_forwarder: pct_of_offered(delta["socket_drops_at_forwarder"] as f64),
+        socket_drop_pct_at_load: pct_of_offered(delta["socket_drops_at_load"] as f64),
+        cpu_us_per_packet: (delivered > 0).then(|| forwarder.cpu_secs * 1e6 / delivered as f64),
+        forwarder,
+        forwarder_cpus_busy_pct: busy_pct(before.cpus[0], after.cpus[0]),
+        load_cpus_busy_pct: busy_pct(before.cpus[1], after.cpus[1]),
+        forwarder_peak_rss_kib: peak_rss_kib,
+        generator: usage("generator_cpu_ticks"),
+        backend: usage("backend_cpu_ticks"),
+        rtt: generator.rtt,
+        per_flow: FlowLoss::new(generator.sent, arrived),
+        details: json!({
+            "window_counts": delta,
+            "generator_send_failed": generator.send_failed,
+            "generator_echo_mismatched": generator.mismatched,
+            "backend_at_end": backend_final,
+            "forwarder_counters_over_window": metrics_deltas,
+            "forwarder_stats": forwarder_stats,
+        }),
+    })
+}
+
+checks! {
+    flow_loss_counts_lossy_flows_and_the_worst {
+        let loss = FlowLoss::new(vec![100, 200, 0, 50], vec![100, 150, 0, 60]);
+        assert_eq!((loss.flows_with_loss, loss.worst_loss_pct), (1, 25.0));
+        assert_eq!(busy_pct((10, 100), (60, 200)), 50.0);
+    }
+}

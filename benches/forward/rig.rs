@@ -1,0 +1,210 @@
+//! The processes of one run and the counters read from them. A rig starts the backend, the
+//! forwarder under test and the generator, each pinned to its CPUs, and samples every counter
+//! at an edge of the measured window: the generator's and backend's counts over the control
+//! protocol, CPU time and socket drops from /proc, and ringgate's own counters. Its guards stop
+//! and reap every child however the run ends: the load first, then the forwarder, then the
+//! backend it feeds.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::measure::Missing;
+use crate::plan::{Contestant, Layout, Plan, Step};
+use crate::proc::Child;
+use crate::wire::{BackendSnap, GeneratorSnap, Ready};
+use crate::{procfs, ringgate};
+
+/// How long a role may take to say `ready` (10 000 sockets take a fraction of this).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a role may take to answer; a busy load CPU delays it by milliseconds.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Counters at one edge of the measured window, by the names the JSON gives their deltas.
+pub struct Sample {
+    pub at: Instant,
+    pub counts: BTreeMap<&'static str, u64>,
+    /// (busy, total) ticks of the forwarder's and the load's CPU sets.
+    pub cpus: [(u64, u64); 2],
+    /// ringgate's counters, or why they could not be read (`None` for the other contestants).
+    pub metrics: Option<Result<ringgate::Counters, String>>,
+}
+
+/// The processes of one run. Fields drop in order: the load stops first, then the forwarder,
+/// then the backend it feeds.
+pub struct Rig<'a> {
+    pub loadgen: Child,
+    pub forwarder: Child,
+    metrics: Option<SocketAddr>,
+    pub backend: Child,
+    pub step: &'a Step,
+    layout: &'a Layout,
+    pub plan: &'a Plan,
+}
+
+impl<'a> Rig<'a> {
+    /// Starts the backend, `contestant` (logging to `log` if it is ringgate) and the load. A
+    /// failure to start the forwarder is told apart, so the driver stops retrying a ringgate
+    /// that does not start.
+    pub fn start(
+        step: &'a Step,
+        contestant: &Contestant,
+        layout: &'a Layout,
+        plan: &'a Plan,
+        log: &Path,
+    ) -> Result<Rig<'a>, (Missing, String)> {
+        let (backend, backend_addr) =
+            start_backend(step, layout, plan).map_err(|e| (Missing::Failed, e))?;
+        let started = start_forwarder(contestant, backend_addr, layout, plan, log);
+        let (forwarder, listen, metrics) = started.map_err(|e| (Missing::FailedToStart, e))?;
+        let loadgen =
+            start_loadgen(step, layout, plan, listen).map_err(|e| (Missing::Failed, e))?;
+        Ok(Rig {
+            loadgen,
+            forwarder,
+            metrics,
+            backend,
+            step,
+            layout,
+            plan,
+        })
+    }
+
+    pub fn check_alive(&mut self, phase: &str) -> Result<(), String> {
+        match self.forwarder.exited() {
+            Some(status) => Err(format!("forwarder exited ({status}) during {phase}")),
+            None => Ok(()),
+        }
+    }
+
+    pub fn sample(&mut self, window_command: &str) -> Result<Sample, String> {
+        let metrics = self.metrics.map(ringgate::scrape);
+        let generator: GeneratorSnap = self.loadgen.ask(window_command, "snap", ANSWER_TIMEOUT)?;
+        // The backend's count and the forwarder's CPU time are read back to back: they are the
+        // numerator and denominator of CPU per packet.
+        let backend: BackendSnap = self.backend.ask("snap", "snap", ANSWER_TIMEOUT)?;
+        let forwarder_ticks = procfs::cpu_ticks(self.forwarder.pid())?;
+        let at = Instant::now();
+        // The other clocks next, while they describe the same instant; the socket tables last,
+        // as reading them takes milliseconds with 10 000 flows.
+        let cpus = [
+            procfs::cpu_set_ticks(&self.layout.forwarder)?,
+            procfs::cpu_set_ticks(&self.layout.load)?,
+        ];
+        let (loadgen, backend_pid, forwarder) =
+            (self.loadgen.pid(), self.backend.pid(), self.forwarder.pid());
+        let counts = [
+            ("offered", generator.sent),
+            ("echoed", generator.echoed),
+            ("delivered", backend.received),
+            ("expected", backend.expected),
+            ("forwarder_cpu_ticks", forwarder_ticks),
+            ("generator_cpu_ticks", procfs::cpu_ticks(loadgen)?),
+            ("backend_cpu_ticks", procfs::cpu_ticks(backend_pid)?),
+            ("socket_drops_at_forwarder", procfs::udp_drops(forwarder)?),
+            (
+                "socket_drops_at_load",
+                procfs::udp_drops(loadgen)? + procfs::udp_drops(backend_pid)?,
+            ),
+            ("backlog_drops_machine_wide", procfs::backlog_drops()?),
+        ];
+        Ok(Sample {
+            at,
+            counts: counts.into(),
+            cpus,
+            metrics,
+        })
+    }
+}
+
+/// `--name value` pairs (and `--echo`) for a role.
+fn args(pairs: &[(&str, String)], echo: bool) -> Vec<String> {
+    let flag = echo.then(|| "--echo".to_string());
+    pairs
+        .iter()
+        .flat_map(|(name, value)| [format!("--{name}"), value.clone()])
+        .chain(flag)
+        .collect()
+}
+
+fn lifetime(plan: &Plan) -> (&'static str, String) {
+    ("max-secs", plan.run_bound().as_secs().to_string())
+}
+
+/// Starts `role` and returns it with the address its `ready` line names.
+fn start_role(role: &str, cpus: &[usize], args: &[String]) -> Result<(Child, SocketAddr), String> {
+    let mut child = Child::role(role, cpus, args)?;
+    let ready: Ready = child.expect("ready", READY_TIMEOUT)?;
+    Ok((child, ready.listen))
+}
+
+/// The backend's threads start on the load CPUs after the generator's, so with several load
+/// CPUs they do not share one.
+fn start_backend(step: &Step, layout: &Layout, plan: &Plan) -> Result<(Child, SocketAddr), String> {
+    let mut cpus = layout.load.0.clone();
+    let shift = plan.load_threads % cpus.len();
+    cpus.rotate_left(shift);
+    let pairs = [
+        ("flows", step.flows.to_string()),
+        ("threads", plan.load_threads.to_string()),
+        lifetime(plan),
+    ];
+    start_role("backend", &cpus, &args(&pairs, step.echo))
+}
+
+fn start_loadgen(
+    step: &Step,
+    layout: &Layout,
+    plan: &Plan,
+    target: SocketAddr,
+) -> Result<Child, String> {
+    let pairs = [
+        ("target", target.to_string()),
+        ("flows", step.flows.to_string()),
+        ("payload", step.payload_bytes.to_string()),
+        ("rate", step.rate.to_string()),
+        ("threads", plan.load_threads.to_string()),
+        lifetime(plan),
+    ];
+    let mut loadgen = Child::role("loadgen", &layout.load, &args(&pairs, step.echo))?;
+    loadgen.expect::<serde_json::Value>("ready", READY_TIMEOUT)?;
+    Ok(loadgen)
+}
+
+type Started = (Child, SocketAddr, Option<SocketAddr>);
+
+fn start_forwarder(
+    contestant: &Contestant,
+    backend: SocketAddr,
+    layout: &Layout,
+    plan: &Plan,
+    log: &Path,
+) -> Result<Started, String> {
+    let common = [
+        ("backend", backend.to_string()),
+        ("workers", layout.workers.to_string()),
+        lifetime(plan),
+    ];
+    let (role, pairs) = match contestant {
+        Contestant::Ringgate { bin, .. } => {
+            let (child, listen, metrics) =
+                ringgate::start(bin, &plan.ringgate_args, backend, layout, log)?;
+            return Ok((child, listen, Some(metrics)));
+        }
+        // Idle timeout and buffer size as on ringgate's command line.
+        Contestant::Baseline => (
+            "baseline",
+            vec![
+                ("idle-timeout", "60".into()),
+                ("buffer-size", "2048".into()),
+            ],
+        ),
+        Contestant::Floor => ("floor", vec![]),
+    };
+    let (child, listen) = start_role(
+        role,
+        &layout.forwarder,
+        &args(&[&common[..], &pairs].concat(), false),
+    )?;
+    Ok((child, listen, None))
+}
