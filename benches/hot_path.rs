@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringgate::datagram;
-use ringgate::session::{Held, Ingress, Key, Sessions};
+use ringgate::session::{Held, Ingress, Key, Limits, Sessions};
 use ringgate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
 use ringgate::sys::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 use ringgate::user_data::Op;
@@ -55,7 +55,12 @@ const FIRST: Held = Held { bid: 0, len: 64 };
 
 /// A table holding `size` open sessions, and their clients and keys.
 fn open_table(size: usize) -> (Sessions<NoSocket>, Vec<SocketAddr>, Vec<Key>) {
-    let mut sessions = Sessions::new(size * 2, 8, size * 2);
+    let mut sessions = Sessions::new(Limits {
+        sessions_max: size * 2,
+        fd_max: usize::MAX,
+        pending_max: 8,
+        held_max: size * 2,
+    });
     let clients: Vec<SocketAddr> = (0..size).map(client).collect();
     let keys = clients
         .iter()

@@ -4,9 +4,11 @@
 //! route comes from [`route`], and everything that touches the kernel is behind [`sys`].
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod config;
 pub mod datagram;
 pub mod host_check;
+pub mod logtext;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

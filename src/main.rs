@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
@@ -38,8 +38,9 @@ fn main() -> ExitCode {
             warn!("{var} is a udp-gate setting ringgate does not need; ignoring it");
         }
     }
-    // Registered before the workers start, so a signal during start-up is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    // Registered before the workers start, so a signal during start-up is not lost. SIGHUP and
+    // SIGUSR1 would kill the process by default: a stray `kill -HUP` must not drop every player.
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]) {
         Ok(signals) => signals,
         Err(e) => {
             error!(error = %e, "cannot install signal handlers");
@@ -89,7 +90,17 @@ fn main() -> ExitCode {
         metrics = ?proxy.metrics_addr(),
         "ready"
     );
-    let signal = signals.forever().next();
+    let signal = signals.forever().find(|&signal| match signal {
+        SIGHUP => {
+            warn!("SIGHUP ignored: ringgate reads its settings only at start; restart it to change them");
+            false
+        }
+        SIGUSR1 => {
+            warn!("SIGUSR1 ignored: it has no meaning to ringgate");
+            false
+        }
+        _ => true,
+    });
     info!(?signal, "shutting down");
     match proxy.shutdown() {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::metrics::MetricsServer;
+use crate::metrics::{self, MetricsServer};
 use crate::route::{self, Routes};
 use crate::stats::Shared;
 use crate::sys::setup::TaskRun;
@@ -59,14 +59,33 @@ impl Proxy {
                 "no route source: give --backend ADDR, or Redis settings".into(),
             ));
         }
-        match limits::raise_nofile() {
-            Ok(nofile) => info!(nofile, "open files limit"),
-            Err(e) => warn!(error = %e, "cannot raise the open files limit"),
-        }
+        let nofile = match limits::raise_nofile() {
+            Ok(nofile) => nofile,
+            Err(e) => {
+                warn!(error = %e, "cannot raise the open files limit");
+                1024
+            }
+        };
+        // Sessions never take the last descriptors: the reserve keeps health checks, metrics
+        // and Redis reachable when a flood of new sources meets a low limit.
+        let reserve = config.fd_reserve();
+        let per_worker = nofile.saturating_sub(reserve) / config.workers.max(1) as u64;
+        info!(
+            nofile,
+            reserve,
+            sessions_per_worker = per_worker,
+            "open files limit"
+        );
         // What the router reports on is the same for every worker; ask one built for that.
         let probe = route::build(&config.routes, 0, Instant::now());
-        let shared = Arc::new(Shared::new(config.workers, probe.name(), probe.links()));
+        let mut shared = Shared::new(config.workers, probe.name(), probe.links());
         drop(probe);
+        shared.fd_sessions_per_worker = usize::try_from(per_worker).unwrap_or(usize::MAX);
+        shared.local_ips = limits::local_addresses().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list the host's addresses; only loopback counts as ringgate's own");
+            Vec::new()
+        });
+        let shared = Arc::new(shared);
         let config = Arc::new(config);
         let mut proxy = Proxy {
             local: config.listen,
@@ -88,7 +107,18 @@ impl Proxy {
             }
         }
         if let Some(addr) = config.metrics {
-            match MetricsServer::start(addr, Arc::clone(&shared)) {
+            let settings = metrics::Settings {
+                addr,
+                connections_max: config.metrics_connections_max,
+                worker_cpus: config
+                    .cpus
+                    .as_ref()
+                    .map(|cpus| cpus.iter().copied().cycle().take(config.workers).collect()),
+                allowed_cpus: core_affinity::get_core_ids()
+                    .map(|ids| ids.into_iter().map(|c| c.id).collect())
+                    .unwrap_or_default(),
+            };
+            match MetricsServer::start(settings, Arc::clone(&shared)) {
                 Ok(server) => proxy.metrics = Some(server),
                 Err(e) => {
                     let _ = proxy.stop();

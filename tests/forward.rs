@@ -406,11 +406,17 @@ fn an_empty_buffer_ring_stops_no_socket_from_receiving() {
     }
     while backend.next().1 != b"after" {}
     let dry_listener = count(&proxy, Counter::RecvNoBuffers);
-    assert!(dry_listener > 0, "the listener never ran dry: the test proved nothing");
+    assert!(
+        dry_listener > 0,
+        "the listener never ran dry: the test proved nothing"
+    );
 
     // Backend -> the session's socket.
     for seq in 0..BURST {
-        backend.socket.send_to(&seq.to_be_bytes(), upstream).unwrap();
+        backend
+            .socket
+            .send_to(&seq.to_be_bytes(), upstream)
+            .unwrap();
     }
     backend.socket.send_to(b"after", upstream).unwrap();
     if forced {
@@ -427,7 +433,10 @@ fn an_empty_buffer_ring_stops_no_socket_from_receiving() {
         "the session socket never ran dry: the test proved nothing"
     );
     assert!(rearms >= dry, "{rearms} re-arms for {dry} dry receives");
-    eprintln!("buffers forced: {forced}; dry receives: {dry_listener} listener, {} session; re-arms {rearms}", dry - dry_listener);
+    eprintln!(
+        "buffers forced: {forced}; dry receives: {dry_listener} listener, {} session; re-arms {rearms}",
+        dry - dry_listener
+    );
     // Both sockets still receive after the bursts.
     client.send_to(b"again", proxy.local_addr()).unwrap();
     assert_eq!(backend.next().1, b"again");

@@ -11,6 +11,7 @@ use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
 
 use super::Config;
+use crate::admission::rate::{self, RateLimit};
 use crate::route::Routes;
 use crate::route::redis::Settings as RedisSettings;
 use crate::route::redis::conn::{Handshake, Secret};
@@ -68,7 +69,20 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
 
-    /// Sessions per worker; datagrams from new clients beyond it are dropped and counted
+    /// Close a session whose client has not sent again after its backend's first answer
+    /// within this long (a spoofed source never can)
+    #[arg(long, env = "RINGGATE_UNREPLIED_TIMEOUT", value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub unreplied_timeout: u64,
+
+    /// New sessions per source address (an IPv6 /64 is one source), RATE per second with a
+    /// BURST; 0 disables
+    #[arg(long, env = "RINGGATE_NEW_SESSIONS_PER_IP", value_name = "RATE[/BURST]",
+          default_value = "50/100", value_parser = parse_rate)]
+    pub new_sessions_per_ip: Option<RateLimit>,
+
+    /// Sessions per worker; when full, a new client evicts the oldest unconfirmed session, or
+    /// is dropped and counted
     #[arg(long, env = "RINGGATE_MAX_SESSIONS", value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..(SLOTS_MAX as i64)))]
     pub max_sessions: u32,
@@ -111,6 +125,12 @@ pub struct Cli {
     /// Serve /metrics, /healthz and /readyz on this address [default: off]
     #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Connections the metrics server holds at once; past it, the oldest that has not sent a
+    /// whole request is closed
+    #[arg(long, env = "RINGGATE_METRICS_CONNECTIONS_MAX", value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub metrics_connections_max: u32,
 
     /// Log line format (the level comes from RUST_LOG, default info)
     #[arg(long, env = "RINGGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -281,6 +301,15 @@ fn parse_power_of_two(text: &str, min: u32, max: u32) -> Result<u32, String> {
     Ok(n)
 }
 
+/// `RATE[/BURST]`; `0` is no limit. A value parser yields the field's inner type, so "no
+/// limit" travels as a limit of zero and becomes `None` in [`Cli::into_config`].
+fn parse_rate(text: &str) -> Result<RateLimit, String> {
+    Ok(rate::parse(text)?.unwrap_or(RateLimit {
+        per_sec: 0.0,
+        burst: 0.0,
+    }))
+}
+
 fn parse_buffers(text: &str) -> Result<u32, String> {
     parse_power_of_two(text, 2, ENTRIES_MAX)
 }
@@ -340,6 +369,8 @@ impl Cli {
             workers,
             cpus,
             idle_timeout: Duration::from_secs(self.idle_timeout),
+            unreplied_timeout: Duration::from_secs(self.unreplied_timeout),
+            new_sessions_per_ip: self.new_sessions_per_ip.filter(|r| r.per_sec > 0.0),
             sessions_max: self.max_sessions as usize,
             pending_max: self.pending_max as usize,
             buffer_size_bytes: self.buffer_size,
@@ -348,6 +379,7 @@ impl Cli {
             ring_entries: self.ring_entries,
             task_run: self.task_run,
             metrics: self.metrics,
+            metrics_connections_max: self.metrics_connections_max as usize,
             log_format: self.log_format,
         })
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub use cli::{Cli, CpuList, LogFormat};
 
+use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::sys::setup::TaskRun;
 
@@ -25,7 +26,11 @@ pub struct Config {
     /// CPU for each worker (cycled); `None` leaves threads unpinned.
     pub cpus: Option<Vec<usize>>,
     pub idle_timeout: Duration,
-    /// Sessions per worker, closing ones included.
+    /// How long a session may stay unconfirmed (no answer seen by its client).
+    pub unreplied_timeout: Duration,
+    /// New sessions per source address (`None`: unlimited).
+    pub new_sessions_per_ip: Option<RateLimit>,
+    /// Sessions per worker.
     pub sessions_max: usize,
     /// Datagrams held per session while its route is looked up.
     pub pending_max: usize,
@@ -37,6 +42,8 @@ pub struct Config {
     pub ring_entries: u32,
     pub task_run: TaskRun,
     pub metrics: Option<SocketAddr>,
+    /// Connections the metrics server holds at once.
+    pub metrics_connections_max: usize,
     pub log_format: LogFormat,
 }
 
@@ -49,6 +56,11 @@ impl Config {
             workers: 1,
             cpus: None,
             idle_timeout: Duration::from_secs(60),
+            unreplied_timeout: Duration::from_secs(5),
+            new_sessions_per_ip: Some(RateLimit {
+                per_sec: 50.0,
+                burst: 100.0,
+            }),
             sessions_max: 65_536,
             pending_max: 8,
             buffer_size_bytes: 2048,
@@ -57,14 +69,23 @@ impl Config {
             ring_entries: 2048,
             task_run: TaskRun::Deferred,
             metrics: None,
+            metrics_connections_max: 64,
             log_format: LogFormat::Text,
         }
     }
 
-    /// How often the reaper runs: an eighth of the idle timeout, between 10 ms and 1 s, so a
-    /// session is closed between 1x and 1.25x the idle timeout after its last datagram.
+    /// How often the reaper runs: an eighth of the shorter of the idle and unreplied
+    /// timeouts, between 10 ms and 1 s, so a session is closed between 1x and 1.25x its
+    /// timeout.
     pub fn tick(&self) -> Duration {
-        (self.idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        (self.idle_timeout.min(self.unreplied_timeout) / 8)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// File descriptors kept from sessions: listeners, rings, eventfds and Redis connections
+    /// (8 a worker is ample), metrics connections, logs and stdio.
+    pub fn fd_reserve(&self) -> u64 {
+        64 + self.metrics_connections_max as u64 + 8 * self.workers as u64
     }
 
     /// Datagrams all of a worker's resolving sessions may hold together: a quarter of its
@@ -81,9 +102,18 @@ mod tests {
     #[test]
     fn tick_is_bounded() {
         let mut c = Config::new("127.0.0.1:1".parse().unwrap(), vec![]);
+        assert_eq!(
+            c.tick(),
+            Duration::from_millis(625),
+            "an eighth of the unreplied 5 s"
+        );
+        c.unreplied_timeout = Duration::from_secs(3600);
         assert_eq!(c.tick(), Duration::from_secs(1));
         c.idle_timeout = Duration::from_millis(40);
         assert_eq!(c.tick(), Duration::from_millis(10));
+        c.idle_timeout = Duration::from_secs(60);
+        c.unreplied_timeout = Duration::from_secs(1);
+        assert_eq!(c.tick(), Duration::from_millis(125));
     }
 
     #[test]

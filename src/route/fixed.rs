@@ -57,6 +57,10 @@ impl Router for Fixed {
         });
     }
 
+    fn is_backend(&self, addr: SocketAddr) -> bool {
+        self.backends.contains(&addr)
+    }
+
     /// Forgets one session placed on the backend `lease` names.
     fn release(&mut self, lease: Lease) {
         if let Some(count) = self.sessions.get_mut(lease.0 as usize) {

@@ -150,6 +150,12 @@ pub trait Router {
     /// A session this router placed with `lease` has closed.
     fn release(&mut self, _lease: Lease) {}
 
+    /// Whether `addr` is one of its backends (static, or recently given out). No session may
+    /// start from a backend's address: that datagram would start a forwarding loop.
+    fn is_backend(&self, _addr: SocketAddr) -> bool {
+        false
+    }
+
     /// One of the router's lent operations completed with `res`.
     fn complete(&mut self, _op: Lent, _res: i32, _io: &mut Io<'_>) {}
 

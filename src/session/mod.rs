@@ -12,6 +12,12 @@
 //! (`in_flight`: sends, the armed receive) through [`Sessions::op_started`],
 //! [`Sessions::op_finished`], [`Sessions::arm_recv`] and [`Sessions::recv_ended`], and frees a
 //! closing session the moment that count reaches zero. The worker asks; it never reaches in.
+//!
+//! Hostile traffic is bounded here, as conntrack bounds unreplied UDP entries: a session is
+//! *confirmed* once its backend has answered and its client has sent again after that answer
+//! (a spoofer who never sees the answer cannot do that). Until then it is on the unconfirmed
+//! list, oldest first (`unconfirmed`): it expires after the unreplied timeout, and when the
+//! table is full a newcomer evicts the oldest of them. A confirmed session is never evicted.
 //! [`Sessions::classify`] is the pure decision for a client datagram; finding sessions by
 //! other keys (idle, a disconnect's target) is in `find`.
 //!
@@ -33,6 +39,7 @@ use crate::user_data::{GENERATION_MASK, SLOTS_MAX};
 mod find;
 #[cfg(test)]
 mod tests;
+mod unconfirmed;
 
 /// A client datagram held in its provided buffer while the session's route is looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +77,19 @@ struct Session<U> {
     in_flight: u32,
     /// Whether the multishot receive on `upstream` is armed.
     recv_armed: bool,
+    /// The reaper tick the session was created at.
+    created_tick: u32,
+    /// The backend has answered.
+    answered: bool,
+    /// The client sent again after the backend answered: off the unconfirmed list for good.
+    confirmed: bool,
+    /// Neighbours on the unconfirmed list (slots; [`NIL`] at its ends and when off it).
+    prev: u32,
+    next: u32,
 }
+
+/// No slot: the end of the unconfirmed list.
+const NIL: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Slot<U> {
@@ -87,6 +106,9 @@ pub enum Ingress {
     Hold(Key),
     /// An unknown client with room for a new session.
     Create,
+    /// An unknown client, the table full: close this (the oldest unconfirmed) session as
+    /// evicted, then create.
+    Evict(Key),
     /// Drop it, counting the reason.
     Drop(Counter),
 }
@@ -115,6 +137,32 @@ pub struct Closed {
     pub recv_armed: bool,
 }
 
+/// How big a table may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions at once (`--max-sessions`).
+    pub sessions_max: usize,
+    /// Sessions the worker's share of file descriptors allows (what is left after the
+    /// process's reserve); the drop reason is `fd_reserve` when this is the tighter limit.
+    pub fd_max: usize,
+    /// Datagrams held per resolving session.
+    pub pending_max: usize,
+    /// Datagrams held by all resolving sessions together.
+    pub held_max: usize,
+}
+
+impl Limits {
+    /// The cap on sessions, and the reason a newcomer past it is dropped.
+    fn cap(&self) -> (usize, Counter) {
+        let sessions_max = self.sessions_max.min(SLOTS_MAX as usize);
+        if self.fd_max < sessions_max {
+            (self.fd_max, Counter::DropFdReserve)
+        } else {
+            (sessions_max, Counter::DropMaxSessions)
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Sessions<U = Socket> {
     by_client: HashMap<SocketAddr, u32>,
@@ -122,9 +170,18 @@ pub struct Sessions<U = Socket> {
     by_upstream_port: HashMap<u16, u32>,
     slots: Vec<Slot<U>>,
     free: Vec<u32>,
+    /// Sessions holding a slot, closing ones included, and of those the closing ones.
     live: usize,
+    closing: usize,
+    /// At most `max` sessions not closing; evicted sessions may take `slack` more slots
+    /// while their last operations complete (about one batch).
     max: usize,
+    slack: usize,
+    full: Counter,
     pending_max: usize,
+    /// The unconfirmed list: oldest (head) to newest (tail).
+    head: u32,
+    tail: u32,
     /// Datagrams held by all resolving sessions, and the most the worker may hold: held
     /// datagrams keep their receive buffers, and every socket of the worker draws on the same
     /// buffer ring, so without a worker-wide cap a burst of new clients waiting on a slow route
@@ -134,20 +191,23 @@ pub struct Sessions<U = Socket> {
 }
 
 impl<U: AsRawFd> Sessions<U> {
-    /// `max` sessions at once (open, resolving or closing), each holding at most `pending_max`
-    /// datagrams while it resolves, and all of them together at most `held_max`. `max` is
-    /// capped at the slot field's width.
-    pub fn new(max: usize, pending_max: usize, held_max: usize) -> Self {
+    pub fn new(limits: Limits) -> Self {
+        let (max, full) = limits.cap();
         Sessions {
             by_client: HashMap::new(),
             by_upstream_port: HashMap::new(),
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
-            max: max.min(SLOTS_MAX as usize),
-            pending_max,
+            closing: 0,
+            max,
+            slack: max / 16 + 16,
+            full,
+            pending_max: limits.pending_max,
+            head: NIL,
+            tail: NIL,
             held_total: 0,
-            held_max,
+            held_max: limits.held_max,
         }
     }
 
@@ -158,14 +218,7 @@ impl<U: AsRawFd> Sessions<U> {
 
     pub fn classify(&self, client: &SocketAddr) -> Ingress {
         let Some(&slot) = self.by_client.get(client) else {
-            return if self.live >= self.max {
-                Ingress::Drop(Counter::DropMaxSessions)
-            } else if self.held_total >= self.held_max {
-                // A new session's first datagram is held too.
-                Ingress::Drop(Counter::DropPendingFull)
-            } else {
-                Ingress::Create
-            };
+            return self.classify_newcomer();
         };
         let entry = &self.slots[slot as usize];
         let key = Key {
@@ -185,8 +238,25 @@ impl<U: AsRawFd> Sessions<U> {
         }
     }
 
-    /// Starts a session for `client`, resolving, holding its first datagram. The caller checked
-    /// that [`Sessions::classify`] said [`Ingress::Create`].
+    /// A client with no session: room for one, room after evicting the oldest unconfirmed
+    /// session, or a drop.
+    fn classify_newcomer(&self) -> Ingress {
+        let room = self.live < self.max + self.slack;
+        let full = self.live - self.closing >= self.max || !room;
+        let victim = match self.oldest_unconfirmed() {
+            Some(victim) if full && room => Some(victim),
+            _ if full => return Ingress::Drop(self.full),
+            _ => None,
+        };
+        if self.held_total >= self.held_max {
+            // A new session's first datagram is held too.
+            return Ingress::Drop(Counter::DropPendingFull);
+        }
+        victim.map_or(Ingress::Create, Ingress::Evict)
+    }
+
+    /// Starts a session for `client`, resolving, unconfirmed, holding its first datagram. The
+    /// caller checked that [`Sessions::classify`] said [`Ingress::Create`] (or evicted first).
     pub fn insert(&mut self, client: SocketAddr, tick: u32, first: Held) -> Key {
         let session = Session {
             client,
@@ -199,6 +269,11 @@ impl<U: AsRawFd> Sessions<U> {
             last_tick: tick,
             in_flight: 0,
             recv_armed: false,
+            created_tick: tick,
+            answered: false,
+            confirmed: false,
+            prev: NIL,
+            next: NIL,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -216,6 +291,7 @@ impl<U: AsRawFd> Sessions<U> {
         self.by_client.insert(client, slot);
         self.live += 1;
         self.held_total += 1;
+        self.link_unconfirmed(slot);
         Key {
             slot,
             generation: self.slots[slot as usize].generation,
@@ -278,18 +354,34 @@ impl<U: AsRawFd> Sessions<U> {
         Some(held)
     }
 
-    /// An open session's upstream socket, for a datagram from its client at `tick`.
+    /// An open session's upstream socket, for a datagram from its client at `tick`. A client
+    /// that sends after its backend answered confirms the session.
     pub fn upstream(&mut self, key: Key, tick: u32) -> Option<RawFd> {
         let s = self.in_phase(key, Phase::Open)?;
         s.last_tick = tick;
-        s.upstream.as_ref().map(AsRawFd::as_raw_fd)
+        let fd = s.upstream.as_ref().map(AsRawFd::as_raw_fd);
+        if s.answered && !s.confirmed {
+            s.confirmed = true;
+            self.unlink_unconfirmed(key.slot);
+        }
+        fd
     }
 
     /// An open session's client address, for a datagram from its backend at `tick`.
     pub fn reply_to(&mut self, key: Key, tick: u32) -> Option<RawSockAddr> {
         let s = self.in_phase(key, Phase::Open)?;
         s.last_tick = tick;
+        s.answered = true;
         Some(s.client_raw)
+    }
+
+    /// Whether the session is confirmed (see the module's comment).
+    pub fn confirmed(&self, key: Key) -> bool {
+        self.slots
+            .get(key.slot as usize)
+            .filter(|e| e.generation == key.generation)
+            .and_then(|e| e.session.as_ref())
+            .is_some_and(|s| s.confirmed)
     }
 
     /// An operation naming the session was pushed to the ring.
@@ -367,10 +459,12 @@ impl<U: AsRawFd> Sessions<U> {
             recv_armed: s.recv_armed,
         };
         self.held_total -= closed.held.len();
+        self.closing += 1;
         self.by_client.remove(&closed.client);
         if let Some(local) = closed.upstream_local {
             self.by_upstream_port.remove(&local.port());
         }
+        self.unlink_unconfirmed(key.slot);
         self.free_if_done(key);
         Some(closed)
     }
@@ -390,6 +484,7 @@ impl<U: AsRawFd> Sessions<U> {
             entry.generation = (entry.generation + 1) & GENERATION_MASK;
             self.free.push(key.slot);
             self.live -= 1;
+            self.closing -= 1;
         }
         done
     }

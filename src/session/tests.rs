@@ -22,8 +22,26 @@ fn addr(port: u16) -> SocketAddr {
 
 const FIRST: Held = Held { bid: 0, len: 1 };
 
+fn limits(max: usize, pending_max: usize, held_max: usize) -> Limits {
+    Limits {
+        sessions_max: max,
+        fd_max: usize::MAX,
+        pending_max,
+        held_max,
+    }
+}
+
 fn table(max: usize, pending_max: usize, held_max: usize) -> Sessions<Fake> {
-    Sessions::new(max, pending_max, held_max)
+    Sessions::new(limits(max, pending_max, held_max))
+}
+
+/// An open session whose client has seen its backend's answer.
+fn confirmed(t: &mut Sessions<Fake>, port: u16) -> Key {
+    let key = open(t, port);
+    t.reply_to(key, 0).unwrap();
+    t.upstream(key, 0).unwrap();
+    assert!(t.confirmed(key));
+    key
 }
 
 fn open(t: &mut Sessions<Fake>, port: u16) -> Key {
@@ -48,13 +66,104 @@ fn insert_starts_resolving_with_the_first_datagram_held() {
 #[test]
 fn unknown_clients_are_created_until_the_cap() {
     let mut t = table(2, 8, 64);
-    let a = open(&mut t, 1);
-    open(&mut t, 2);
+    let a = confirmed(&mut t, 1);
+    confirmed(&mut t, 2);
     assert_eq!(
         t.classify(&addr(3)),
-        Ingress::Drop(Counter::DropMaxSessions)
+        Ingress::Drop(Counter::DropMaxSessions),
+        "confirmed sessions are never evicted for a newcomer"
     );
     assert_eq!(t.classify(&addr(1)), Ingress::Forward(a));
+}
+
+#[test]
+fn a_session_is_confirmed_by_its_client_sending_after_an_answer() {
+    let mut t = table(4, 8, 64);
+    let key = open(&mut t, 1);
+    t.upstream(key, 0);
+    assert!(!t.confirmed(key), "the client alone proves nothing");
+    t.reply_to(key, 0);
+    assert!(
+        !t.confirmed(key),
+        "an answer the client may never have seen"
+    );
+    t.upstream(key, 0);
+    assert!(t.confirmed(key));
+    assert_eq!(t.oldest_unconfirmed(), None);
+}
+
+#[test]
+fn a_full_table_evicts_the_oldest_unconfirmed_session() {
+    let mut t = table(3, 8, 64);
+    let old = open(&mut t, 1);
+    confirmed(&mut t, 2);
+    let young = open(&mut t, 3);
+    assert_eq!(t.classify(&addr(4)), Ingress::Evict(old));
+    t.begin_close(old);
+    let new = t.insert(addr(4), 0, FIRST);
+    assert_eq!(t.classify(&addr(5)), Ingress::Evict(young));
+    t.begin_close(young);
+    t.insert(addr(5), 0, FIRST);
+    assert_eq!(t.classify(&addr(6)), Ingress::Evict(new), "oldest first");
+}
+
+#[test]
+fn evicted_sessions_still_closing_take_bounded_room() {
+    // Victims keep their slots until their operations complete; newcomers may use the slack
+    // meanwhile, and no more.
+    let mut t = table(1, 8, 1_000);
+    let mut victims = 0;
+    let mut port = 1;
+    loop {
+        let key = t.insert(addr(port), 0, FIRST);
+        t.op_started(key);
+        port += 1;
+        match t.classify(&addr(port)) {
+            Ingress::Evict(victim) => {
+                t.begin_close(victim);
+                victims += 1;
+            }
+            Ingress::Drop(reason) => {
+                assert_eq!(reason, Counter::DropMaxSessions);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(victims < 100, "unbounded");
+    }
+    assert_eq!(t.live(), 1 + 16, "the cap plus its slack");
+}
+
+#[test]
+fn unconfirmed_sessions_expire_oldest_first_after_the_unreplied_timeout() {
+    let mut t = table(8, 8, 64);
+    let a = t.insert(addr(1), 1, FIRST);
+    let b = t.insert(addr(2), 2, FIRST);
+    t.open(b, Fake(2), addr(40_002), None);
+    let c = t.insert(addr(3), 3, FIRST);
+    t.open(c, Fake(3), addr(40_003), None);
+    t.reply_to(c, 3);
+    t.upstream(c, 3);
+    let mut out = Vec::new();
+    t.collect_unreplied(2, &mut out);
+    assert_eq!(out, [a]);
+    out.clear();
+    t.collect_unreplied(10, &mut out);
+    assert_eq!(out, [a, b], "the confirmed one is not listed");
+    t.begin_close(a);
+    out.clear();
+    t.collect_unreplied(10, &mut out);
+    assert_eq!(out, [b]);
+}
+
+#[test]
+fn the_descriptor_budget_caps_sessions_with_its_own_reason() {
+    let mut t: Sessions<Fake> = Sessions::new(Limits {
+        fd_max: 1,
+        ..limits(8, 8, 64)
+    });
+    confirmed(&mut t, 1);
+    assert_eq!(t.classify(&addr(2)), Ingress::Drop(Counter::DropFdReserve));
 }
 
 #[test]
@@ -129,11 +238,10 @@ fn a_closing_session_leaves_the_maps_and_is_freed_by_its_last_operation() {
     assert!(t.begin_close(key).is_none(), "closed twice");
     assert_eq!(t.by_client(&addr(1)), None);
     assert_eq!(t.by_upstream_port(40_001), None);
-    // The slot still counts against the cap while an operation is in flight.
-    assert_eq!(
-        t.classify(&addr(1)),
-        Ingress::Drop(Counter::DropMaxSessions)
-    );
+    // The slot is held while an operation is in flight, within the slack closing sessions
+    // may take beyond the cap.
+    assert_eq!(t.live(), 1);
+    assert_eq!(t.classify(&addr(1)), Ingress::Create);
     assert_eq!(t.upstream(key, 0), None, "nothing more goes up");
     assert!(t.op_finished(key), "freed by its last operation");
     assert_eq!(t.live(), 0);
@@ -218,7 +326,7 @@ fn collect_all_skips_closing_sessions() {
 
 #[test]
 fn a_real_socket_is_closed_when_its_session_is_freed() {
-    let mut t: Sessions<UdpSocket> = Sessions::new(4, 8, 64);
+    let mut t: Sessions<UdpSocket> = Sessions::new(limits(4, 8, 64));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = socket.local_addr().unwrap();
     let key = t.insert(addr(1), 0, FIRST);

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 pub use shared::{LINKS_MAX, Shared, SharedStats, total};
 
 macro_rules! counters {
-    ($($variant:ident => ($family:literal, $label:expr, $help:literal),)*) => {
+    ($($variant:ident => ($family:literal, $label:expr, $help:expr),)*) => {
         /// Everything a worker counts. The metric family and label of each are fixed here.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(usize)]
@@ -29,6 +29,14 @@ macro_rules! counters {
                 match self { $(Counter::$variant => ($family, $label),)* }
             }
 
+            /// The label's value (`idle` for `sessions_closed{reason="idle"}`), or "".
+            pub const fn label(self) -> &'static str {
+                match self.family().1 {
+                    Some((_, value)) => value,
+                    None => "",
+                }
+            }
+
             pub const fn help(self) -> &'static str {
                 match self { $(Counter::$variant => $help,)* }
             }
@@ -41,39 +49,52 @@ counters! {
     PacketsDownstream => ("ringgate_packets", Some(("direction", "downstream")), "Datagrams forwarded"),
     BytesUpstream => ("ringgate_bytes", Some(("direction", "upstream")), "Payload bytes forwarded"),
     BytesDownstream => ("ringgate_bytes", Some(("direction", "downstream")), "Payload bytes forwarded"),
-    DropTruncated => ("ringgate_drops", Some(("reason", "truncated")), "Datagrams dropped, by reason"),
-    DropMaxSessions => ("ringgate_drops", Some(("reason", "max_sessions")), "Datagrams dropped, by reason"),
-    DropPendingFull => ("ringgate_drops", Some(("reason", "pending_full")), "Datagrams dropped, by reason"),
-    DropNoRoute => ("ringgate_drops", Some(("reason", "no_route")), "Datagrams dropped, by reason"),
-    DropSocketError => ("ringgate_drops", Some(("reason", "socket_error")), "Datagrams dropped, by reason"),
-    DropSendError => ("ringgate_drops", Some(("reason", "send_error")), "Datagrams dropped, by reason"),
-    DropSessionClosed => ("ringgate_drops", Some(("reason", "session_closed")), "Datagrams dropped, by reason"),
-    DropBadAddress => ("ringgate_drops", Some(("reason", "bad_address")), "Datagrams dropped, by reason"),
-    DropShutdown => ("ringgate_drops", Some(("reason", "shutdown")), "Datagrams dropped, by reason"),
+    DropTruncated => ("ringgate_drops", Some(("reason", "truncated")), DROPS),
+    DropMaxSessions => ("ringgate_drops", Some(("reason", "max_sessions")), DROPS),
+    DropFdReserve => ("ringgate_drops", Some(("reason", "fd_reserve")), DROPS),
+    DropPendingFull => ("ringgate_drops", Some(("reason", "pending_full")), DROPS),
+    DropNoRoute => ("ringgate_drops", Some(("reason", "no_route")), DROPS),
+    DropSocketError => ("ringgate_drops", Some(("reason", "socket_error")), DROPS),
+    DropSendError => ("ringgate_drops", Some(("reason", "send_error")), DROPS),
+    DropSessionClosed => ("ringgate_drops", Some(("reason", "session_closed")), DROPS),
+    DropBadAddress => ("ringgate_drops", Some(("reason", "bad_address")), DROPS),
+    DropBadSource => ("ringgate_drops", Some(("reason", "bad_source")), DROPS),
+    DropRateLimited => ("ringgate_drops", Some(("reason", "rate_limited")), DROPS),
+    DropEvicted => ("ringgate_drops", Some(("reason", "evicted")), DROPS),
+    DropShutdown => ("ringgate_drops", Some(("reason", "shutdown")), DROPS),
     SessionsCreated => ("ringgate_sessions_created", None, "Sessions opened"),
-    ClosedIdle => ("ringgate_sessions_closed", Some(("reason", "idle")), "Sessions closed, by reason"),
-    ClosedShutdown => ("ringgate_sessions_closed", Some(("reason", "shutdown")), "Sessions closed, by reason"),
+    ClosedIdle => ("ringgate_sessions_closed", Some(("reason", "idle")), CLOSED),
+    ClosedUnreplied => ("ringgate_sessions_closed", Some(("reason", "unreplied")), CLOSED),
+    ClosedEvicted => ("ringgate_sessions_closed", Some(("reason", "evicted")), CLOSED),
+    ClosedLoop => ("ringgate_sessions_closed", Some(("reason", "loop")), CLOSED),
+    ClosedDisconnect => ("ringgate_sessions_closed", Some(("reason", "disconnect")), CLOSED),
+    ClosedShutdown => ("ringgate_sessions_closed", Some(("reason", "shutdown")), CLOSED),
     RecvRearms => ("ringgate_recv_rearms", None, "Multishot receives re-armed after ending"),
     RecvNoBuffers => ("ringgate_recv_errors", Some(("kind", "no_buffers")), "Receive completions with an error, by kind"),
     RecvOther => ("ringgate_recv_errors", Some(("kind", "other")), "Receive completions with an error, by kind"),
     BackendUnreachable => ("ringgate_backend_unreachable", None, "ICMP unreachable reports (ECONNREFUSED) on session sockets"),
     Anomalies => ("ringgate_anomalies", None, "Completions that broke an invariant (unknown user_data, a buffer leased twice); stays 0"),
-    ClosedDisconnect => ("ringgate_sessions_closed", Some(("reason", "disconnect")), "Sessions closed, by reason"),
     RedisLookups => ("ringgate_redis_lookups", None, "GETs of the backend key sent to Redis"),
     RedisLookupsCoalesced => ("ringgate_redis_lookups_coalesced", None, "New sessions that waited for a GET already in flight instead of sending their own"),
-    RouteMissing => ("ringgate_redis_route_failures", Some(("kind", "missing")), "New sessions Redis gave no usable route, by kind"),
-    RouteInvalid => ("ringgate_redis_route_failures", Some(("kind", "invalid")), "New sessions Redis gave no usable route, by kind"),
-    RouteDisallowed => ("ringgate_redis_route_failures", Some(("kind", "disallowed")), "New sessions Redis gave no usable route, by kind"),
-    RouteError => ("ringgate_redis_route_failures", Some(("kind", "error")), "New sessions Redis gave no usable route, by kind"),
-    RouteUnavailable => ("ringgate_redis_route_failures", Some(("kind", "unavailable")), "New sessions Redis gave no usable route, by kind"),
-    RouteTimeout => ("ringgate_redis_route_failures", Some(("kind", "timeout")), "New sessions Redis gave no usable route, by kind"),
+    RouteMissing => ("ringgate_redis_route_failures", Some(("kind", "missing")), ROUTE_FAILURES),
+    RouteInvalid => ("ringgate_redis_route_failures", Some(("kind", "invalid")), ROUTE_FAILURES),
+    RouteDisallowed => ("ringgate_redis_route_failures", Some(("kind", "disallowed")), ROUTE_FAILURES),
+    RouteError => ("ringgate_redis_route_failures", Some(("kind", "error")), ROUTE_FAILURES),
+    RouteUnavailable => ("ringgate_redis_route_failures", Some(("kind", "unavailable")), ROUTE_FAILURES),
+    RouteTimeout => ("ringgate_redis_route_failures", Some(("kind", "timeout")), ROUTE_FAILURES),
     RedisCommandFailures => ("ringgate_redis_connection_failures", Some(("connection", "command")), "Redis connections lost or refused, by connection"),
     RedisSubscriberFailures => ("ringgate_redis_connection_failures", Some(("connection", "subscriber")), "Redis connections lost or refused, by connection"),
-    DisconnectMatched => ("ringgate_redis_disconnect_messages", Some(("result", "matched")), "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid"),
-    DisconnectUnmatched => ("ringgate_redis_disconnect_messages", Some(("result", "unmatched")), "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid"),
-    DisconnectInvalid => ("ringgate_redis_disconnect_messages", Some(("result", "invalid")), "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid"),
+    RedisOversizeReplies => ("ringgate_redis_oversize_replies", None, "Redis replies over the size cap, rejected before being read whole; each reset its connection"),
+    DisconnectMatched => ("ringgate_redis_disconnect_messages", Some(("result", "matched")), DISCONNECTS),
+    DisconnectUnmatched => ("ringgate_redis_disconnect_messages", Some(("result", "unmatched")), DISCONNECTS),
+    DisconnectInvalid => ("ringgate_redis_disconnect_messages", Some(("result", "invalid")), DISCONNECTS),
     SubmitQueueFull => ("ringgate_submit_queue_full", None, "Times the submission queue was full and flushed early"),
 }
+
+const DROPS: &str = "Datagrams dropped, by reason";
+const CLOSED: &str = "Sessions closed, by reason";
+const ROUTE_FAILURES: &str = "New sessions Redis gave no usable route, by kind";
+const DISCONNECTS: &str = "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid";
 
 /// The number of counters, for sizing arrays.
 pub const COUNTERS: usize = Counter::ALL.len();
@@ -170,6 +191,20 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }
+    }
+
+    /// The exposition writes one HELP/TYPE per run of a family: a family split in two runs
+    /// would be declared twice, which Prometheus rejects.
+    #[test]
+    fn each_family_is_declared_in_one_run() {
+        let runs: Vec<&str> = Counter::ALL
+            .chunk_by(|a, b| a.family().0 == b.family().0)
+            .map(|run| run[0].family().0)
+            .collect();
+        let mut unique = runs.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(runs.len(), unique.len(), "{runs:?}");
     }
 
     #[test]

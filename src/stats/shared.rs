@@ -3,6 +3,7 @@
 //!
 //! Workers write (each only its own `SharedStats`, once per batch); everyone else only reads.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::{BUCKETS, COUNTERS, Counter};
@@ -77,11 +78,17 @@ pub struct Shared {
     /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
     /// `wmem_max` do not cap ringgate's socket buffers.
     pub buffers_forced: AtomicBool,
+    /// The host's addresses at start-up (what a wildcard listener answers on).
+    pub local_ips: Vec<IpAddr>,
+    /// Sessions each worker may hold within the open-files limit, after the reserve.
+    pub fd_sessions_per_worker: usize,
 }
 
 impl Shared {
     pub fn new(workers: usize, router: &'static str, links: &'static [&'static str]) -> Shared {
         Shared {
+            local_ips: Vec::new(),
+            fd_sessions_per_worker: usize::MAX,
             stats: (0..workers).map(|_| SharedStats::default()).collect(),
             armed: AtomicUsize::new(0),
             workers,

@@ -1,6 +1,8 @@
-//! Process limits ringgate raises at start-up.
+//! Process and thread settings: the open-files limit, where a thread runs and at what
+//! priority, and which addresses the host has.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::cvt;
 
@@ -23,4 +25,91 @@ pub fn raise_nofile() -> io::Result<u64> {
         lim.rlim_cur = lim.rlim_max;
     }
     Ok(lim.rlim_cur)
+}
+
+/// Lets the calling thread run only on `cpus`.
+pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the bit lies inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    cvt(unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) }).map(drop)
+}
+
+/// Gives the calling thread the lowest scheduling priority (nice 19), so it yields its CPU
+/// to the threads it shares it with.
+pub fn lower_current_thread() -> io::Result<()> {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority reads its scalar arguments only; on Linux PRIO_PROCESS with a thread
+    // id sets that thread's nice value.
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) }).map(drop)
+}
+
+/// The host's interface addresses (IPv4 and IPv6), as `getifaddrs` lists them.
+pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `head` is a valid place for getifaddrs to store its list's address.
+    cvt(unsafe { libc::getifaddrs(&mut head) })?;
+    let mut out = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a non-null node of the list getifaddrs returned, which stays
+        // valid until freeifaddrs below.
+        let node = unsafe { &*cursor };
+        if !node.ifa_addr.is_null() {
+            // SAFETY: `ifa_addr` is non-null and points at a sockaddr whose family field
+            // says which larger struct it is; each is read only after checking the family.
+            unsafe {
+                match i32::from((*node.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*node.ifa_addr.cast::<libc::sockaddr_in>();
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*node.ifa_addr.cast::<libc::sockaddr_in6>();
+                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        cursor = node.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once; no reference into it survives.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_has_a_loopback_address() {
+        let addrs = local_addresses().unwrap();
+        assert!(
+            addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
+    }
+
+    #[test]
+    fn a_thread_can_be_pinned_and_lowered() {
+        std::thread::spawn(|| {
+            pin_current_thread(&[0]).unwrap();
+            lower_current_thread().unwrap();
+            assert!(pin_current_thread(&[usize::MAX]).is_err());
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -26,13 +26,18 @@ impl Worker {
 
     /// Starts closing a session: held datagrams dropped with `drop_reason`, the close counted
     /// as `closed_reason`, its receive cancelled.
-    fn close_session(&mut self, key: Key, drop_reason: Counter, closed_reason: Option<Counter>) {
+    pub(super) fn close_session(
+        &mut self,
+        key: Key,
+        drop_reason: Counter,
+        closed_reason: Option<Counter>,
+    ) {
         let Some(closed) = self.sessions.begin_close(key) else {
             return;
         };
         if let Some(reason) = closed_reason {
             debug!(client = %closed.client, upstream = ?closed.upstream_local,
-                   reason = reason.family().1.map_or("", |l| l.1), "session closed");
+                   reason = reason.label(), "session closed");
             self.counters.bump(reason);
         }
         for h in closed.held {
@@ -69,22 +74,28 @@ impl Worker {
         }
     }
 
-    /// The reaper: closes sessions idle for the idle timeout.
+    /// The reaper: closes sessions unconfirmed for the unreplied timeout, and sessions idle
+    /// for the idle timeout.
     pub(super) fn on_tick(&mut self) {
         self.tick = self.tick.wrapping_add(1);
         if self.stopping.is_some() {
             return;
         }
         self.arm_tick();
-        let Some(cutoff) = super::idle_cutoff(self.tick, self.idle_ticks) else {
-            return;
-        };
-        let mut idle = std::mem::take(&mut self.scratch);
-        self.sessions.collect_idle(cutoff, &mut idle);
-        for key in idle.drain(..) {
-            self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedIdle));
+        let mut keys = std::mem::take(&mut self.scratch);
+        if let Some(cutoff) = super::idle_cutoff(self.tick, self.unreplied_ticks) {
+            self.sessions.collect_unreplied(cutoff, &mut keys);
+            for key in keys.drain(..) {
+                self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedUnreplied));
+            }
         }
-        self.scratch = idle;
+        if let Some(cutoff) = super::idle_cutoff(self.tick, self.idle_ticks) {
+            self.sessions.collect_idle(cutoff, &mut keys);
+            for key in keys.drain(..) {
+                self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedIdle));
+            }
+        }
+        self.scratch = keys;
     }
 
     /// The wake-up eventfd fired: a stop was requested (or a spurious wake, re-armed).

@@ -37,10 +37,11 @@ use io_uring::cqueue;
 use socket2::Socket;
 use tracing::{error, info, warn};
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::ratelimit::RateLimited;
 use crate::route::{self, Io, Outcome, Router};
-use crate::session::{Key, Sessions};
+use crate::session::{Key, Limits, Sessions};
 use crate::stats::{Counter, Counters, Shared};
 use crate::sys::driver::Driver;
 use crate::sys::lent::Lent;
@@ -77,6 +78,8 @@ struct Warnings {
     socket: RateLimited,
     recv: RateLimited,
     send: RateLimited,
+    source: RateLimited,
+    full: RateLimited,
 }
 
 pub struct Worker {
@@ -85,8 +88,11 @@ pub struct Worker {
     wake: OwnedFd,
     sessions: Sessions,
     router: Box<dyn Router>,
-    /// Read once per batch, for the router's deadlines. The packet path reads no clock.
+    admission: Admission,
+    /// Read once per batch, for the router's deadlines and the new-session budgets. The packet
+    /// path reads no clock.
     now: Instant,
+    started: Instant,
     outcomes: Vec<Outcome>,
     counters: Counters,
     shared: Arc<Shared>,
@@ -96,6 +102,7 @@ pub struct Worker {
     /// The reaper's tick count: the only clock the packet path reads.
     tick: u32,
     idle_ticks: u32,
+    unreplied_ticks: u32,
     max_payload: usize,
     socket_size: socket::BufferSize,
     stopping: Option<Instant>,
@@ -150,13 +157,22 @@ impl Worker {
                 "worker ring built"
             );
         }
+        let limits = Limits {
+            sessions_max: config.sessions_max,
+            fd_max: shared.fd_sessions_per_worker,
+            pending_max: config.pending_max,
+            held_max: config.held_max(),
+        };
+        let admission = Admission::new(local, shared.local_ips.clone(), config.new_sessions_per_ip);
         let worker = Worker {
             driver,
             listener,
             wake,
-            sessions: Sessions::new(config.sessions_max, config.pending_max, config.held_max()),
+            sessions: Sessions::new(limits),
             router,
+            admission,
             now: Instant::now(),
+            started: Instant::now(),
             outcomes: Vec::new(),
             counters: Counters::default(),
             shared,
@@ -165,6 +181,7 @@ impl Worker {
             scratch: Vec::new(),
             tick: 0,
             idle_ticks: idle_ticks(config.idle_timeout, tick),
+            unreplied_ticks: idle_ticks(config.unreplied_timeout, tick),
             max_payload: config.buffer_size_bytes as usize,
             socket_size,
             stopping: None,
@@ -285,13 +302,18 @@ impl Worker {
         self.router.links_up(self.counters.links_up_mut());
         if !self.deferred.is_empty() {
             let bufs = self.driver.bufs();
-            let buffers_free = may_rearm(bufs.leased(), bufs.entries());
+            let mut rearms = rearm_budget(bufs.leased(), bufs.entries());
             let mut work = std::mem::take(&mut self.deferred);
+            // The listener first: new work waits behind it, established sessions' replies too.
+            work.sort_by_key(|d| !matches!(d, Deferred::ArmListener));
             for d in work.drain(..) {
+                let rearm = matches!(d, Deferred::ArmListener | Deferred::ArmSession(_));
+                if rearm && rearms == 0 {
+                    self.deferred.push(d);
+                    continue;
+                }
+                rearms -= u32::from(rearm);
                 match d {
-                    Deferred::ArmListener | Deferred::ArmSession(_) if !buffers_free => {
-                        self.deferred.push(d)
-                    }
                     Deferred::ArmListener => self.arm_listener(),
                     Deferred::ArmSession(key) => self.arm_session(key),
                     Deferred::Cancel(target) => self.cancel(target),
@@ -363,11 +385,12 @@ fn idle_ticks(idle: Duration, tick: Duration) -> u32 {
     u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
-/// Whether a receive that ended may be armed again now. Re-arming while the kernel has no
-/// buffer to give it would end it again at once with `ENOBUFS`: wait until a completed send has
-/// recycled one.
-fn may_rearm(leased: u32, entries: u32) -> bool {
-    leased < entries
+/// How many receives that ended may be armed again now: one per buffer the kernel has to
+/// give. A receive armed with no buffer for it ends again at once with `ENOBUFS`; arming many
+/// sockets on one free buffer would spin through re-arms without receiving. The rest wait for
+/// completed sends to recycle buffers.
+fn rearm_budget(leased: u32, entries: u32) -> u32 {
+    entries.saturating_sub(leased)
 }
 
 /// The reaper's cutoff at `tick`: sessions last active before it are idle. `None` until the
@@ -389,10 +412,10 @@ mod tests {
     }
 
     #[test]
-    fn a_receive_is_rearmed_only_with_a_buffer_to_give_it() {
-        assert!(may_rearm(0, 2));
-        assert!(may_rearm(1, 2));
-        assert!(!may_rearm(2, 2));
+    fn receives_are_rearmed_one_per_free_buffer() {
+        assert_eq!(rearm_budget(0, 2), 2);
+        assert_eq!(rearm_budget(1, 2), 1);
+        assert_eq!(rearm_budget(2, 2), 0);
     }
 
     #[test]

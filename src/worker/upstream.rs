@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use tracing::{debug, warn};
 
 use super::Worker;
+use crate::admission::source;
 use crate::route::{Backend, RouteFailure};
 use crate::session::{Held, Ingress, Key, Phase};
 use crate::stats::Counter;
@@ -30,12 +31,55 @@ impl Worker {
                     self.drop_buffer(bid, Counter::DropSessionClosed);
                 }
             }
-            Ingress::Create => {
-                let key = self.sessions.insert(client, self.tick, Held { bid, len });
-                self.route(|router, io| router.request(key.ticket(), io));
+            Ingress::Create => self.create_session(client, Held { bid, len }, None),
+            Ingress::Evict(victim) => self.create_session(client, Held { bid, len }, Some(victim)),
+            Ingress::Drop(reason) => {
+                if matches!(reason, Counter::DropMaxSessions | Counter::DropFdReserve)
+                    && let Some(suppressed) = self.warnings.full.check()
+                {
+                    warn!(
+                        sessions = self.sessions.live(),
+                        reason = reason.label(),
+                        suppressed,
+                        "session table full of confirmed sessions; dropping a new client"
+                    );
+                }
+                self.drop_buffer(bid, reason)
             }
-            Ingress::Drop(reason) => self.drop_buffer(bid, reason),
         }
+    }
+
+    /// Admits a new client (a plausible source, within its budget), evicting `victim` first if
+    /// the table is full, and asks the router where it goes; its first datagram waits, held.
+    fn create_session(&mut self, client: SocketAddr, first: Held, victim: Option<Key>) {
+        let now_ms =
+            u32::try_from(self.now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
+        let router = &self.router;
+        if let Err(reason) = self
+            .admission
+            .admit(client, now_ms, |addr| router.is_backend(addr))
+        {
+            if reason == Counter::DropBadSource
+                && let Some(suppressed) = self.warnings.source.check()
+            {
+                warn!(source = %client, suppressed,
+                      "dropping a datagram from a source no session may start from");
+            }
+            return self.drop_buffer(first.bid, reason);
+        }
+        // Our own traffic came back around: a session's upstream socket is the source (its
+        // backend is this listener). Close that session; start nothing.
+        if let Some((looped, local)) = self.sessions.by_upstream_port(client.port())
+            && source::canonical(local) == source::canonical(client)
+        {
+            self.close_session(looped, Counter::DropBadSource, Some(Counter::ClosedLoop));
+            return self.drop_buffer(first.bid, Counter::DropBadSource);
+        }
+        if let Some(victim) = victim {
+            self.close_session(victim, Counter::DropEvicted, Some(Counter::ClosedEvicted));
+        }
+        let key = self.sessions.insert(client, self.tick, first);
+        self.route(|router, io| router.request(key.ticket(), io));
     }
 
     fn forward_up(&mut self, key: Key, bid: u16, len: u32) {
@@ -83,9 +127,20 @@ impl Worker {
     /// Connects a resolving session to its backend, arms its receive and flushes what it
     /// held, in order.
     fn open_session(&mut self, key: Key, backend: Backend) {
-        if self.sessions.phase(key) != Some(Phase::Resolving) {
+        let Some(client) = self
+            .sessions
+            .client(key)
+            .filter(|_| self.sessions.phase(key) == Some(Phase::Resolving))
+        else {
             // Closed while its route was looked up: nothing to open.
             return self.release(backend.lease);
+        };
+        // A route back to the client itself, or to this listener, would forward in a circle.
+        if source::canonical(backend.addr) == source::canonical(client)
+            || self.admission.is_own(backend.addr)
+        {
+            self.release(backend.lease);
+            return self.close_session(key, Counter::DropBadSource, Some(Counter::ClosedLoop));
         }
         let (upstream, local) = match socket::upstream(backend.addr, self.socket_size) {
             Ok(pair) => pair,
@@ -101,9 +156,7 @@ impl Worker {
         let Some(held) = self.sessions.open(key, upstream, local, backend.lease) else {
             return self.release(backend.lease);
         };
-        if let Some(client) = self.sessions.client(key) {
-            debug!(%client, backend = %backend.addr, upstream = %local, "session opened");
-        }
+        debug!(%client, backend = %backend.addr, upstream = %local, "session opened");
         self.counters.bump(Counter::SessionsCreated);
         self.arm_session(key);
         for h in held {

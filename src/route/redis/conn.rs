@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::reply::ReplyReader;
+use super::reply::{ReadError, ReplyReader};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -87,6 +87,8 @@ pub enum Failure {
     Refused(String),
     /// The byte stream or a reply was not what the protocol allows.
     Protocol(String),
+    /// A reply over the size caps, refused before it was read whole.
+    Oversize(String),
 }
 
 impl fmt::Display for Failure {
@@ -94,6 +96,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Refused(why) => write!(f, "Redis refused the handshake: {why}"),
             Failure::Protocol(why) => write!(f, "protocol error: {why}"),
+            Failure::Oversize(why) => write!(f, "{why}"),
         }
     }
 }
@@ -208,7 +211,10 @@ impl Conn {
     pub fn received(&mut self, bytes: &[u8], events: &mut Vec<Event>) -> Result<(), Failure> {
         let mut values = std::mem::take(&mut self.values);
         let parsed = self.reader.feed(bytes, &mut values);
-        let mut result = parsed.map_err(|e| Failure::Protocol(e.to_string()));
+        let mut result = parsed.map_err(|e| match e {
+            ReadError::Oversize(_) => Failure::Oversize(e.to_string()),
+            ReadError::Protocol(why) => Failure::Protocol(why),
+        });
         for value in values.drain(..) {
             if result.is_ok() {
                 result = self.reply(value, events);

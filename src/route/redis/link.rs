@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::conn::{Conn, Event, Handshake, Phase, Role};
+use super::conn::{Conn, Event, Failure, Handshake, Phase, Role};
 use crate::sys::driver::Driver;
 use crate::sys::lent::{Lent, LentOp};
 use crate::sys::socket;
@@ -45,6 +45,8 @@ pub enum Completed {
     Ok,
     /// The connection must be dropped.
     Failed(String),
+    /// The connection must be dropped: a reply was over the size caps.
+    Oversize(String),
 }
 
 pub struct Endpoint {
@@ -214,8 +216,10 @@ impl Endpoint {
                     });
                 }
                 let bytes = driver.stream_received(self.stream, res as usize);
-                if let Err(failure) = self.conn.received(bytes, events) {
-                    return Completed::Failed(failure.to_string());
+                match self.conn.received(bytes, events) {
+                    Ok(()) => {}
+                    Err(Failure::Oversize(why)) => return Completed::Oversize(why),
+                    Err(failure) => return Completed::Failed(failure.to_string()),
                 }
             }
             LentOp::Timer { .. } | LentOp::Cancel => {}

@@ -28,6 +28,7 @@ use self::conn::{Event, Handshake, Role};
 use self::link::{Completed, Due, Endpoint};
 use self::lookups::{Join, Lookups};
 use super::{Backend, Io, Outcome, Resources, RouteFailure, Router, Ticket};
+use crate::logtext::escaped;
 use crate::ratelimit::RateLimited;
 use crate::stats::Counter;
 use crate::sys::lent::{Lent, LentOp};
@@ -54,6 +55,9 @@ const TIMER: u16 = 0;
 
 const COMMAND: usize = 0;
 const SUBSCRIBER: usize = 1;
+/// Distinct backends remembered for [`Router::is_backend`]: the control plane's pool is small;
+/// an older one forgotten is still caught by the worker's loop guard.
+const RECENT_BACKENDS: usize = 64;
 
 pub struct RedisRouter {
     settings: Settings,
@@ -64,6 +68,8 @@ pub struct RedisRouter {
     timer_tick: Duration,
     stopping: bool,
     events: Vec<Event>,
+    /// Backends the key has named, newest last, at most [`RECENT_BACKENDS`].
+    recent: Vec<SocketAddr>,
     warn_conn: RateLimited,
     warn_value: RateLimited,
 }
@@ -83,6 +89,7 @@ impl RedisRouter {
             timer_tick,
             stopping: false,
             events: Vec::new(),
+            recent: Vec::new(),
             warn_conn: RateLimited::default(),
             warn_value: RateLimited::default(),
         }
@@ -112,7 +119,7 @@ impl RedisRouter {
                 None => {
                     io.counters.bump(Counter::DisconnectInvalid);
                     if let Some(suppressed) = self.warn_value.check() {
-                        warn!(message = %preview(&payload), suppressed, "ignoring an invalid disconnect message");
+                        warn!(message = %escaped(&payload, 64), suppressed, "ignoring an invalid disconnect message");
                     }
                 }
             },
@@ -126,17 +133,22 @@ impl RedisRouter {
             Value::SimpleString(text) => text.as_bytes(),
             Value::ServerError(e) => {
                 if let Some(suppressed) = self.warn_value.check() {
-                    warn!(error = %e, suppressed, "Redis answered the backend lookup with an error");
+                    warn!(error = %escaped(e.to_string().as_bytes(), 200), suppressed,
+                          "Redis answered the backend lookup with an error");
                 }
                 return Err(RouteFailure::Error);
             }
             _ => b"",
         };
         match backend::validate(bytes, &self.settings.allow) {
-            Ok(addr) => Ok(Backend { addr, lease: None }),
+            Ok(addr) => {
+                self.remember(addr);
+                Ok(Backend { addr, lease: None })
+            }
             Err(rejection) => {
                 if let Some(suppressed) = self.warn_value.check() {
-                    warn!(key = %self.settings.key, value = %preview(bytes), why = %rejection, suppressed,
+                    warn!(key = %escaped(self.settings.key.as_bytes(), 200), value = %escaped(bytes, 64),
+                          why = %rejection, suppressed,
                           "rejecting the backend value from Redis");
                 }
                 Err(match rejection {
@@ -145,6 +157,17 @@ impl RedisRouter {
                 })
             }
         }
+    }
+
+    fn remember(&mut self, addr: SocketAddr) {
+        if self.recent.last() == Some(&addr) {
+            return;
+        }
+        self.recent.retain(|a| *a != addr);
+        if self.recent.len() == RECENT_BACKENDS {
+            self.recent.remove(0);
+        }
+        self.recent.push(addr);
     }
 
     /// Drops connection `conn` (see [`Endpoint::fail`]); on the command connection every
@@ -158,7 +181,7 @@ impl RedisRouter {
         });
         let delay = end.fail(io.driver, io.now);
         if let Some(suppressed) = self.warn_conn.check() {
-            warn!(connection = role.name(), redis = %self.settings.addr, error = why,
+            warn!(connection = role.name(), redis = %self.settings.addr, error = %escaped(why.as_bytes(), 200),
                   retry_ms = delay.as_millis() as u64, suppressed, "Redis connection lost");
         }
         if role == Role::Command {
@@ -204,6 +227,10 @@ impl Router for RedisRouter {
         for (up, end) in up.iter_mut().zip(&self.ends) {
             *up = end.up();
         }
+    }
+
+    fn is_backend(&self, addr: SocketAddr) -> bool {
+        self.recent.contains(&addr)
     }
 
     fn resources(&self) -> Resources {
@@ -265,6 +292,10 @@ impl Router for RedisRouter {
             Completed::Ok => {}
             Completed::Stale => io.counters.bump(Counter::Anomalies),
             Completed::Failed(why) => self.fail(conn, &why, io),
+            Completed::Oversize(why) => {
+                io.counters.bump(Counter::RedisOversizeReplies);
+                self.fail(conn, &why, io);
+            }
         }
     }
 
@@ -295,15 +326,5 @@ impl Router for RedisRouter {
             end.shutdown(io.driver);
         }
         let _ = io.driver.cancel_timer(TIMER);
-    }
-}
-
-/// At most 64 characters of a value from Redis, for a log line.
-fn preview(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]);
-    if bytes.len() > 64 {
-        format!("{text}... ({} bytes)", bytes.len())
-    } else {
-        text.into_owned()
     }
 }

@@ -1,0 +1,107 @@
+//! Who may start a session: every decision a datagram from an unknown source can trigger
+//! before a session exists, each bounded and counted where it is made.
+//!
+//! In order: the source must be a plausible unicast client that is not ringgate itself nor one
+//! of its backends ([`source`], `bad_source`); it must be within its address's budget of new
+//! sessions ([`rate`], `rate_limited`). Established sessions never pass through here: the cost
+//! falls on newcomers only. What happens when the table is full (evicting the oldest
+//! unconfirmed session) is the session table's decision.
+
+pub mod rate;
+pub mod source;
+
+use std::net::{IpAddr, SocketAddr};
+
+use self::rate::{Limiter, RateLimit};
+use self::source::Own;
+use crate::stats::Counter;
+
+pub struct Admission {
+    own: Own,
+    limiter: Option<Limiter>,
+}
+
+impl Admission {
+    /// `listen` and the host's `local` addresses; `per_ip` new sessions per source address
+    /// (`None`: unlimited).
+    pub fn new(listen: SocketAddr, local: Vec<IpAddr>, per_ip: Option<RateLimit>) -> Admission {
+        Admission {
+            own: Own::new(listen, local),
+            limiter: per_ip.map(Limiter::new),
+        }
+    }
+
+    /// Whether `source` is one no session may start from; `is_backend` says whether an
+    /// address is one of the router's backends.
+    pub fn bad_source(&self, source: SocketAddr, is_backend: impl Fn(SocketAddr) -> bool) -> bool {
+        source::is_bogon(source)
+            || self.own.contains(source)
+            || is_backend(source::canonical(source))
+    }
+
+    /// Whether `addr` is ringgate's own listening address (a backend there would loop).
+    pub fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own.contains(addr)
+    }
+
+    /// Admits a new session from `source` at `now_ms`, or says why not.
+    pub fn admit(
+        &mut self,
+        source: SocketAddr,
+        now_ms: u32,
+        is_backend: impl Fn(SocketAddr) -> bool,
+    ) -> Result<(), Counter> {
+        if self.bad_source(source, is_backend) {
+            return Err(Counter::DropBadSource);
+        }
+        let admitted = match &mut self.limiter {
+            Some(limiter) => limiter.admit(source.ip(), now_ms),
+            None => true,
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(Counter::DropRateLimited)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn sources_are_checked_before_their_budget_is_spent() {
+        let backend = a("127.0.0.1:7000");
+        let is_backend = |addr: SocketAddr| addr == backend;
+        let mut admission = Admission::new(
+            a("127.0.0.1:19132"),
+            vec![],
+            Some(RateLimit {
+                per_sec: 1.0,
+                burst: 1.0,
+            }),
+        );
+        for bad in [
+            "127.0.0.1:7000",
+            "[::ffff:127.0.0.1]:7000",
+            "127.0.0.1:19132",
+            "1.2.3.4:0",
+        ] {
+            assert_eq!(
+                admission.admit(a(bad), 1, is_backend),
+                Err(Counter::DropBadSource),
+                "{bad}"
+            );
+        }
+        assert_eq!(admission.admit(a("1.2.3.4:5"), 1, is_backend), Ok(()));
+        assert_eq!(
+            admission.admit(a("1.2.3.4:6"), 1, is_backend),
+            Err(Counter::DropRateLimited)
+        );
+    }
+}
