@@ -2,160 +2,12 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use util::binary::*;
 use util::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
-
-/// Variables a test sets explicitly; cleared from every child so the caller's environment
-/// (or a developer's shell) cannot leak into a test.
-const VARS: &[&str] = &[
-    "REDIS_ADDR",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "REDIS_URL",
-    "REDIS_BACKEND_KEY",
-    "REDIS_DISCONNECT_CHANNEL",
-    "RINGGATE_REDIS_TIMEOUT_MS",
-    "RINGGATE_BACKEND_ALLOW",
-    "PROXY_ADDR",
-    "BACKENDS",
-    "WORKERS",
-    "LISTENER_COUNT",
-    "METRICS_ADDR",
-    "SESSION_IDLE_TIMEOUT_SECS",
-    "RINGGATE_BUFFER_SIZE",
-    "RINGGATE_BUFFERS",
-    "RINGGATE_CPUS",
-    "RINGGATE_NO_PIN",
-    "RINGGATE_LOG_FORMAT",
-    "RINGGATE_MAX_SESSIONS",
-    "RINGGATE_PENDING_MAX",
-    "RINGGATE_SOCKET_BUFFER",
-    "RINGGATE_RING_ENTRIES",
-    "RINGGATE_TASK_RUN",
-    "RINGGATE_UNREPLIED_TIMEOUT",
-    "RINGGATE_NEW_SESSIONS_PER_IP",
-    "RINGGATE_METRICS_CONNECTIONS_MAX",
-];
-
-fn ringgate(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).env("RUST_LOG", "info");
-    for var in VARS {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringgate-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A running binary whose stderr lines arrive on a channel; killed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line taken from `lines` so far.
-    seen: std::cell::RefCell<Vec<String>>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Default::default(),
-        }
-    }
-
-    /// Every line logged so far (waiting `settle` for stragglers).
-    fn log(&self, settle: Duration) -> Vec<String> {
-        while let Ok(line) = self.lines.recv_timeout(settle) {
-            self.seen.borrow_mut().push(line);
-        }
-        self.seen.borrow().clone()
-    }
-
-    /// Waits for the `ready` log line and returns it.
-    fn ready_line(&self) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("ringgate never logged `ready`");
-            self.seen.borrow_mut().push(line.clone());
-            if line.contains(": ready ") || line.contains(r#""message":"ready""#) {
-                return line;
-            }
-        }
-    }
-
-    /// The `key=value` field of the ready line.
-    fn ready_field(&self, key: &str) -> String {
-        field(&self.ready_line(), key)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field(line: &str, key: &str) -> String {
-    let start = line
-        .find(&format!("{key}="))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
-        + key.len()
-        + 1;
-    let rest = &line[start..];
-    if rest.starts_with('[') {
-        rest[..=rest.find(']').unwrap()].to_owned()
-    } else {
-        rest.split_whitespace().next().unwrap().to_owned()
-    }
-}
-
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null());
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "ringgate did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
-}
 
 #[test]
 fn sigterm_stops_within_a_second_and_exits_zero() {
@@ -194,6 +46,74 @@ fn sigterm_stops_within_a_second_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(exit.code(), Some(0), "SIGTERM must exit 0");
+}
+
+#[test]
+fn sighup_and_sigusr1_are_logged_and_do_not_stop_ringgate() {
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("sighup");
+    let mut cmd = ringgate(&dir);
+    cmd.args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
+        .args(["--workers", "1", "--no-pin"]);
+    let running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let client = udp(LOCAL4);
+    for signal in ["HUP", "USR1"] {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &running.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let line = running
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("nothing logged for SIG{signal}"));
+            if line.contains(&format!("SIG{signal} ignored")) {
+                break;
+            }
+        }
+        client.send_to(b"alive?", listen).unwrap();
+        assert_eq!(recv(&client).0, b"alive?", "forwarding after SIG{signal}");
+    }
+}
+
+#[test]
+fn a_disconnect_message_cannot_forge_a_log_line() {
+    let redis = RedisServer::start();
+    let dir = tempdir("forge");
+    let mut cmd = ringgate(&dir);
+    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"])
+        .args(["--redis-addr", &redis.addr().to_string()]);
+    let running = Running::spawn(cmd);
+    running.ready_line();
+    // A valid message that matches nothing: it tells when the subscription is up.
+    wait_for("the subscriber", || {
+        redis.publish(DISCONNECT_CHANNEL, "40123") == 1
+    });
+    let message = "1x\n2026-01-01T00:00:00Z  INFO ringgate: FORGED\x1b[2J";
+    redis.publish(DISCONNECT_CHANNEL, message);
+    let deadline = Instant::now() + PATIENCE;
+    let line = loop {
+        let line = running
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the invalid message was not logged");
+        assert!(!line.starts_with("2026-01-01"), "a forged line: {line}");
+        if line.contains("invalid disconnect message") {
+            break line;
+        }
+    };
+    let shown = r"1x\n2026-01-01T00:00:00Z  INFO ringgate: FORGED\u{1b}[2J";
+    assert!(line.contains(shown), "{line}");
+    assert!(!line.contains('\x1b'));
+    // Nothing of it became a line of its own.
+    let later = running.log(Duration::from_millis(200));
+    assert!(
+        !later.iter().any(|l| l.starts_with("2026-01-01")),
+        "{later:?}"
+    );
 }
 
 /// Arguments, environment, and the flag the error must name.
@@ -368,8 +288,9 @@ fn json_logs_are_json() {
 fn a_low_open_files_limit_keeps_a_reserve_that_sessions_never_take() {
     let backend = Backend::start(LOCAL4, true);
     let dir = tempdir("nofile");
-    // 256 descriptors: the reserve (64, 64 metrics connections, 8 for the worker) leaves 120
-    // for sessions. Past that, new clients are dropped before any descriptor is spent.
+    // 256 descriptors: the reserve (64, 64 metrics connections, 8 for the worker) leaves 120,
+    // of which evictions' slack takes a part. Past that, new clients are dropped before any
+    // descriptor is spent.
     let mut cmd = Command::new("sh");
     cmd.current_dir(&dir)
         .env("RUST_LOG", "info")
@@ -385,26 +306,37 @@ fn a_low_open_files_limit_keeps_a_reserve_that_sessions_never_take() {
     assert!(line.contains("ready"));
     let listen: SocketAddr = field(&line, "listen").parse().unwrap();
     let metrics = metrics_of(&line);
-    // 120 players, each confirmed (it sends again after the answer), so none is evicted.
-    let players: Vec<_> = (0..120).map(|_| udp(LOCAL4)).collect();
-    for p in &players {
-        for payload in [&b"hello"[..], b"again"] {
-            p.send_to(payload, listen).unwrap();
-            assert_eq!(recv(p).0, payload);
+    // Players, each confirmed (it sends again after the answer) so none is ever evicted,
+    // until one is refused: sessions stop before the reserve, with the reason counted.
+    let mut players = Vec::new();
+    let refused = loop {
+        assert!(players.len() < 200, "sessions never stopped");
+        let p = udp(LOCAL4);
+        if round_trip_within(&p, listen, b"hello", Duration::from_millis(300)).is_none() {
+            break p;
         }
-    }
-    let late = udp(LOCAL4);
-    late.send_to(b"me too", listen).unwrap();
+        assert!(round_trip_within(&p, listen, b"again", PATIENCE).is_some());
+        players.push(p);
+    };
+    drop(refused);
     let reserve = r#"ringgate_drops_total{reason="fd_reserve"}"#;
-    wait_for("the newcomer to be dropped for the reserve", || {
-        try_http_get(metrics, "/metrics").is_ok_and(|(_, m)| sample(&m, reserve) == Some(1))
+    wait_for("the refusal to be counted", || {
+        try_http_get(metrics, "/metrics").is_ok_and(|(_, m)| sample(&m, reserve) > Some(0))
     });
     let (_, m) = http_get(metrics, "/metrics");
-    assert_eq!(sample(&m, "ringgate_sessions_created_total"), Some(120));
+    let created = sample(&m, "ringgate_sessions_created_total").unwrap();
+    assert_eq!(created, players.len() as u64);
+    assert!(
+        created >= 80,
+        "only {created} sessions under a limit of 256"
+    );
     assert_eq!(
         sample(&m, r#"ringgate_drops_total{reason="socket_error"}"#),
         Some(0)
     );
+    // The reserve is intact: well under the limit, whatever sessions could not have.
+    let fds = open_fds(running.child.id());
+    assert!(fds <= 256 - 128, "ringgate holds {fds} of 256 descriptors");
     // Health and the established players are untouched.
     assert_eq!(http_get(metrics, "/healthz").0, 200);
     players[0].send_to(b"still here", listen).unwrap();
@@ -416,14 +348,6 @@ fn a_low_open_files_limit_keeps_a_reserve_that_sessions_never_take() {
         .filter(|l| l.contains("session table full"))
         .count();
     assert_eq!(warnings, 1);
-}
-
-fn metrics_of(line: &str) -> SocketAddr {
-    field(line, "metrics")
-        .trim_start_matches("Some(")
-        .trim_end_matches(')')
-        .parse()
-        .unwrap()
 }
 
 #[test]

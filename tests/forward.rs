@@ -65,7 +65,8 @@ fn round_trip_through_two_workers() {
 fn five_hundred_clients_get_distinct_stable_upstream_ports_without_cross_talk() {
     let backend = Backend::start(LOCAL4, true);
     let proxy = start(config(LOCAL4, &[backend.addr]));
-    let clients: Vec<_> = (0..500).map(|_| udp(LOCAL4)).collect();
+    // 500 players: 500 addresses (new sessions are budgeted per source address).
+    let clients: Vec<_> = (0..500).map(player).collect();
     let rounds = 3;
     for round in 0..rounds {
         for (i, c) in clients.iter().enumerate() {
@@ -252,9 +253,12 @@ fn the_session_cap_drops_new_clients_and_counts_them() {
     cfg.sessions_max = 2;
     let proxy = start(cfg);
     let clients: Vec<_> = (0..3).map(|_| udp(LOCAL4)).collect();
+    // Both confirmed (they sent again after the answer), so neither may be evicted.
     for c in &clients[..2] {
-        c.send_to(b"in", proxy.local_addr()).unwrap();
-        recv(c);
+        for payload in [&b"in"[..], b"again"] {
+            c.send_to(payload, proxy.local_addr()).unwrap();
+            recv(c);
+        }
     }
     clients[2].send_to(b"over", proxy.local_addr()).unwrap();
     wait_for("the cap to drop the third client", || {

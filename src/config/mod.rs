@@ -6,11 +6,13 @@
 //! carries the unit.
 
 pub mod cli;
+mod parse;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use cli::{Cli, CpuList, LogFormat};
+pub use cli::{Cli, LogFormat};
+pub use parse::CpuList;
 
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;

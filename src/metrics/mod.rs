@@ -42,8 +42,7 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `settings.addr` and serves from a thread of its own.
     pub fn start(settings: Settings, shared: Arc<Shared>) -> io::Result<MetricsServer> {
-        let listener = std::net::TcpListener::bind(settings.addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = limits_listener(settings.addr)?;
         let local = listener.local_addr()?;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProxyCollector {
@@ -96,6 +95,24 @@ impl Drop for MetricsServer {
         self.shutdown();
     }
 }
+
+/// A listening socket with a deep accept queue: a burst of connections waits there for the
+/// cap to make room, instead of having SYNs dropped (a client retries those only after a
+/// second, which is what a health check would see).
+fn limits_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The accept queue's length (the kernel caps it at `net.core.somaxconn`, 4096 by default).
+const ACCEPT_BACKLOG: i32 = 1024;
 
 /// The CPUs the metrics thread should run on: those allowed that no worker is pinned to;
 /// empty when every allowed CPU has a worker (or workers are unpinned).

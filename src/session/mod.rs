@@ -33,13 +33,18 @@ use socket2::Socket;
 use crate::route::Lease;
 use crate::stats::Counter;
 use crate::sys::sockaddr::RawSockAddr;
+use crate::user_data::GENERATION_MASK;
 pub use crate::user_data::Key;
-use crate::user_data::{GENERATION_MASK, SLOTS_MAX};
 
 mod find;
+mod ingress;
+mod ops;
 #[cfg(test)]
 mod tests;
 mod unconfirmed;
+
+pub use ingress::Limits;
+pub use ops::RecvEnd;
 
 /// A client datagram held in its provided buffer while the session's route is looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,17 +118,6 @@ pub enum Ingress {
     Drop(Counter),
 }
 
-/// How a session's multishot receive ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecvEnd {
-    /// The session is open: arm the receive again.
-    Rearm,
-    /// The session is closing (and was freed if that was its last operation).
-    Closing,
-    /// No such session (a stale key).
-    Gone,
-}
-
 /// What a session held when it began closing, for the caller to dispose of.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Closed {
@@ -137,32 +131,6 @@ pub struct Closed {
     pub recv_armed: bool,
 }
 
-/// How big a table may grow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Sessions at once (`--max-sessions`).
-    pub sessions_max: usize,
-    /// Sessions the worker's share of file descriptors allows (what is left after the
-    /// process's reserve); the drop reason is `fd_reserve` when this is the tighter limit.
-    pub fd_max: usize,
-    /// Datagrams held per resolving session.
-    pub pending_max: usize,
-    /// Datagrams held by all resolving sessions together.
-    pub held_max: usize,
-}
-
-impl Limits {
-    /// The cap on sessions, and the reason a newcomer past it is dropped.
-    fn cap(&self) -> (usize, Counter) {
-        let sessions_max = self.sessions_max.min(SLOTS_MAX as usize);
-        if self.fd_max < sessions_max {
-            (self.fd_max, Counter::DropFdReserve)
-        } else {
-            (sessions_max, Counter::DropMaxSessions)
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Sessions<U = Socket> {
     by_client: HashMap<SocketAddr, u32>,
@@ -173,10 +141,9 @@ pub struct Sessions<U = Socket> {
     /// Sessions holding a slot, closing ones included, and of those the closing ones.
     live: usize,
     closing: usize,
-    /// At most `max` sessions not closing; evicted sessions may take `slack` more slots
-    /// while their last operations complete (about one batch).
+    /// At most `max` sessions not closing, and `hard` slots in all (see [`Limits::caps`]).
     max: usize,
-    slack: usize,
+    hard: usize,
     full: Counter,
     pending_max: usize,
     /// The unconfirmed list: oldest (head) to newest (tail).
@@ -192,7 +159,7 @@ pub struct Sessions<U = Socket> {
 
 impl<U: AsRawFd> Sessions<U> {
     pub fn new(limits: Limits) -> Self {
-        let (max, full) = limits.cap();
+        let (max, hard, full) = limits.caps();
         Sessions {
             by_client: HashMap::new(),
             by_upstream_port: HashMap::new(),
@@ -201,7 +168,7 @@ impl<U: AsRawFd> Sessions<U> {
             live: 0,
             closing: 0,
             max,
-            slack: max / 16 + 16,
+            hard,
             full,
             pending_max: limits.pending_max,
             head: NIL,
@@ -214,45 +181,6 @@ impl<U: AsRawFd> Sessions<U> {
     /// Sessions holding a slot, closing ones included.
     pub fn live(&self) -> usize {
         self.live
-    }
-
-    pub fn classify(&self, client: &SocketAddr) -> Ingress {
-        let Some(&slot) = self.by_client.get(client) else {
-            return self.classify_newcomer();
-        };
-        let entry = &self.slots[slot as usize];
-        let key = Key {
-            slot,
-            generation: entry.generation,
-        };
-        match entry.session.as_ref().map(|s| (s.phase, s.held.len())) {
-            Some((Phase::Open, _)) => Ingress::Forward(key),
-            Some((Phase::Resolving, held))
-                if held < self.pending_max && self.held_total < self.held_max =>
-            {
-                Ingress::Hold(key)
-            }
-            Some((Phase::Resolving, _)) => Ingress::Drop(Counter::DropPendingFull),
-            // Closing sessions and empty slots are never in the map.
-            Some((Phase::Closing, _)) | None => Ingress::Drop(Counter::DropSessionClosed),
-        }
-    }
-
-    /// A client with no session: room for one, room after evicting the oldest unconfirmed
-    /// session, or a drop.
-    fn classify_newcomer(&self) -> Ingress {
-        let room = self.live < self.max + self.slack;
-        let full = self.live - self.closing >= self.max || !room;
-        let victim = match self.oldest_unconfirmed() {
-            Some(victim) if full && room => Some(victim),
-            _ if full => return Ingress::Drop(self.full),
-            _ => None,
-        };
-        if self.held_total >= self.held_max {
-            // A new session's first datagram is held too.
-            return Ingress::Drop(Counter::DropPendingFull);
-        }
-        victim.map_or(Ingress::Create, Ingress::Evict)
     }
 
     /// Starts a session for `client`, resolving, unconfirmed, holding its first datagram. The
@@ -382,64 +310,6 @@ impl<U: AsRawFd> Sessions<U> {
             .filter(|e| e.generation == key.generation)
             .and_then(|e| e.session.as_ref())
             .is_some_and(|s| s.confirmed)
-    }
-
-    /// An operation naming the session was pushed to the ring.
-    pub fn op_started(&mut self, key: Key) {
-        if let Some(s) = self.get(key) {
-            s.in_flight += 1;
-        }
-    }
-
-    /// An operation naming the session completed. A closing session whose last operation this
-    /// was is freed; returns whether that happened.
-    pub fn op_finished(&mut self, key: Key) -> bool {
-        let Some(s) = self.get(key) else {
-            return false;
-        };
-        s.in_flight = s.in_flight.saturating_sub(1);
-        self.free_if_done(key)
-    }
-
-    /// Marks an open session's receive armed (an operation in flight) and returns the socket
-    /// to arm it on; `None` if the session is not open or its receive is already armed.
-    pub fn arm_recv(&mut self, key: Key) -> Option<RawFd> {
-        let s = self.in_phase(key, Phase::Open)?;
-        if s.recv_armed {
-            return None;
-        }
-        let fd = s.upstream.as_ref()?.as_raw_fd();
-        s.recv_armed = true;
-        s.in_flight += 1;
-        Some(fd)
-    }
-
-    /// The ring refused the receive [`Sessions::arm_recv`] prepared.
-    pub fn recv_not_armed(&mut self, key: Key) {
-        if let Some(s) = self.get(key)
-            && s.recv_armed
-        {
-            s.recv_armed = false;
-            s.in_flight -= 1;
-        }
-    }
-
-    /// The session's multishot receive ended (its final completion).
-    pub fn recv_ended(&mut self, key: Key) -> RecvEnd {
-        let Some(s) = self.get(key) else {
-            return RecvEnd::Gone;
-        };
-        if s.recv_armed {
-            s.recv_armed = false;
-            s.in_flight -= 1;
-        }
-        match s.phase {
-            Phase::Open => RecvEnd::Rearm,
-            Phase::Resolving | Phase::Closing => {
-                self.free_if_done(key);
-                RecvEnd::Closing
-            }
-        }
     }
 
     /// Resolving or open → closing: out of the maps at once. Returns what the session held for

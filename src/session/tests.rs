@@ -131,7 +131,11 @@ fn evicted_sessions_still_closing_take_bounded_room() {
         }
         assert!(victims < 100, "unbounded");
     }
-    assert_eq!(t.live(), 1 + 16, "the cap plus its slack");
+    assert_eq!(
+        t.live(),
+        1 + 16,
+        "the cap plus its slack (1/8 of it, plus 16)"
+    );
 }
 
 #[test]
@@ -154,6 +158,27 @@ fn unconfirmed_sessions_expire_oldest_first_after_the_unreplied_timeout() {
     out.clear();
     t.collect_unreplied(10, &mut out);
     assert_eq!(out, [b]);
+}
+
+#[test]
+fn the_slack_for_evictions_never_eats_into_the_descriptor_reserve() {
+    let plenty = limits(1_000, 8, 64);
+    assert_eq!(
+        plenty.caps(),
+        (1_000, 1_000 + 125 + 16, Counter::DropMaxSessions)
+    );
+    let tight = Limits {
+        fd_max: 120,
+        ..plenty
+    };
+    let (max, hard, reason) = tight.caps();
+    assert_eq!((hard, reason), (120, Counter::DropFdReserve));
+    assert!(max + max / 8 + 16 <= 120 && max >= 90, "{max}");
+    let none = Limits {
+        fd_max: 10,
+        ..plenty
+    };
+    assert_eq!(none.caps().0, 0);
 }
 
 #[test]

@@ -14,12 +14,14 @@
 //!   the router and waits, held; an open one's datagram is sent from its receive buffer itself on
 //!   the session's connected socket.
 //! - [`downstream`]: backend → client, from the listening socket to the client's address.
-//! - [`closing`]: sessions leaving (idle, disconnected, abandoned, shutdown), the reaper tick and
-//!   stopping.
+//! - [`closing`]: sessions leaving (idle, unreplied, evicted, disconnected, abandoned,
+//!   shutdown), the reaper tick and stopping.
+//! - [`batch`]: once per batch, the router's turn, re-arms within the buffer budget, publishing.
 //!
 //! Per-datagram failures are counted, never propagated. A session's slot is freed only after
 //! every operation naming it has completed (the table sees to that).
 
+mod batch;
 mod closing;
 mod downstream;
 mod recv;
@@ -28,7 +30,7 @@ mod upstream;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -52,6 +54,10 @@ use crate::user_data::Op;
 
 /// How long a stopping worker waits for the kernel to finish its cancelled operations.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// With receives waiting for buffers, the longest the worker waits before trying again: a
+/// receive re-armed on a socket with nothing queued takes no buffer and completes nothing, so
+/// the buffers it was counted against are free for the next ones at once.
+const REARM_RETRY: Duration = Duration::from_millis(1);
 
 /// What a worker hands back to the thread that started it once it is built.
 pub struct Started {
@@ -219,9 +225,16 @@ impl Worker {
 
         let mut batch = Vec::with_capacity(1024);
         loop {
-            let waited = match self.stopping {
-                None => self.driver.submit_and_wait(),
-                Some(_) => self.driver.submit_and_wait_for(Duration::from_millis(50)),
+            // Receives waiting for buffers are retried at the end of every batch; with some
+            // waiting, a batch must come soon even if nothing else completes.
+            let rearms_waiting = self
+                .deferred
+                .iter()
+                .any(|d| matches!(d, Deferred::ArmListener | Deferred::ArmSession(_)));
+            let waited = match (self.stopping, rearms_waiting) {
+                (Some(_), _) => self.driver.submit_and_wait_for(Duration::from_millis(50)),
+                (None, true) => self.driver.submit_and_wait_for(REARM_RETRY),
+                (None, false) => self.driver.submit_and_wait(),
             };
             match waited {
                 Ok(_) => {}
@@ -296,82 +309,6 @@ impl Worker {
         self.outcomes = out;
     }
 
-    fn end_batch(&mut self) {
-        // First, so that buffers freed by expired lookups count as free below.
-        self.route(|router, io| router.poll(io));
-        self.router.links_up(self.counters.links_up_mut());
-        if !self.deferred.is_empty() {
-            let bufs = self.driver.bufs();
-            let mut rearms = rearm_budget(bufs.leased(), bufs.entries());
-            let mut work = std::mem::take(&mut self.deferred);
-            // The listener first: new work waits behind it, established sessions' replies too.
-            work.sort_by_key(|d| !matches!(d, Deferred::ArmListener));
-            for d in work.drain(..) {
-                let rearm = matches!(d, Deferred::ArmListener | Deferred::ArmSession(_));
-                if rearm && rearms == 0 {
-                    self.deferred.push(d);
-                    continue;
-                }
-                rearms -= u32::from(rearm);
-                match d {
-                    Deferred::ArmListener => self.arm_listener(),
-                    Deferred::ArmSession(key) => self.arm_session(key),
-                    Deferred::Cancel(target) => self.cancel(target),
-                    Deferred::ArmTick => self.arm_tick(),
-                    Deferred::ArmWake => self.arm_wake(),
-                }
-            }
-            if self.deferred.is_empty() {
-                // Keep the allocation for the next batch.
-                self.deferred = work;
-            }
-        }
-        self.driver.bufs().publish();
-        self.counters.set_sessions(self.sessions.live());
-        self.counters.publish(&self.shared.stats[self.index]);
-    }
-
-    fn arm_listener(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        let fd = self.listener.as_raw_fd();
-        let result = self.driver.recv_multishot(fd, Op::ListenRecv.encode());
-        self.pushed(result, Deferred::ArmListener);
-    }
-
-    fn arm_session(&mut self, key: Key) {
-        let Some(fd) = self.sessions.arm_recv(key) else {
-            return;
-        };
-        let result = self
-            .driver
-            .recv_multishot(fd, Op::SessionRecv(key).encode());
-        if result.is_err() {
-            self.sessions.recv_not_armed(key);
-        }
-        self.pushed(result, Deferred::ArmSession(key));
-    }
-
-    fn arm_tick(&mut self) {
-        let result = self.driver.tick(Op::Tick.encode());
-        self.pushed(result, Deferred::ArmTick);
-    }
-
-    fn arm_wake(&mut self) {
-        let fd = self.wake.as_raw_fd();
-        let result = self.driver.read_wake(fd, Op::Wake.encode());
-        self.pushed(result, Deferred::ArmWake);
-    }
-
-    /// Accounts for a push: a flush it needed is counted, a refusal retried after the batch.
-    fn pushed(&mut self, result: io::Result<bool>, retry: Deferred) {
-        match result {
-            Ok(flushed) => self.count_flush(flushed),
-            Err(_) => self.deferred.push(retry),
-        }
-    }
-
     fn count_flush(&mut self, flushed: bool) {
         if flushed {
             self.counters.bump(Counter::SubmitQueueFull);
@@ -383,14 +320,6 @@ impl Worker {
 fn idle_ticks(idle: Duration, tick: Duration) -> u32 {
     let ticks = idle.as_nanos().div_ceil(tick.as_nanos().max(1));
     u32::try_from(ticks).unwrap_or(u32::MAX)
-}
-
-/// How many receives that ended may be armed again now: one per buffer the kernel has to
-/// give. A receive armed with no buffer for it ends again at once with `ENOBUFS`; arming many
-/// sockets on one free buffer would spin through re-arms without receiving. The rest wait for
-/// completed sends to recycle buffers.
-fn rearm_budget(leased: u32, entries: u32) -> u32 {
-    entries.saturating_sub(leased)
 }
 
 /// The reaper's cutoff at `tick`: sessions last active before it are idle. `None` until the
@@ -409,13 +338,6 @@ mod tests {
         assert_eq!(idle_ticks(Duration::from_secs(1), tick), 8);
         assert_eq!(idle_ticks(Duration::from_millis(1001), tick), 9);
         assert_eq!(idle_ticks(Duration::MAX, Duration::from_nanos(1)), u32::MAX);
-    }
-
-    #[test]
-    fn receives_are_rearmed_one_per_free_buffer() {
-        assert_eq!(rearm_budget(0, 2), 2);
-        assert_eq!(rearm_budget(1, 2), 1);
-        assert_eq!(rearm_budget(2, 2), 0);
     }
 
     #[test]

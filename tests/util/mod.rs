@@ -2,6 +2,9 @@
 //! bounded waits. Nothing here mocks the kernel.
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod spoof;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -49,6 +52,13 @@ fn force_buffers(socket: &Socket, bytes: usize) {
             );
         }
     }
+}
+
+/// Player `i`'s socket, on an address of its own in 127.0.0.0/8 (distinct players have
+/// distinct addresses, and ringgate budgets new sessions per address).
+pub fn player(i: usize) -> UdpSocket {
+    assert!(i < 250 * 250, "player {i}: too many");
+    udp(&format!("127.0.{}.{}:0", 2 + i / 250, 1 + i % 250))
 }
 
 /// A free UDP port on loopback nobody listens on (for a dead backend).
@@ -330,4 +340,32 @@ pub fn wait_ready(proxy: &Proxy) {
 pub fn round_trip(client: &UdpSocket, proxy: &Proxy, payload: &[u8]) -> Vec<u8> {
     client.send_to(payload, proxy.local_addr()).unwrap();
     recv(client).0
+}
+
+/// A round trip as a game client makes it: the datagram is sent again every 100 ms until the
+/// echo arrives, for at most `within`. Returns how long it took.
+pub fn round_trip_within(
+    client: &UdpSocket,
+    to: SocketAddr,
+    payload: &[u8],
+    within: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let answered = loop {
+        if start.elapsed() >= within {
+            break None;
+        }
+        client.send_to(payload, to).unwrap();
+        if let Ok(n) = client.recv(&mut buf)
+            && &buf[..n] == payload
+        {
+            break Some(start.elapsed());
+        }
+    };
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    answered
 }

@@ -1,0 +1,183 @@
+//! The `ringgate` binary as a test runs it: a clean environment, its log lines on a channel,
+//! killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::PATIENCE;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
+
+/// Variables a test sets explicitly; cleared from every child so the caller's environment
+/// (or a developer's shell) cannot leak into a test.
+pub const VARS: &[&str] = &[
+    "REDIS_ADDR",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "REDIS_URL",
+    "REDIS_BACKEND_KEY",
+    "REDIS_DISCONNECT_CHANNEL",
+    "RINGGATE_REDIS_TIMEOUT_MS",
+    "RINGGATE_BACKEND_ALLOW",
+    "PROXY_ADDR",
+    "BACKENDS",
+    "WORKERS",
+    "LISTENER_COUNT",
+    "METRICS_ADDR",
+    "SESSION_IDLE_TIMEOUT_SECS",
+    "RINGGATE_BUFFER_SIZE",
+    "RINGGATE_BUFFERS",
+    "RINGGATE_CPUS",
+    "RINGGATE_NO_PIN",
+    "RINGGATE_LOG_FORMAT",
+    "RINGGATE_MAX_SESSIONS",
+    "RINGGATE_PENDING_MAX",
+    "RINGGATE_SOCKET_BUFFER",
+    "RINGGATE_RING_ENTRIES",
+    "RINGGATE_TASK_RUN",
+    "RINGGATE_UNREPLIED_TIMEOUT",
+    "RINGGATE_NEW_SESSIONS_PER_IP",
+    "RINGGATE_METRICS_CONNECTIONS_MAX",
+];
+
+pub fn ringgate(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env("RUST_LOG", "info");
+    for var in VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+pub fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringgate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running binary whose stderr lines arrive on a channel; killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    /// Every line taken from `lines` so far.
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Default::default(),
+        }
+    }
+
+    /// Every line logged so far (waiting `settle` for stragglers).
+    pub fn log(&self, settle: Duration) -> Vec<String> {
+        while let Ok(line) = self.lines.recv_timeout(settle) {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen.borrow().clone()
+    }
+
+    /// Waits for the `ready` log line and returns it.
+    pub fn ready_line(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("ringgate never logged `ready`");
+            self.seen.borrow_mut().push(line.clone());
+            if line.contains(": ready ") || line.contains(r#""message":"ready""#) {
+                return line;
+            }
+        }
+    }
+
+    /// The `key=value` field of the ready line.
+    pub fn ready_field(&self, key: &str) -> String {
+        field(&self.ready_line(), key)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn field(line: &str, key: &str) -> String {
+    let start = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 1;
+    let rest = &line[start..];
+    if rest.starts_with('[') {
+        rest[..=rest.find(']').unwrap()].to_owned()
+    } else {
+        rest.split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ringgate did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The metrics address in a ready line (`metrics=Some(ADDR)`).
+pub fn metrics_of(line: &str) -> SocketAddr {
+    field(line, "metrics")
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap()
+}
+
+/// The resident set of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Descriptors process `pid` holds.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
