@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
@@ -15,8 +14,9 @@ use ringgate::{Proxy, host_check};
 
 fn main() -> ExitCode {
     // The real environment wins over .env: dotenvy never overrides a variable already set.
-    let dotenv = dotenvy::dotenv();
-    let cli = Cli::parse();
+    // Like udp-gate, only ./.env is read, never one in a parent directory.
+    let dotenv = dotenvy::from_path(".env");
+    let cli = Cli::parse_args();
     // The CPUs this process may run on; workers default to one per CPU in this set.
     let allowed: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -29,8 +29,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    if let Ok(path) = dotenv {
-        info!(path = %path.display(), "loaded .env");
+    match dotenv {
+        Ok(()) => info!("loaded ./.env"),
+        Err(e) if e.not_found() => {}
+        Err(e) => warn!(error = %e, "cannot read ./.env; ignoring it"),
     }
     // udp-gate's batching and queueing knobs have no meaning in ringgate's design.
     for var in ["BATCH_SIZE", "WORKER_COUNT", "QUEUE_SIZE"] {

@@ -23,7 +23,7 @@ use crate::metrics::{self, MetricsServer};
 use crate::route::{self, Routes};
 use crate::stats::Shared;
 use crate::sys::setup::TaskRun;
-use crate::sys::{eventfd, limits};
+use crate::sys::{eventfd, limits, socket};
 use crate::worker::{Started, Worker};
 
 /// Why ringgate could not start; the message names the cause and, where there is one, the fix.
@@ -53,12 +53,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn start(config: Config) -> Result<Proxy, StartError> {
+    pub fn start(mut config: Config) -> Result<Proxy, StartError> {
         if matches!(&config.routes, Routes::Fixed(backends) if backends.is_empty()) {
             return Err(StartError(
                 "no route source: give --backend ADDR, or Redis settings".into(),
             ));
         }
+        config.listen = check_listen(config.listen)?;
         let nofile = match limits::raise_nofile() {
             Ok(nofile) => nofile,
             Err(e) => {
@@ -185,6 +186,38 @@ impl Drop for Proxy {
         if !self.workers.is_empty() || self.metrics.is_some() {
             let _ = self.stop();
         }
+    }
+}
+
+/// Makes sure nobody else holds the listen address (a reuseport group would silently share
+/// it), and falls back from the dual-stack wildcard to IPv4 on a host without IPv6.
+fn check_listen(listen: SocketAddr) -> Result<SocketAddr, StartError> {
+    if listen.port() == 0 {
+        return Ok(listen);
+    }
+    match socket::probe_bind(listen) {
+        Ok(()) => Ok(listen),
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) && listen.ip().is_unspecified() => {
+            warn!("IPv6 is not available on this host; listening on IPv4 only");
+            let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
+            socket::probe_bind(v4)
+                .map(|()| v4)
+                .map_err(|e| in_use(v4, &e))
+        }
+        Err(e) => Err(in_use(listen, &e)),
+    }
+}
+
+fn in_use(listen: SocketAddr, e: &io::Error) -> StartError {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        StartError(format!(
+            "cannot listen on {listen} (--listen/PROXY_ADDR): the address is in use by another \
+             process (another ringgate or udp-gate?); stop it, or choose another port"
+        ))
+    } else {
+        StartError(format!(
+            "cannot listen on {listen} (--listen/PROXY_ADDR): {e}"
+        ))
     }
 }
 

@@ -48,6 +48,101 @@ fn sigterm_stops_within_a_second_and_exits_zero() {
     assert_eq!(exit.code(), Some(0), "SIGTERM must exit 0");
 }
 
+/// A UDP port free on both IPv4 and IPv6 wildcards right now.
+fn free_udp_port() -> u16 {
+    let probe = std::net::UdpSocket::bind("[::]:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+#[test]
+fn udp_gate_listen_forms_reach_ringgate_over_ipv4_and_ipv6() {
+    let backend6 = Backend::start(LOCAL6, true);
+    let dir = tempdir("listen-forms");
+    for form in [":{port}", "0.0.0.0:{port}", "[::]:{port}"] {
+        let port = free_udp_port();
+        let mut cmd = ringgate(&dir);
+        cmd.env("PROXY_ADDR", form.replace("{port}", &port.to_string()))
+            .args(["--backend", &backend6.addr.to_string()])
+            .args(["--workers", "1", "--no-pin"]);
+        let running = Running::spawn(cmd);
+        running.ready_line();
+        for (client, to) in [(LOCAL4, "127.0.0.1"), (LOCAL6, "[::1]")] {
+            let c = udp(client);
+            let to: SocketAddr = format!("{to}:{port}").parse().unwrap();
+            c.send_to(b"dual", to).unwrap();
+            let (reply, from) = recv(&c);
+            assert_eq!(reply, b"dual", "{form} from {client}");
+            assert_eq!(
+                from, to,
+                "{form}: the reply comes from the address the client used"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_host_name_listen_address_is_resolved() {
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("listen-name");
+    let port = free_udp_port();
+    let mut cmd = ringgate(&dir);
+    cmd.env("PROXY_ADDR", format!("localhost:{port}"))
+        .args(["--backend", &backend.addr.to_string()])
+        .args(["--workers", "1", "--no-pin"]);
+    let running = Running::spawn(cmd);
+    assert_eq!(running.ready_field("listen"), format!("127.0.0.1:{port}"));
+}
+
+#[test]
+fn a_bad_listen_address_names_the_variable_it_came_from_and_shows_an_example() {
+    let dir = tempdir("listen-bad");
+    for (flag, env) in [(None, Some("19132")), (Some("19132"), None)] {
+        let mut cmd = ringgate(&dir);
+        cmd.args(["--backend", "127.0.0.1:1"]);
+        if let Some(value) = env {
+            cmd.env("PROXY_ADDR", value);
+        }
+        if let Some(value) = flag {
+            cmd.args(["--listen", value]);
+        }
+        let out = run(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let named = if env.is_some() {
+            "PROXY_ADDR"
+        } else {
+            "--listen"
+        };
+        assert!(stderr.contains(named), "{named}: {stderr}");
+        assert!(stderr.contains(":19132"), "no example: {stderr}");
+    }
+}
+
+#[test]
+fn a_second_instance_on_the_same_port_exits_1() {
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("second");
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = || {
+        let mut cmd = ringgate(&dir);
+        cmd.args(["--listen", &listen, "--backend", &backend.addr.to_string()])
+            .args(["--workers", "2", "--no-pin"]);
+        cmd
+    };
+    let first = Running::spawn(start());
+    first.ready_line();
+    let out = run(start());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The first still has all the traffic.
+    let c = udp(LOCAL4);
+    c.send_to(b"mine", listen.parse::<SocketAddr>().unwrap())
+        .unwrap();
+    assert_eq!(recv(&c).0, b"mine");
+}
+
 #[test]
 fn sighup_and_sigusr1_are_logged_and_do_not_stop_ringgate() {
     let backend = Backend::start(LOCAL4, true);
@@ -248,6 +343,35 @@ fn flags_beat_environment_which_beats_dotenv() {
         .args(["--backend", "127.0.0.1:7004"]);
     let flag_wins = Running::spawn(flag_wins);
     assert_eq!(flag_wins.ready_field("backends"), "[127.0.0.1:7004]");
+}
+
+#[test]
+fn a_dotenv_in_a_parent_directory_is_ignored() {
+    // udp-gate reads ./.env only; a parent's .env (a home directory's, say) must not leak in.
+    let parent = tempdir("dotenv-parent");
+    let child = parent.join("child");
+    std::fs::create_dir_all(&child).unwrap();
+    std::fs::write(
+        parent.join(".env"),
+        "BACKENDS=127.0.0.1:7001
+",
+    )
+    .unwrap();
+    let mut cmd = ringgate(&child);
+    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"])
+        .args([
+            "--redis-addr",
+            &format!("127.0.0.1:{}", RedisServer::free_port()),
+        ]);
+    // Without the parent's BACKENDS there is no static backend: routes come from Redis.
+    let running = Running::spawn(cmd);
+    assert_eq!(running.ready_field("backends"), "[]");
+    // A .env in the working directory is still read.
+    std::fs::write(child.join(".env"), "BACKENDS=127.0.0.1:7002\n").unwrap();
+    let mut cmd = ringgate(&child);
+    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
+    let running = Running::spawn(cmd);
+    assert_eq!(running.ready_field("backends"), "[127.0.0.1:7002]");
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use super::Config;
-use super::parse::{CpuList, parse_buffers, parse_cpu_list, parse_rate, parse_ring_entries};
+use super::parse::{
+    CpuList, parse_buffers, parse_cpu_list, parse_listen, parse_rate, parse_ring_entries,
+};
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::route::redis::Settings as RedisSettings;
@@ -30,14 +32,15 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "ringgate", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Address clients send to ([::]:PORT for IPv6)
+    /// Address clients send to, as udp-gate takes it: `:PORT` or `0.0.0.0:PORT` (all
+    /// interfaces, IPv4 and IPv6), `[::]:PORT`, `127.0.0.1:PORT`, `[::1]:PORT`, `HOST:PORT`
     #[arg(
         long,
         env = "PROXY_ADDR",
         default_value = "0.0.0.0:19132",
         value_name = "ADDR"
     )]
-    pub listen: SocketAddr,
+    pub listen: String,
 
     /// Static backend (repeat, or comma-separate in the variable); new sessions go to the one
     /// with the fewest sessions on the worker, ties round-robin. Without one, routes come from
@@ -206,6 +209,53 @@ pub struct Cli {
         help_heading = "Redis routing (used when no --backend is given)"
     )]
     pub backend_allow: Vec<ipnet::IpNet>,
+
+    /// How each setting was given, so that an error names what the user wrote.
+    #[arg(skip)]
+    pub origins: Origins,
+}
+
+/// Which settings came from the environment (or `./.env`) rather than a flag.
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    /// `(argument id, variable name)` of each setting read from a variable.
+    from_env: Vec<(String, String)>,
+}
+
+impl Origins {
+    /// How the user wrote setting `id`: its variable's name if it came from one, else its flag.
+    pub fn name(&self, id: &str) -> String {
+        match self.from_env.iter().find(|(arg, _)| arg == id) {
+            Some((_, var)) => var.clone(),
+            None => format!("--{}", id.replace('_', "-")),
+        }
+    }
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment, noting where each setting came from.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command();
+        let env_of: Vec<(String, String)> = command
+            .get_arguments()
+            .filter_map(|a| {
+                Some((
+                    a.get_id().to_string(),
+                    a.get_env()?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        let matches = command.get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.origins.from_env = env_of
+            .into_iter()
+            .filter(|(id, _)| {
+                matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+            })
+            .collect();
+        cli
+    }
 }
 
 impl Cli {
@@ -313,8 +363,15 @@ impl Cli {
             (false, None) if allowed_cpus.is_empty() => None,
             (false, None) => Some(allowed_cpus.to_vec()),
         };
+        let listen = parse_listen(&self.listen).map_err(|why| {
+            format!(
+                "invalid value `{}` for {}: {why}",
+                self.listen,
+                self.origins.name("listen")
+            )
+        })?;
         Ok(Config {
-            listen: self.listen,
+            listen,
             routes,
             workers,
             cpus,

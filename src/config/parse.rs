@@ -1,12 +1,52 @@
 //! Values the command line takes that clap cannot parse alone: CPU lists, powers of two,
 //! rates, and the ring's task-run modes by name.
 
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+
 use clap::ValueEnum;
 use clap::builder::PossibleValue;
 
 use crate::admission::rate::{self, RateLimit};
 use crate::sys::buf_ring::ENTRIES_MAX;
 use crate::sys::setup::TaskRun;
+
+/// The listen address in any form udp-gate (Go's `net.ListenUDP`) takes. All interfaces
+/// (`:PORT`, `0.0.0.0:PORT`, `[::]:PORT`) is `[::]:PORT`, which ringgate binds dual-stack, as
+/// Go does, so IPv6 players are not silently left out; a host name is resolved now, once, to
+/// its first address (IPv4 first, as Go prefers).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    const FORMS: &str = "expected HOST:PORT, e.g. `:19132` (all interfaces, IPv4 and IPv6), \
+                         `0.0.0.0:19132`, `127.0.0.1:19132`, `[::1]:19132` or `localhost:19132`";
+    let text = text.trim();
+    let all = |port: &str| -> Result<SocketAddr, String> {
+        let port = port.parse::<u16>().map_err(|_| FORMS.to_owned())?;
+        Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+    };
+    if let Some(port) = text.strip_prefix(':') {
+        return all(port);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return if addr.ip().is_unspecified() {
+            all(&addr.port().to_string())
+        } else {
+            Ok(addr)
+        };
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| FORMS.to_owned())?;
+    if host.is_empty() || port.parse::<u16>().is_err() || host.contains(':') {
+        return Err(FORMS.to_owned());
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{host}` has no address"))
+}
 
 /// A list of CPU ids, as written `0-3,6`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,5 +105,32 @@ impl ValueEnum for TaskRun {
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
         Some(PossibleValue::new(self.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms_are_go_s() {
+        let all = |port: u16| SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+        assert_eq!(parse_listen(":19132"), Ok(all(19132)));
+        assert_eq!(parse_listen("0.0.0.0:19132"), Ok(all(19132)));
+        assert_eq!(parse_listen("[::]:19132"), Ok(all(19132)));
+        assert_eq!(
+            parse_listen("127.0.0.1:5"),
+            Ok("127.0.0.1:5".parse().unwrap())
+        );
+        assert_eq!(parse_listen("[::1]:5"), Ok("[::1]:5".parse().unwrap()));
+        assert_eq!(
+            parse_listen("localhost:5"),
+            Ok("127.0.0.1:5".parse().unwrap()),
+            "IPv4 first, as Go"
+        );
+        for bad in ["19132", ":", ":99999", "host:", "a:b:c", "", "[::1]"] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains(":19132"), "{bad}: {err}");
+        }
     }
 }

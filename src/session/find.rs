@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use super::{Key, Phase, Sessions};
+use crate::admission::source::canonical;
 use crate::route::Target;
 
 impl<U: AsRawFd> Sessions<U> {
@@ -49,7 +50,7 @@ impl<U: AsRawFd> Sessions<U> {
 
     /// The session (not closing) of `client`.
     pub fn by_client(&self, client: &SocketAddr) -> Option<Key> {
-        let slot = *self.by_client.get(client)?;
+        let slot = *self.by_client.get(&canonical(*client))?;
         Some(Key {
             slot,
             generation: self.slots[slot as usize].generation,

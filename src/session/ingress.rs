@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use super::{Ingress, Key, Phase, Sessions};
+use crate::admission::source::canonical;
 use crate::stats::Counter;
 use crate::user_data::SLOTS_MAX;
 
@@ -45,8 +46,10 @@ impl Limits {
 }
 
 impl<U: AsRawFd> Sessions<U> {
+    /// What a datagram from `client` (as received: a dual-stack listener's IPv4 clients are
+    /// `::ffff:a.b.c.d`) does.
     pub fn classify(&self, client: &SocketAddr) -> Ingress {
-        let Some(&slot) = self.by_client.get(client) else {
+        let Some(&slot) = self.by_client.get(&canonical(*client)) else {
             return self.classify_newcomer();
         };
         let entry = &self.slots[slot as usize];

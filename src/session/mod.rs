@@ -30,6 +30,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use hashbrown::HashMap;
 use socket2::Socket;
 
+use crate::admission::source::canonical;
 use crate::route::Lease;
 use crate::stats::Counter;
 use crate::sys::sockaddr::RawSockAddr;
@@ -65,8 +66,10 @@ pub enum Phase {
 
 #[derive(Debug)]
 struct Session<U> {
+    /// The client's address, canonical (plain IPv4 for an IPv4 client of a dual-stack
+    /// listener): what the maps, logs and disconnect messages know it by.
     client: SocketAddr,
-    /// The client's address pre-encoded for every reply's `sendmsg`.
+    /// The client's address as received, pre-encoded for every reply's `sendmsg`.
     client_raw: RawSockAddr,
     phase: Phase,
     /// The connected upstream socket; `Some` once the session is open.
@@ -185,10 +188,15 @@ impl<U: AsRawFd> Sessions<U> {
 
     /// Starts a session for `client`, resolving, unconfirmed, holding its first datagram. The
     /// caller checked that [`Sessions::classify`] said [`Ingress::Create`] (or evicted first).
+    ///
+    /// `client` is as received; the session knows it by its canonical form (IPv4 for a
+    /// dual-stack listener's `::ffff:a.b.c.d`) and replies to it as received.
     pub fn insert(&mut self, client: SocketAddr, tick: u32, first: Held) -> Key {
+        let reply_to = RawSockAddr::encode(client);
+        let client = canonical(client);
         let session = Session {
             client,
-            client_raw: RawSockAddr::encode(client),
+            client_raw: reply_to,
             phase: Phase::Resolving,
             upstream: None,
             upstream_local: None,

@@ -64,6 +64,22 @@ fn insert_starts_resolving_with_the_first_datagram_held() {
 }
 
 #[test]
+fn an_ipv4_client_of_a_dual_stack_listener_is_one_client_however_it_arrived() {
+    let mut t = table(4, 8, 64);
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:7".parse().unwrap();
+    let key = t.insert(mapped, 0, FIRST);
+    assert_eq!(t.client(key), Some(addr(7)), "known by its IPv4 form");
+    assert_eq!(t.classify(&addr(7)), Ingress::Hold(key));
+    assert_eq!(t.by_client(&mapped), Some(key));
+    t.open(key, Fake(1), addr(40_000), None);
+    assert_eq!(
+        t.reply_to(key, 0),
+        Some(RawSockAddr::encode(mapped)),
+        "replies go to the address as received"
+    );
+}
+
+#[test]
 fn unknown_clients_are_created_until_the_cap() {
     let mut t = table(2, 8, 64);
     let a = confirmed(&mut t, 1);

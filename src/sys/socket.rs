@@ -55,13 +55,31 @@ pub fn set_buffers(socket: &Socket, size: BufferSize) -> io::Result<bool> {
     Ok(false)
 }
 
-/// A listening socket bound to `addr` in the reuseport group every worker joins.
+/// A listening socket bound to `addr` in the reuseport group every worker joins. On the IPv6
+/// wildcard it is dual-stack: IPv4 clients arrive as `::ffff:a.b.c.d`.
 pub fn listener(addr: SocketAddr, size: BufferSize) -> io::Result<(Socket, bool)> {
     let socket = udp(addr)?;
+    dual_stack(&socket, addr)?;
     socket.set_reuse_port(true)?;
     let forced = set_buffers(&socket, size)?;
     socket.bind(&addr.into())?;
     Ok((socket, forced))
+}
+
+fn dual_stack(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    Ok(())
+}
+
+/// Binds `addr` without `SO_REUSEPORT` and lets go at once: fails with `EADDRINUSE` if any
+/// other socket holds the address (another process, or another ringgate's reuseport group,
+/// which a reuseport bind would silently join and split the traffic with).
+pub fn probe_bind(addr: SocketAddr) -> io::Result<()> {
+    let socket = udp(addr)?;
+    dual_stack(&socket, addr)?;
+    socket.bind(&addr.into())
 }
 
 /// A socket connected to `backend` from a fresh ephemeral port; returns it with that local
