@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -60,6 +60,9 @@ impl Proxy {
             ));
         }
         config.listen = check_listen(config.listen)?;
+        if let Routes::Redis(settings) = &config.routes {
+            check_redis(settings)?;
+        }
         let nofile = match limits::raise_nofile() {
             Ok(nofile) => nofile,
             Err(e) => {
@@ -82,6 +85,7 @@ impl Proxy {
         let mut shared = Shared::new(config.workers, probe.name(), probe.links());
         drop(probe);
         shared.fd_sessions_per_worker = usize::try_from(per_worker).unwrap_or(usize::MAX);
+        shared.ready_requires_links = config.ready_requires_redis;
         shared.local_ips = limits::local_addresses().unwrap_or_else(|e| {
             warn!(error = %e, "cannot list the host's addresses; only loopback counts as ringgate's own");
             Vec::new()
@@ -188,6 +192,31 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// One handshake with Redis before listening: wrong settings stop ringgate here, with a message
+/// naming them; an unreachable Redis does not (new clients wait for it, bounded).
+fn check_redis(settings: &route::redis::Settings) -> Result<(), StartError> {
+    use route::redis::preflight::{Preflight, preflight};
+    match preflight(settings, REDIS_PREFLIGHT_TIMEOUT) {
+        Ok(()) => {
+            info!(redis = %settings.addr, "Redis answered");
+            Ok(())
+        }
+        Err(Preflight::Refused(why)) => Err(StartError(format!(
+            "Redis at {} refused ringgate: {why}",
+            settings.addr
+        ))),
+        Err(Preflight::Unreachable(why)) => {
+            warn!(redis = %settings.addr, error = %crate::logtext::escaped(why.as_bytes(), 200),
+                  "Redis is not answering; starting anyway: new clients wait for it, and \
+                   established sessions never need it");
+            Ok(())
+        }
+    }
+}
+
+/// How long the start-up handshake with Redis may take.
+const REDIS_PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Makes sure nobody else holds the listen address (a reuseport group would silently share
 /// it), and falls back from the dual-stack wildcard to IPv4 on a host without IPv6.

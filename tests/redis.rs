@@ -5,6 +5,8 @@ mod util;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use ringgate::Counter;
 use ringgate::route::Routes;
 use util::*;
@@ -177,9 +179,14 @@ fn redis_lost_mid_run_spares_established_sessions_and_everything_recovers() {
     let upstream = upstream_of(&established, &proxy, &backend);
 
     redis.kill();
+    let shared = proxy.shared();
     wait_for("the lost connection to be noticed", || {
-        !proxy.shared().is_ready()
+        shared.links_up() < shared.links_total()
     });
+    assert!(
+        shared.is_ready(),
+        "ready without Redis: established sessions need none"
+    );
     for i in 0..200u32 {
         established
             .send_to(&i.to_be_bytes(), proxy.local_addr())
@@ -216,34 +223,36 @@ fn redis_lost_mid_run_spares_established_sessions_and_everything_recovers() {
 }
 
 #[test]
-fn redis_down_at_start_means_not_ready_until_it_comes() {
+fn redis_down_at_start_is_ready_and_new_clients_wait_for_it() {
     let port = RedisServer::free_port();
     let backend = Backend::start(LOCAL4, true);
     let mut config = redis_config(SocketAddr::from(([127, 0, 0, 1], port)));
     config.metrics = Some("127.0.0.1:0".parse().unwrap());
+    set_timeout(&mut config, Duration::from_secs(8));
     let proxy = start(config);
     let metrics = proxy.metrics_addr().unwrap();
     wait_for("the workers to arm", || {
-        proxy
-            .shared()
-            .armed
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 1
+        proxy.shared().armed.load(Relaxed) == 1
     });
-    assert_eq!(http_get(metrics, "/readyz").0, 503);
+    // Ready whatever Redis does: established sessions never need it, and a not-ready pod
+    // behind a Kubernetes Service would have its UDP flows flushed.
+    let (status, body) = http_get(metrics, "/readyz");
+    assert_eq!(status, 200);
+    assert!(body.contains("redis: down"), "{body}");
     assert_eq!(http_get(metrics, "/healthz").0, 200);
+    // A client arriving before the first connection is up waits for it, bounded.
     let client = udp(LOCAL4);
     client.send_to(b"early", proxy.local_addr()).unwrap();
-    wait_for("the early client to be dropped", || {
-        count(&proxy, Counter::RouteUnavailable) == 1
-    });
-
     let redis = RedisServer::start_with(port, None);
     redis.set(BACKEND_KEY, &backend.addr.to_string());
-    wait_for("readiness once Redis is up", || {
-        http_get(metrics, "/readyz").0 == 200
+    assert_eq!(
+        recv(&client).0,
+        b"early",
+        "the early datagram waited for Redis"
+    );
+    wait_for("Redis to be up", || {
+        http_get(metrics, "/readyz").1.contains("redis: up")
     });
-    assert_eq!(round_trip(&client, &proxy, b"later"), b"later");
     let (_, exposition) = http_get(metrics, "/metrics");
     assert_eq!(
         sample(
@@ -253,6 +262,32 @@ fn redis_down_at_start_means_not_ready_until_it_comes() {
         Some(1)
     );
     assert!(sample(&exposition, "ringgate_redis_lookup_duration_seconds_count") == Some(1));
+    assert_eq!(count(&proxy, Counter::RouteUnavailable), 0);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn ready_requires_redis_brings_back_503_while_redis_is_down() {
+    let port = RedisServer::free_port();
+    let mut config = redis_config(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.metrics = Some("127.0.0.1:0".parse().unwrap());
+    config.ready_requires_redis = true;
+    let proxy = start(config);
+    let metrics = proxy.metrics_addr().unwrap();
+    wait_for("the workers to arm", || {
+        proxy.shared().armed.load(Relaxed) == 1
+    });
+    assert_eq!(http_get(metrics, "/readyz").0, 503);
+    // A client waits out its lookup timeout (200 ms), then is dropped as unavailable.
+    let client = udp(LOCAL4);
+    client.send_to(b"early", proxy.local_addr()).unwrap();
+    wait_for("the early client to be dropped", || {
+        count(&proxy, Counter::RouteUnavailable) == 1
+    });
+    let _redis = RedisServer::start_with(port, None);
+    wait_for("readiness once Redis is up", || {
+        http_get(metrics, "/readyz").0 == 200
+    });
     proxy.shutdown().unwrap();
 }
 
@@ -326,16 +361,54 @@ fn password_and_database_selection() {
     assert_eq!(round_trip(&client, &proxy, b"authed"), b"authed");
     proxy.shutdown().unwrap();
 
-    // A wrong password is refused and retried, never ready.
+    // A wrong password or database at start-up is a mistake in the settings: ringgate does
+    // not start, and says which setting, never the password.
+    for (password, db, setting) in [("wrong", 0, "REDIS_PASSWORD"), ("s3cret", 99, "REDIS_DB")] {
+        let mut config = redis_config(redis.addr());
+        if let Routes::Redis(r) = &mut config.routes {
+            r.handshake.password = Some(ringgate::route::redis::conn::Secret(password.into()));
+            r.handshake.db = db;
+        }
+        let err = ringgate::Proxy::start(config)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(setting) && !err.contains("wrong"), "{err}");
+    }
+    // No password at all where Redis wants one.
+    let err = ringgate::Proxy::start(redis_config(redis.addr()))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("REDIS_PASSWORD") && err.contains("NOAUTH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_password_changed_after_start_is_an_outage_with_backoff() {
+    let redis = RedisServer::start_with(RedisServer::free_port(), Some("old"));
     let mut config = redis_config(redis.addr());
     if let Routes::Redis(r) = &mut config.routes {
-        r.handshake.password = Some(ringgate::route::redis::conn::Secret("wrong".into()));
+        r.handshake.password = Some(ringgate::route::redis::conn::Secret("old".into()));
     }
     let proxy = start(config);
-    wait_for("the refusal to be counted", || {
-        count(&proxy, Counter::RedisCommandFailures) >= 1
-    });
-    assert!(!proxy.shared().is_ready());
+    wait_ready(&proxy);
+    redis.cmd::<()>(0, &["CONFIG", "SET", "requirepass", "new"]);
+    let before = redis.connections_with("new");
+    redis.cmd_with("new", &["CLIENT", "KILL", "TYPE", "normal"]);
+    redis.cmd_with("new", &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let made = redis.connections_with("new") - before;
+    // Two connections (command, subscriber) backing off from 50 ms to 5 s, and the test's own
+    // two: about 18 at most in 5 s, where retrying every 50 ms would make 200.
+    assert!(made <= 20, "{made} connections in 5 s");
+    assert!(count(&proxy, Counter::RedisCommandFailures) >= 1);
+    assert!(
+        proxy.shared().is_ready(),
+        "still serving established sessions"
+    );
     proxy.shutdown().unwrap();
 }
 

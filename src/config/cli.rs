@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use super::Config;
+pub use super::origins::Origins;
 use super::parse::{
     CpuList, parse_buffers, parse_cpu_list, parse_listen, parse_rate, parse_ring_entries,
 };
@@ -128,6 +129,13 @@ pub struct Cli {
     #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Make /readyz answer 503 while any worker's Redis connections are down (by default it
+    /// does not: established sessions keep forwarding without Redis, and a not-ready pod behind a
+    /// Kubernetes Service has its UDP flows flushed) (the variable takes 1/0, true/false...)
+    #[arg(long, env = "RINGGATE_READY_REQUIRES_REDIS",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ready_requires_redis: bool,
+
     /// Connections the metrics server holds at once; past it, the oldest that has not sent a
     /// whole request is closed
     #[arg(long, env = "RINGGATE_METRICS_CONNECTIONS_MAX", value_name = "N", default_value_t = 64,
@@ -213,49 +221,6 @@ pub struct Cli {
     /// How each setting was given, so that an error names what the user wrote.
     #[arg(skip)]
     pub origins: Origins,
-}
-
-/// Which settings came from the environment (or `./.env`) rather than a flag.
-#[derive(Clone, Debug, Default)]
-pub struct Origins {
-    /// `(argument id, variable name)` of each setting read from a variable.
-    from_env: Vec<(String, String)>,
-}
-
-impl Origins {
-    /// How the user wrote setting `id`: its variable's name if it came from one, else its flag.
-    pub fn name(&self, id: &str) -> String {
-        match self.from_env.iter().find(|(arg, _)| arg == id) {
-            Some((_, var)) => var.clone(),
-            None => format!("--{}", id.replace('_', "-")),
-        }
-    }
-}
-
-impl Cli {
-    /// Parses the process's arguments and environment, noting where each setting came from.
-    pub fn parse_args() -> Cli {
-        use clap::{CommandFactory, FromArgMatches};
-        let command = Cli::command();
-        let env_of: Vec<(String, String)> = command
-            .get_arguments()
-            .filter_map(|a| {
-                Some((
-                    a.get_id().to_string(),
-                    a.get_env()?.to_string_lossy().into_owned(),
-                ))
-            })
-            .collect();
-        let matches = command.get_matches();
-        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        cli.origins.from_env = env_of
-            .into_iter()
-            .filter(|(id, _)| {
-                matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
-            })
-            .collect();
-        cli
-    }
 }
 
 impl Cli {
@@ -387,6 +352,7 @@ impl Cli {
             task_run: self.task_run,
             metrics: self.metrics,
             metrics_connections_max: self.metrics_connections_max as usize,
+            ready_requires_redis: self.ready_requires_redis,
             log_format: self.log_format,
         })
     }

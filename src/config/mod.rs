@@ -6,6 +6,7 @@
 //! carries the unit.
 
 pub mod cli;
+mod origins;
 mod parse;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Connections the metrics server holds at once.
     pub metrics_connections_max: usize,
+    /// `/readyz` is 503 while the router's connections (Redis) are down.
+    pub ready_requires_redis: bool,
     pub log_format: LogFormat,
 }
 
@@ -72,6 +75,7 @@ impl Config {
             task_run: TaskRun::Deferred,
             metrics: None,
             metrics_connections_max: 64,
+            ready_requires_redis: false,
             log_format: LogFormat::Text,
         }
     }

@@ -134,12 +134,20 @@ fn respond(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
             }
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready\n".to_owned(),
-        ),
+        "/readyz" => {
+            let (status, word) = if shared.is_ready() {
+                (StatusCode::OK, "ready")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            };
+            let mut body = format!("{word}\n");
+            if !shared.links.is_empty() {
+                let (up, total) = (shared.links_up(), shared.links_total());
+                let state = if up == total { "up" } else { "down" };
+                body += &format!("{}: {state} ({up} of {total} connections)\n", shared.router);
+            }
+            (status, "text/plain", body)
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

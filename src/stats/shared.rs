@@ -70,10 +70,11 @@ pub struct Shared {
     /// Workers whose listener receive is armed.
     pub armed: AtomicUsize,
     pub workers: usize,
-    /// The router's name (`fixed`, `redis`) and its connections' names; readiness needs every
-    /// worker's connections up.
+    /// The router's name (`fixed`, `redis`) and its connections' names.
     pub router: &'static str,
     pub links: &'static [&'static str],
+    /// Readiness also needs every worker's router connections up (`--ready-requires-redis`).
+    pub ready_requires_links: bool,
     pub stop: AtomicBool,
     /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
     /// `wmem_max` do not cap ringgate's socket buffers.
@@ -88,6 +89,7 @@ impl Shared {
     pub fn new(workers: usize, router: &'static str, links: &'static [&'static str]) -> Shared {
         Shared {
             local_ips: Vec::new(),
+            ready_requires_links: false,
             fd_sessions_per_worker: usize::MAX,
             stats: (0..workers).map(|_| SharedStats::default()).collect(),
             armed: AtomicUsize::new(0),
@@ -99,15 +101,24 @@ impl Shared {
         }
     }
 
-    /// Every worker has armed its receive, no stop was requested, and every worker's router
-    /// connections are up.
+    /// Every worker has armed its receive and no stop was requested; with
+    /// `ready_requires_links`, every worker's router connections are up too.
     pub fn is_ready(&self) -> bool {
         !self.stop.load(Ordering::Acquire)
             && self.armed.load(Ordering::Acquire) == self.workers
-            && self
-                .stats
-                .iter()
-                .all(|w| (0..self.links.len()).all(|link| w.link_up(link)))
+            && (!self.ready_requires_links || self.links_up() == self.links_total())
+    }
+
+    /// Router connections up, over all workers.
+    pub fn links_up(&self) -> usize {
+        self.stats
+            .iter()
+            .map(|w| (0..self.links.len()).filter(|&l| w.link_up(l)).count())
+            .sum()
+    }
+
+    pub fn links_total(&self) -> usize {
+        self.links.len() * self.workers
     }
 
     pub fn total(&self, counter: Counter) -> u64 {

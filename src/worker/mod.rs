@@ -219,6 +219,9 @@ impl Worker {
         self.arm_listener();
         self.arm_tick();
         self.arm_wake();
+        // The router starts at once (Redis connects now, not at the first completion).
+        self.now = Instant::now();
+        self.end_batch();
         self.driver.submit()?;
         self.shared.armed.fetch_add(1, Ordering::Release);
         *armed = true;

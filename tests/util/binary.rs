@@ -42,6 +42,7 @@ pub const VARS: &[&str] = &[
     "RINGGATE_UNREPLIED_TIMEOUT",
     "RINGGATE_NEW_SESSIONS_PER_IP",
     "RINGGATE_METRICS_CONNECTIONS_MAX",
+    "RINGGATE_READY_REQUIRES_REDIS",
 ];
 
 pub fn ringgate(dir: &Path) -> Command {

@@ -103,11 +103,12 @@ impl Backend {
                     let Ok((n, from)) = socket.recv_from(&mut buf) else {
                         continue;
                     };
-                    if echo {
-                        socket.send_to(&buf[..n], from).unwrap();
-                    }
+                    // Recorded before the echo leaves, so a test that got the echo finds it.
                     if tx.send((from, buf[..n].to_vec())).is_err() {
                         return;
+                    }
+                    if echo {
+                        socket.send_to(&buf[..n], from).unwrap();
                     }
                 }
             }
@@ -289,6 +290,34 @@ impl RedisServer {
         cmd.query(&mut c).unwrap()
     }
 
+    /// Runs a command authenticated with `password` (after the server's password changed).
+    pub fn cmd_with(&self, password: &str, args: &[&str]) {
+        let client =
+            redis::Client::open(format!("redis://:{password}@127.0.0.1:{}/", self.port)).unwrap();
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: redis::Value = cmd.query(&mut c).unwrap();
+    }
+
+    /// `total_connections_received`, asked with `password`.
+    pub fn connections_with(&self, password: &str) -> u64 {
+        let client =
+            redis::Client::open(format!("redis://:{password}@127.0.0.1:{}/", self.port)).unwrap();
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .unwrap();
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+
     pub fn set(&self, key: &str, value: &str) {
         self.cmd::<()>(0, &["SET", key, value]);
     }
@@ -331,9 +360,12 @@ pub fn redis_config(redis: SocketAddr) -> Config {
     config
 }
 
-/// Waits until every worker's Redis connections are up.
+/// Waits until ringgate is ready and every worker's Redis connections are up.
 pub fn wait_ready(proxy: &Proxy) {
-    wait_for("ringgate to be ready", || proxy.shared().is_ready());
+    let shared = proxy.shared();
+    wait_for("ringgate to be ready with Redis up", || {
+        shared.is_ready() && shared.links_up() == shared.links_total()
+    });
 }
 
 /// Sends `payload` and returns the echo (the backend must echo).

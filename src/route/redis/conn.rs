@@ -64,8 +64,25 @@ pub struct Handshake {
 enum Expect {
     Auth,
     Select,
+    /// The command connection's last handshake step: a server that needs a password nobody
+    /// gave answers `NOAUTH` here rather than to the first lookup.
+    Ping,
     Subscribe,
     Get,
+}
+
+impl Expect {
+    /// The setting a refusal of this command points at.
+    const fn setting(self) -> &'static str {
+        match self {
+            Expect::Auth | Expect::Ping => {
+                "REDIS_PASSWORD (--redis-password, or the password in REDIS_URL)"
+            }
+            Expect::Select => "REDIS_DB (--redis-db, or the database in REDIS_URL)",
+            Expect::Subscribe => "REDIS_DISCONNECT_CHANNEL (--disconnect-channel)",
+            Expect::Get => "REDIS_BACKEND_KEY (--backend-key)",
+        }
+    }
 }
 
 /// What a connection's replies mean to the worker.
@@ -82,9 +99,12 @@ pub enum Event {
 /// Why a connection must be dropped and made again.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Failure {
-    /// Redis refused a handshake command (wrong password, no such database). Its message never
-    /// contains the password.
-    Refused(String),
+    /// Redis refused a handshake command (wrong password, no such database): the setting to
+    /// fix, and Redis's message (which never contains the password).
+    Refused {
+        setting: &'static str,
+        message: String,
+    },
     /// The byte stream or a reply was not what the protocol allows.
     Protocol(String),
     /// A reply over the size caps, refused before it was read whole.
@@ -94,14 +114,20 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Refused(why) => write!(f, "Redis refused the handshake: {why}"),
+            Failure::Refused { setting, message } => {
+                write!(
+                    f,
+                    "Redis refused the handshake ({message}); check {setting}"
+                )
+            }
             Failure::Protocol(why) => write!(f, "protocol error: {why}"),
             Failure::Oversize(why) => write!(f, "{why}"),
         }
     }
 }
 
-/// Reconnect delays: 50 ms doubling to 5 s.
+/// Reconnect delays: 50 ms doubling to 5 s, each jittered down by up to half, so that every
+/// worker of every ringgate does not reconnect in step after an outage.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -113,10 +139,13 @@ pub struct Conn {
     reader: ReplyReader,
     values: Vec<Value>,
     failures: u32,
+    /// xorshift state for the backoff's jitter.
+    jitter: u64,
 }
 
 impl Conn {
     pub fn new(role: Role) -> Conn {
+        use std::hash::{BuildHasher, RandomState};
         Conn {
             role,
             phase: Phase::Down,
@@ -125,6 +154,7 @@ impl Conn {
             reader: ReplyReader::default(),
             values: Vec::new(),
             failures: 0,
+            jitter: RandomState::new().hash_one(0u8) | 1,
         }
     }
 
@@ -154,10 +184,12 @@ impl Conn {
             self.queue(&auth, Expect::Auth);
         }
         match self.role {
-            Role::Command if handshake.db != 0 => {
-                self.queue(redis::cmd("SELECT").arg(handshake.db), Expect::Select)
+            Role::Command => {
+                if handshake.db != 0 {
+                    self.queue(redis::cmd("SELECT").arg(handshake.db), Expect::Select);
+                }
+                self.queue(&redis::cmd("PING"), Expect::Ping);
             }
-            Role::Command => {}
             Role::Subscriber => self.queue(
                 redis::cmd("SUBSCRIBE").arg(&handshake.channel),
                 Expect::Subscribe,
@@ -174,6 +206,8 @@ impl Conn {
     fn ready_if_done(&mut self) -> Option<Event> {
         if self.phase == Phase::Handshaking && self.expect.is_empty() {
             self.phase = Phase::Ready;
+            // The whole handshake was accepted: the next failure starts the backoff over.
+            self.failures = 0;
             return Some(Event::Ready);
         }
         None
@@ -241,16 +275,23 @@ impl Conn {
         let Some(expect) = self.expect.pop_front() else {
             return Err(Failure::Protocol(format!("unexpected reply {value:?}")));
         };
-        // A server that answers as asked is healthy: the next failure starts the backoff over.
-        // (Not merely accepting the connection: one that accepts and then refuses must back off.)
-        self.failures = 0;
         match (expect, value) {
-            (Expect::Get, value) => events.push(Event::Got(value)),
+            (Expect::Get, value) => {
+                // A server that answers lookups is healthy: the next failure starts the
+                // backoff over.
+                self.failures = 0;
+                events.push(Event::Got(value));
+            }
             (Expect::Auth | Expect::Select, Value::Okay) => {}
+            (Expect::Ping, Value::SimpleString(pong)) if pong == "PONG" => {}
             (Expect::Subscribe, Value::Array(items) | Value::Push { data: items, .. }) if matches!(items.first(), Some(Value::BulkString(k)) if k == b"subscribe") =>
                 {}
-            (Expect::Auth | Expect::Select | Expect::Subscribe, Value::ServerError(e)) => {
-                return Err(Failure::Refused(e.to_string()));
+            // A refusal is not health: one that accepts and then refuses must back off.
+            (expect, Value::ServerError(e)) if expect != Expect::Get => {
+                return Err(Failure::Refused {
+                    setting: expect.setting(),
+                    message: e.to_string(),
+                });
             }
             (expect, value) => {
                 return Err(Failure::Protocol(format!(
@@ -262,6 +303,16 @@ impl Conn {
             events.push(event);
         }
         Ok(())
+    }
+
+    /// `delay` less a random part of up to half of it.
+    fn jittered(&mut self, delay: Duration) -> Duration {
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let half = delay / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        delay - Duration::from_nanos(self.jitter % nanos)
     }
 
     /// The connection is gone: forget everything in flight. Returns how many `GET`s were
@@ -276,7 +327,7 @@ impl Conn {
             .saturating_mul(1 << self.failures.min(16))
             .min(BACKOFF_MAX);
         self.failures = self.failures.saturating_add(1);
-        (gets, delay)
+        (gets, self.jittered(delay))
     }
 }
 

@@ -16,12 +16,25 @@ fn feed(conn: &mut Conn, bytes: &[u8]) -> Result<Vec<Event>, Failure> {
     conn.received(bytes, &mut events).map(|()| events)
 }
 
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+/// Connects a plain command connection and answers its PING.
+fn ready_command() -> Conn {
+    let mut c = Conn::new(Role::Command);
+    c.connected(&handshake(None, 0));
+    c.take_output();
+    assert_eq!(feed(&mut c, b"+PONG\r\n").unwrap(), [Event::Ready]);
+    c
+}
+
 #[test]
-fn a_plain_command_connection_is_ready_at_once() {
+fn a_plain_command_connection_pings_then_is_ready() {
     let mut c = Conn::new(Role::Command);
     c.connecting();
-    assert_eq!(c.connected(&handshake(None, 0)), Some(Event::Ready));
-    assert!(!c.has_output());
+    assert_eq!(c.connected(&handshake(None, 0)), None);
+    assert_eq!(c.take_output(), PING);
+    assert!(!c.get("k"), "no GET before the handshake finished");
+    assert_eq!(feed(&mut c, b"+PONG\r\n").unwrap(), [Event::Ready]);
     assert!(c.get("k"));
     assert_eq!(c.take_output(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
     assert_eq!(feed(&mut c, b"$10\r\n10.0.0.1:").unwrap(), []);
@@ -37,9 +50,11 @@ fn auth_and_select_come_first_and_replies_match_in_order() {
     assert_eq!(c.connected(&handshake(Some("pw"), 3)), None);
     let out = String::from_utf8(c.take_output()).unwrap();
     assert!(out.starts_with("*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3"));
+    assert!(out.ends_with(std::str::from_utf8(PING).unwrap()));
     assert!(!c.get("k"), "no GET before the handshake finished");
     assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), []);
-    assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), [Event::Ready]);
+    assert_eq!(feed(&mut c, b"+OK\r\n").unwrap(), []);
+    assert_eq!(feed(&mut c, b"+PONG\r\n").unwrap(), [Event::Ready]);
     assert!(c.get("a") && c.get("b"));
     assert_eq!(c.gets_outstanding(), 2);
     let events = feed(&mut c, b"$-1\r\n$3\r\nx:1\r\n").unwrap();
@@ -57,7 +72,9 @@ fn a_wrong_password_is_refused_without_echoing_it() {
     let mut c = Conn::new(Role::Command);
     c.connected(&handshake(Some("hunter2"), 0));
     let err = feed(&mut c, b"-WRONGPASS invalid username-password pair\r\n").unwrap_err();
-    assert!(matches!(err, Failure::Refused(_)));
+    assert!(
+        matches!(err, Failure::Refused { setting, .. } if setting.starts_with("REDIS_PASSWORD"))
+    );
     assert!(!err.to_string().contains("hunter2"));
     assert!(!format!("{:?}", handshake(Some("hunter2"), 0)).contains("hunter2"));
 }
@@ -89,9 +106,23 @@ fn an_unexpected_reply_is_a_protocol_failure() {
 }
 
 #[test]
-fn unsent_bytes_go_back_in_front() {
+fn a_password_nobody_gave_is_refused_at_the_handshake_not_at_the_first_lookup() {
     let mut c = Conn::new(Role::Command);
     c.connected(&handshake(None, 0));
+    let err = feed(&mut c, b"-NOAUTH Authentication required.\r\n").unwrap_err();
+    assert!(
+        matches!(err, Failure::Refused { setting, .. } if setting.starts_with("REDIS_PASSWORD")),
+        "{err}"
+    );
+    let mut c = Conn::new(Role::Command);
+    c.connected(&handshake(None, 99));
+    let err = feed(&mut c, b"-ERR DB index is out of range\r\n").unwrap_err();
+    assert!(err.to_string().contains("REDIS_DB"), "{err}");
+}
+
+#[test]
+fn unsent_bytes_go_back_in_front() {
+    let mut c = ready_command();
     c.get("a");
     let out = c.take_output();
     c.get("b");
@@ -101,27 +132,48 @@ fn unsent_bytes_go_back_in_front() {
     assert!(again.ends_with(b"$1\r\nb\r\n"));
 }
 
+/// Whether `got` is `nominal` jittered down by at most half.
+fn jittered(got: Duration, nominal: Duration) -> bool {
+    got <= nominal && got >= nominal / 2
+}
+
 #[test]
-fn backoff_doubles_to_a_cap_and_resets_after_a_real_reply() {
+fn backoff_doubles_to_a_cap_jittered_and_resets_after_a_whole_handshake() {
     let mut c = Conn::new(Role::Command);
     let delays: Vec<_> = (0..10).map(|_| c.reset().1).collect();
-    assert_eq!(delays[0], Duration::from_millis(50));
-    assert_eq!(delays[1], Duration::from_millis(100));
-    assert_eq!(delays[9], Duration::from_secs(5));
+    assert!(jittered(delays[0], Duration::from_millis(50)), "{delays:?}");
+    assert!(
+        jittered(delays[1], Duration::from_millis(100)),
+        "{delays:?}"
+    );
+    assert!(jittered(delays[9], Duration::from_secs(5)), "{delays:?}");
     // Accepting the connection is not enough (protected mode, maxclients)...
     c.connected(&handshake(None, 0));
-    assert_eq!(c.reset().1, Duration::from_secs(5));
-    // ...answering a command is.
+    assert!(jittered(c.reset().1, Duration::from_secs(5)));
+    // ...nor is answering some of the handshake and refusing the rest...
+    c.connected(&handshake(Some("pw"), 0));
+    feed(&mut c, b"+OK\r\n").unwrap();
+    assert!(feed(&mut c, b"-NOAUTH\r\n").is_err());
+    assert!(jittered(c.reset().1, Duration::from_secs(5)));
+    // ...accepting all of it is.
     c.connected(&handshake(None, 0));
-    c.get("k");
-    feed(&mut c, b"$-1\r\n").unwrap();
-    assert_eq!(c.reset().1, Duration::from_millis(50));
+    feed(&mut c, b"+PONG\r\n").unwrap();
+    assert!(jittered(c.reset().1, Duration::from_millis(50)));
+}
+
+#[test]
+fn jitter_spreads_reconnects() {
+    let mut c = Conn::new(Role::Command);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        seen.insert(c.jittered(Duration::from_secs(5)));
+    }
+    assert!(seen.len() > 10, "{seen:?}");
 }
 
 #[test]
 fn reset_reports_lost_gets() {
-    let mut c = Conn::new(Role::Command);
-    c.connected(&handshake(None, 0));
+    let mut c = ready_command();
     c.get("a");
     c.get("a");
     assert_eq!(c.reset().0, 2);

@@ -74,7 +74,18 @@ impl Lookups {
         expired
     }
 
-    /// The connection is gone: the `GET` will never be answered; every waiter gives up.
+    /// Whether waiters need a `GET` sent: there are some and none is in flight.
+    pub fn needs_get(&self) -> bool {
+        !self.waiters.is_empty() && self.sent_at.is_none()
+    }
+
+    /// The connection is gone: the `GET` in flight will never be answered. The waiters keep
+    /// waiting, within their deadlines, for a reconnect to ask again.
+    pub fn get_lost(&mut self) {
+        self.sent_at = None;
+    }
+
+    /// Stopping: every waiter, to be told there is no answer.
     pub fn lost(&mut self) -> Vec<Ticket> {
         self.sent_at = None;
         self.drain()
@@ -128,6 +139,27 @@ mod tests {
         assert_eq!(
             l.expire(t0 + Duration::from_millis(300)),
             [Ticket(2), Ticket(3)]
+        );
+    }
+
+    #[test]
+    fn waiters_outlive_a_lost_get_and_need_another() {
+        let (mut l, t0) = (Lookups::default(), Instant::now());
+        assert!(!l.needs_get());
+        l.join(Ticket(1), t0, TIMEOUT);
+        assert!(
+            l.needs_get(),
+            "nothing sent yet (the connection may still be coming up)"
+        );
+        l.sent(t0);
+        assert!(!l.needs_get());
+        l.get_lost();
+        assert!(l.needs_get(), "the reconnect must ask again");
+        assert!(l.waiting());
+        assert_eq!(
+            l.expire(t0 + TIMEOUT),
+            [Ticket(1)],
+            "still within their deadlines"
         );
     }
 

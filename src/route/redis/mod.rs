@@ -14,6 +14,7 @@ pub mod conn;
 pub mod disconnect;
 pub mod link;
 pub mod lookups;
+pub mod preflight;
 pub mod reply;
 
 use std::net::SocketAddr;
@@ -101,11 +102,14 @@ impl RedisRouter {
 
     fn on_event(&mut self, conn: usize, event: Event, io: &mut Io<'_>) {
         match event {
-            Event::Ready => info!(
-                connection = self.ends[conn].role().name(),
-                redis = %self.settings.addr,
-                "Redis connection ready"
-            ),
+            Event::Ready => {
+                info!(
+                    connection = self.ends[conn].role().name(),
+                    redis = %self.settings.addr,
+                    "Redis connection ready"
+                );
+                self.send_get(io);
+            }
             Event::Got(value) => {
                 let (tickets, took) = self.lookups.answered(io.now);
                 if let Some(took) = took {
@@ -185,13 +189,19 @@ impl RedisRouter {
                   retry_ms = delay.as_millis() as u64, suppressed, "Redis connection lost");
         }
         if role == Role::Command {
-            let tickets = self.lookups.lost();
-            if !tickets.is_empty() {
-                io.out.push(Outcome::Route {
-                    tickets,
-                    result: Err(RouteFailure::Unavailable),
-                });
-            }
+            // Waiters keep waiting, within their deadlines, for the reconnect.
+            self.lookups.get_lost();
+        }
+    }
+
+    /// Sends the `GET` waiters need, if the command connection can take it.
+    fn send_get(&mut self, io: &mut Io<'_>) {
+        if self.lookups.needs_get()
+            && self.ends[COMMAND].up()
+            && self.ends[COMMAND].conn.get(&self.settings.key)
+        {
+            self.lookups.sent(io.now);
+            io.counters.bump(Counter::RedisLookups);
         }
     }
 
@@ -241,10 +251,10 @@ impl Router for RedisRouter {
         }
     }
 
-    /// Joins the `GET` in flight, or sends one. Without a ready command connection the answer
-    /// is `unavailable` at once.
+    /// Joins the `GET` in flight, or sends one. While the command connection is coming up
+    /// (at start, or reconnecting) the request waits for it, within its deadline.
     fn request(&mut self, ticket: Ticket, io: &mut Io<'_>) {
-        if self.stopping || !self.ends[COMMAND].up() {
+        if self.stopping {
             return io.out.push(Outcome::Route {
                 tickets: vec![ticket],
                 result: Err(RouteFailure::Unavailable),
@@ -252,12 +262,7 @@ impl Router for RedisRouter {
         }
         match self.lookups.join(ticket, io.now, self.settings.timeout) {
             Join::Coalesced => io.counters.bump(Counter::RedisLookupsCoalesced),
-            Join::Send => {
-                if self.ends[COMMAND].conn.get(&self.settings.key) {
-                    self.lookups.sent(io.now);
-                    io.counters.bump(Counter::RedisLookups);
-                }
-            }
+            Join::Send => self.send_get(io),
         }
     }
 
@@ -305,14 +310,21 @@ impl Router for RedisRouter {
         }
         let expired = self.lookups.expire(io.now);
         if !expired.is_empty() {
+            // No answer in time: Redis was slow, or not there to ask.
+            let why = if self.ends[COMMAND].up() {
+                RouteFailure::Timeout
+            } else {
+                RouteFailure::Unavailable
+            };
             io.out.push(Outcome::Route {
                 tickets: expired,
-                result: Err(RouteFailure::Timeout),
+                result: Err(why),
             });
         }
         for conn in [COMMAND, SUBSCRIBER] {
             self.drive(conn, io);
         }
+        self.send_get(io);
         let waiting = self.lookups.waiting() || self.ends.iter().any(Endpoint::waiting);
         if waiting && !self.timer_armed && io.driver.timer(TIMER, self.timer_tick, 0).is_ok() {
             self.timer_armed = true;
