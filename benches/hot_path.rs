@@ -67,7 +67,7 @@ fn open_table(size: usize) -> (Sessions<NoSocket>, Vec<SocketAddr>, Vec<Key>) {
         .enumerate()
         .map(|(i, &addr)| {
             let key = sessions.insert(addr, 0, FIRST);
-            sessions.open(key, NoSocket, upstream_local(i), None);
+            sessions.open(key, NoSocket, upstream_local(i), None, 0);
             key
         })
         .collect();
@@ -115,7 +115,7 @@ fn session_table(c: &mut Criterion) {
     group.bench_function("insert_open_close_free", |b| {
         b.iter(|| {
             let key = sessions.insert(black_box(newcomer), 0, FIRST);
-            sessions.open(key, NoSocket, upstream_local(2_000), None);
+            sessions.open(key, NoSocket, upstream_local(2_000), None, 0);
             sessions.begin_close(key)
         })
     });

@@ -1,122 +1,154 @@
-//! The Prometheus exposition: at scrape time, each counter summed across the workers'
-//! published values (relaxed loads: a scrape may see one worker's batch a moment before
-//! another's, never a torn value), the gauges, the router's connection states and the lookup
-//! latency histogram.
+//! What `/metrics` says: each counter summed across the workers' published values (relaxed
+//! loads: a scrape may see one worker's batch a moment before another's, never a torn value),
+//! the gauges, the router's connection states, the lookup latency histogram, per-backend
+//! figures, the build and the process.
 
-use std::sync::Arc;
+use super::process;
+use super::text::{Kind, Text};
+use crate::stats::{Counter, LATENCY_BUCKETS_US, Shared, backends};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-
-use crate::stats::{Counter, LATENCY_BUCKETS_US, Shared};
-
-#[derive(Debug)]
-pub struct ProxyCollector {
-    pub shared: Arc<Shared>,
+/// The whole exposition.
+pub fn exposition(shared: &Shared) -> String {
+    let mut t = Text::default();
+    counters(&mut t, shared);
+    t.family(
+        "ringgate_sessions",
+        "Sessions holding a slot, on all workers",
+        Kind::Gauge,
+    )
+    .sample(&[], shared.sessions());
+    t.family(
+        "ringgate_workers_ready",
+        "Workers whose receive is armed",
+        Kind::Gauge,
+    )
+    .sample(&[], shared.armed.load(std::sync::atomic::Ordering::Relaxed));
+    if !shared.links.is_empty() {
+        links(&mut t, shared);
+    }
+    if shared.router == "redis" {
+        lookup_latency(&mut t, shared);
+    }
+    per_backend(&mut t, shared);
+    t.family(
+        "ringgate_build_info",
+        "The running build: its version and the commit it was built from",
+        Kind::Gauge,
+    )
+    .sample(
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("RINGGATE_COMMIT")),
+        ],
+        1,
+    );
+    process_metrics(&mut t, &process::read());
+    t.finish()
 }
 
-impl Collector for ProxyCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Counters of one family are declared next to each other in `stats`.
-        for family in Counter::ALL.chunk_by(|a, b| a.family().0 == b.family().0) {
-            let (name, _) = family[0].family();
-            let probe = ConstCounter::new(0u64);
-            let mut metric =
-                encoder.encode_descriptor(name, family[0].help(), None, probe.metric_type())?;
-            match family {
-                [single] if single.family().1.is_none() => {
-                    ConstCounter::new(self.shared.total(*single)).encode(metric)?
-                }
-                _ => {
-                    for &counter in family {
-                        let label = counter.family().1.unwrap_or(("", ""));
-                        ConstCounter::new(self.shared.total(counter))
-                            .encode(metric.encode_family(&[label])?)?;
-                    }
-                }
-            }
+/// Every counter of `stats`: one family per run of the catalogue (declared together there).
+fn counters(t: &mut Text, shared: &Shared) {
+    for family in Counter::ALL.chunk_by(|a, b| a.family().0 == b.family().0) {
+        let (name, _) = family[0].family();
+        t.family(name, family[0].help(), Kind::Counter);
+        for &counter in family {
+            match counter.family().1 {
+                Some(label) => t.sample(&[label], shared.total(counter)),
+                None => t.sample(&[], shared.total(counter)),
+            };
         }
-        let gauges = [
-            (
-                "ringgate_sessions",
-                "Sessions holding a slot, on all workers",
-                self.shared.sessions() as i64,
-            ),
-            (
-                "ringgate_workers_ready",
-                "Workers whose receive is armed",
-                self.shared.armed.load(std::sync::atomic::Ordering::Relaxed) as i64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        if !self.shared.links.is_empty() {
-            self.encode_links(&mut encoder)?;
-        }
-        if self.shared.router == "redis" {
-            self.encode_lookup_latency(&mut encoder)?;
-        }
-        Ok(())
     }
 }
 
-impl ProxyCollector {
-    /// Per-worker state of the router's connections (`ringgate_redis_up` for Redis).
-    fn encode_links(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let probe = ConstGauge::new(0i64);
-        let name = format!("ringgate_{}_up", self.shared.router);
-        let mut up = encoder.encode_descriptor(
-            &name,
-            "Whether a worker's connection to its route source has finished its handshake",
-            None,
-            probe.metric_type(),
-        )?;
-        for (worker, stats) in self.shared.stats.iter().enumerate() {
-            let worker = worker.to_string();
-            for (link, connection) in self.shared.links.iter().enumerate() {
-                let labels = [("worker", worker.as_str()), ("connection", *connection)];
-                ConstGauge::new(i64::from(stats.link_up(link)))
-                    .encode(up.encode_family(&labels)?)?;
-            }
+/// Per-worker state of the router's connections (`ringgate_redis_up` for Redis).
+fn links(t: &mut Text, shared: &Shared) {
+    let name = format!("ringgate_{}_up", shared.router);
+    t.family(
+        &name,
+        "Whether a worker's connection to its route source has finished its handshake",
+        Kind::Gauge,
+    );
+    for (worker, stats) in shared.stats.iter().enumerate() {
+        let worker = worker.to_string();
+        for (link, connection) in shared.links.iter().enumerate() {
+            let labels = [("worker", worker.as_str()), ("connection", *connection)];
+            t.sample(&labels, u8::from(stats.link_up(link)));
         }
-        Ok(())
     }
+}
 
-    /// The Redis lookup latency histogram.
-    fn encode_lookup_latency(
-        &self,
-        encoder: &mut DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let mut buckets = [0u64; LATENCY_BUCKETS_US.len() + 1];
-        let mut sum_us = 0u64;
-        for stats in self.shared.stats.iter() {
-            let (counts, sum) = stats.latency();
-            for (total, n) in buckets.iter_mut().zip(counts) {
-                *total += n;
-            }
-            sum_us += sum;
+/// The Redis lookup latency histogram.
+fn lookup_latency(t: &mut Text, shared: &Shared) {
+    let mut counts = [0u64; LATENCY_BUCKETS_US.len() + 1];
+    let mut sum_us = 0u64;
+    for stats in shared.stats.iter() {
+        let (worker, sum) = stats.latency();
+        for (total, n) in counts.iter_mut().zip(worker) {
+            *total += n;
         }
-        let bounds = LATENCY_BUCKETS_US
-            .iter()
-            .map(|&us| us as f64 / 1e6)
-            .chain(std::iter::once(f64::MAX));
-        let classic: Vec<(f64, u64)> = bounds.zip(buckets).collect();
-        let metric = encoder.encode_descriptor(
-            "ringgate_redis_lookup_duration_seconds",
-            "Time from sending a GET of the backend key to its reply",
-            None,
-            prometheus_client::metrics::MetricType::Histogram,
-        )?;
-        let mut metric = metric;
-        metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            sum_us as f64 / 1e6,
-            buckets.iter().sum(),
-            &classic,
-            None,
+        sum_us += sum;
+    }
+    let bounds: Vec<f64> = LATENCY_BUCKETS_US
+        .iter()
+        .map(|&us| us as f64 / 1e6)
+        .collect();
+    t.family(
+        "ringgate_redis_lookup_duration_seconds",
+        "Time from sending a GET of the backend key to its reply",
+        Kind::Histogram,
+    )
+    .histogram(&bounds, &counts, sum_us as f64 / 1e6);
+}
+
+/// Sessions and packets per backend, at most `BACKENDS_MAX` by address and the rest `other`.
+fn per_backend(t: &mut Text, shared: &Shared) {
+    let merged = backends::merge(shared.stats.iter().map(|w| w.backends.read()));
+    t.family(
+        "ringgate_backend_sessions",
+        "Sessions per backend (at most 32 backends by address, the rest as other)",
+        Kind::Gauge,
+    );
+    for (backend, c) in &merged {
+        t.sample(&[("backend", backend)], c.sessions);
+    }
+    t.family(
+        "ringgate_backend_packets",
+        "Datagrams queued to (upstream) and from (downstream) each backend",
+        Kind::Counter,
+    );
+    for (backend, c) in &merged {
+        for (direction, n) in [("upstream", c.packets_up), ("downstream", c.packets_down)] {
+            t.sample(&[("backend", backend), ("direction", direction)], n);
+        }
+    }
+}
+
+/// The conventional `process_*` metrics.
+fn process_metrics(t: &mut Text, p: &process::Process) {
+    t.family("process_open_fds", "Open file descriptors", Kind::Gauge)
+        .sample(&[], p.open_fds)
+        .family(
+            "process_max_fds",
+            "The open-files limit (soft)",
+            Kind::Gauge,
         )
-    }
+        .sample(&[], p.max_fds)
+        .family(
+            "process_resident_memory_bytes",
+            "Resident memory in bytes",
+            Kind::Gauge,
+        )
+        .sample(&[], p.resident_bytes)
+        .family(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds",
+            Kind::Counter,
+        )
+        .sample(&[], p.cpu_seconds)
+        .family(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            Kind::Gauge,
+        )
+        .sample(&[], p.start_time_seconds);
 }

@@ -20,7 +20,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::warn;
 
@@ -32,7 +31,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest any connection lives.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type State = Arc<(Registry, Arc<Shared>)>;
+pub type State = Arc<Shared>;
 
 /// A connection being served.
 struct Open {
@@ -116,23 +115,13 @@ async fn connection(stream: tokio::net::TcpStream, state: State, requested: Arc<
 }
 
 fn respond(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
-    let (registry, shared) = (&state.0, &state.1);
+    let shared = &**state;
     let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => {
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => (
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    body,
-                ),
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    "encoding failed\n".to_owned(),
-                ),
-            }
-        }
+        "/metrics" => (
+            StatusCode::OK,
+            super::text::CONTENT_TYPE,
+            super::collect::exposition(shared),
+        ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {
             let (status, word) = if shared.is_ready() {

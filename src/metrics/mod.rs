@@ -1,6 +1,6 @@
 //! `/metrics`, `/healthz` and `/readyz` on a thread of their own, never a worker's.
 //!
-//! The exposition is prometheus-client's text encoder over a collector ([`collect`]); HTTP is
+//! The exposition is Prometheus's text format ([`text`]) of what [`collect`] gathers; HTTP is
 //! hyper's, on a current-thread tokio runtime that lives in the metrics thread and nowhere
 //! else ([`http`]: connection cap and timeouts, so that the endpoint outlives the floods it is
 //! there to report). The thread runs on CPUs no worker uses when there are any, and otherwise
@@ -8,16 +8,16 @@
 
 mod collect;
 mod http;
+mod process;
+mod text;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
 
-use self::collect::ProxyCollector;
 use crate::stats::Shared;
 use crate::sys::limits;
 
@@ -44,10 +44,6 @@ impl MetricsServer {
     pub fn start(settings: Settings, shared: Arc<Shared>) -> io::Result<MetricsServer> {
         let listener = limits_listener(settings.addr)?;
         let local = listener.local_addr()?;
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(ProxyCollector {
-            shared: Arc::clone(&shared),
-        }));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -57,10 +53,9 @@ impl MetricsServer {
             .name("ringgate-metrics".into())
             .spawn(move || {
                 place_thread(&settings);
-                let state = Arc::new((registry, shared));
                 runtime.block_on(http::serve(
                     listener,
-                    state,
+                    shared,
                     settings.connections_max,
                     stopped,
                 ));

@@ -42,6 +42,8 @@ mod ingress;
 mod ops;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 mod unconfirmed;
 
 pub use ingress::Limits;
@@ -78,6 +80,8 @@ struct Session<U> {
     upstream_local: Option<SocketAddr>,
     /// The router's note of where it placed the session, handed back when it closes.
     lease: Option<Lease>,
+    /// Its backend's slot in the worker's per-backend counts (`stats::backends`).
+    backend_slot: u8,
     held: Vec<Held>,
     /// The reaper tick of the last datagram in either direction.
     last_tick: u32,
@@ -130,6 +134,8 @@ pub struct Closed {
     pub held: Vec<Held>,
     /// Hand back to the router.
     pub lease: Option<Lease>,
+    /// The backend's slot in the per-backend counts, if the session had opened.
+    pub backend_slot: Option<u8>,
     /// The receive is still armed: cancel it (the session is freed on its final completion).
     pub recv_armed: bool,
 }
@@ -201,6 +207,7 @@ impl<U: AsRawFd> Sessions<U> {
             upstream: None,
             upstream_local: None,
             lease: None,
+            backend_slot: 0,
             held: vec![first],
             last_tick: tick,
             in_flight: 0,
@@ -278,37 +285,41 @@ impl<U: AsRawFd> Sessions<U> {
         upstream: U,
         local: SocketAddr,
         lease: Option<Lease>,
+        backend_slot: u8,
     ) -> Option<Vec<Held>> {
         let s = self.in_phase(key, Phase::Resolving)?;
         s.phase = Phase::Open;
         s.upstream = Some(upstream);
         s.upstream_local = Some(local);
         s.lease = lease;
+        s.backend_slot = backend_slot;
         let held = std::mem::take(&mut s.held);
         self.held_total -= held.len();
         self.by_upstream_port.insert(local.port(), key.slot);
         Some(held)
     }
 
-    /// An open session's upstream socket, for a datagram from its client at `tick`. A client
-    /// that sends after its backend answered confirms the session.
-    pub fn upstream(&mut self, key: Key, tick: u32) -> Option<RawFd> {
+    /// An open session's upstream socket and backend slot, for a datagram from its client at
+    /// `tick`. A client that sends after its backend answered confirms the session.
+    pub fn upstream(&mut self, key: Key, tick: u32) -> Option<(RawFd, u8)> {
         let s = self.in_phase(key, Phase::Open)?;
         s.last_tick = tick;
-        let fd = s.upstream.as_ref().map(AsRawFd::as_raw_fd);
+        let fd = s.upstream.as_ref()?.as_raw_fd();
+        let slot = s.backend_slot;
         if s.answered && !s.confirmed {
             s.confirmed = true;
             self.unlink_unconfirmed(key.slot);
         }
-        fd
+        Some((fd, slot))
     }
 
-    /// An open session's client address, for a datagram from its backend at `tick`.
-    pub fn reply_to(&mut self, key: Key, tick: u32) -> Option<RawSockAddr> {
+    /// An open session's client address and backend slot, for a datagram from its backend at
+    /// `tick`.
+    pub fn reply_to(&mut self, key: Key, tick: u32) -> Option<(RawSockAddr, u8)> {
         let s = self.in_phase(key, Phase::Open)?;
         s.last_tick = tick;
         s.answered = true;
-        Some(s.client_raw)
+        Some((s.client_raw, s.backend_slot))
     }
 
     /// Whether the session is confirmed (see the module's comment).
@@ -334,6 +345,7 @@ impl<U: AsRawFd> Sessions<U> {
             upstream_local: s.upstream_local,
             held: std::mem::take(&mut s.held),
             lease: s.lease.take(),
+            backend_slot: s.upstream.is_some().then_some(s.backend_slot),
             recv_armed: s.recv_armed,
         };
         self.held_total -= closed.held.len();

@@ -8,7 +8,7 @@ use crate::route::Target;
 
 /// An upstream that is not a socket: the table only stores it and reports its descriptor.
 #[derive(Debug)]
-struct Fake(RawFd);
+pub(super) struct Fake(pub(super) RawFd);
 
 impl AsRawFd for Fake {
     fn as_raw_fd(&self) -> RawFd {
@@ -16,13 +16,13 @@ impl AsRawFd for Fake {
     }
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(super) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-const FIRST: Held = Held { bid: 0, len: 1 };
+pub(super) const FIRST: Held = Held { bid: 0, len: 1 };
 
-fn limits(max: usize, pending_max: usize, held_max: usize) -> Limits {
+pub(super) fn limits(max: usize, pending_max: usize, held_max: usize) -> Limits {
     Limits {
         sessions_max: max,
         fd_max: usize::MAX,
@@ -31,12 +31,12 @@ fn limits(max: usize, pending_max: usize, held_max: usize) -> Limits {
     }
 }
 
-fn table(max: usize, pending_max: usize, held_max: usize) -> Sessions<Fake> {
+pub(super) fn table(max: usize, pending_max: usize, held_max: usize) -> Sessions<Fake> {
     Sessions::new(limits(max, pending_max, held_max))
 }
 
 /// An open session whose client has seen its backend's answer.
-fn confirmed(t: &mut Sessions<Fake>, port: u16) -> Key {
+pub(super) fn confirmed(t: &mut Sessions<Fake>, port: u16) -> Key {
     let key = open(t, port);
     t.reply_to(key, 0).unwrap();
     t.upstream(key, 0).unwrap();
@@ -44,10 +44,16 @@ fn confirmed(t: &mut Sessions<Fake>, port: u16) -> Key {
     key
 }
 
-fn open(t: &mut Sessions<Fake>, port: u16) -> Key {
+pub(super) fn open(t: &mut Sessions<Fake>, port: u16) -> Key {
     let key = t.insert(addr(port), 0, FIRST);
-    t.open(key, Fake(100 + i32::from(port)), addr(40_000 + port), None)
-        .unwrap();
+    t.open(
+        key,
+        Fake(100 + i32::from(port)),
+        addr(40_000 + port),
+        None,
+        0,
+    )
+    .unwrap();
     key
 }
 
@@ -71,10 +77,10 @@ fn an_ipv4_client_of_a_dual_stack_listener_is_one_client_however_it_arrived() {
     assert_eq!(t.client(key), Some(addr(7)), "known by its IPv4 form");
     assert_eq!(t.classify(&addr(7)), Ingress::Hold(key));
     assert_eq!(t.by_client(&mapped), Some(key));
-    t.open(key, Fake(1), addr(40_000), None);
+    t.open(key, Fake(1), addr(40_000), None, 0);
     assert_eq!(
         t.reply_to(key, 0),
-        Some(RawSockAddr::encode(mapped)),
+        Some((RawSockAddr::encode(mapped), 0)),
         "replies go to the address as received"
     );
 }
@@ -90,121 +96,6 @@ fn unknown_clients_are_created_until_the_cap() {
         "confirmed sessions are never evicted for a newcomer"
     );
     assert_eq!(t.classify(&addr(1)), Ingress::Forward(a));
-}
-
-#[test]
-fn a_session_is_confirmed_by_its_client_sending_after_an_answer() {
-    let mut t = table(4, 8, 64);
-    let key = open(&mut t, 1);
-    t.upstream(key, 0);
-    assert!(!t.confirmed(key), "the client alone proves nothing");
-    t.reply_to(key, 0);
-    assert!(
-        !t.confirmed(key),
-        "an answer the client may never have seen"
-    );
-    t.upstream(key, 0);
-    assert!(t.confirmed(key));
-    assert_eq!(t.oldest_unconfirmed(), None);
-}
-
-#[test]
-fn a_full_table_evicts_the_oldest_unconfirmed_session() {
-    let mut t = table(3, 8, 64);
-    let old = open(&mut t, 1);
-    confirmed(&mut t, 2);
-    let young = open(&mut t, 3);
-    assert_eq!(t.classify(&addr(4)), Ingress::Evict(old));
-    t.begin_close(old);
-    let new = t.insert(addr(4), 0, FIRST);
-    assert_eq!(t.classify(&addr(5)), Ingress::Evict(young));
-    t.begin_close(young);
-    t.insert(addr(5), 0, FIRST);
-    assert_eq!(t.classify(&addr(6)), Ingress::Evict(new), "oldest first");
-}
-
-#[test]
-fn evicted_sessions_still_closing_take_bounded_room() {
-    // Victims keep their slots until their operations complete; newcomers may use the slack
-    // meanwhile, and no more.
-    let mut t = table(1, 8, 1_000);
-    let mut victims = 0;
-    let mut port = 1;
-    loop {
-        let key = t.insert(addr(port), 0, FIRST);
-        t.op_started(key);
-        port += 1;
-        match t.classify(&addr(port)) {
-            Ingress::Evict(victim) => {
-                t.begin_close(victim);
-                victims += 1;
-            }
-            Ingress::Drop(reason) => {
-                assert_eq!(reason, Counter::DropMaxSessions);
-                break;
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(victims < 100, "unbounded");
-    }
-    assert_eq!(
-        t.live(),
-        1 + 16,
-        "the cap plus its slack (1/8 of it, plus 16)"
-    );
-}
-
-#[test]
-fn unconfirmed_sessions_expire_oldest_first_after_the_unreplied_timeout() {
-    let mut t = table(8, 8, 64);
-    let a = t.insert(addr(1), 1, FIRST);
-    let b = t.insert(addr(2), 2, FIRST);
-    t.open(b, Fake(2), addr(40_002), None);
-    let c = t.insert(addr(3), 3, FIRST);
-    t.open(c, Fake(3), addr(40_003), None);
-    t.reply_to(c, 3);
-    t.upstream(c, 3);
-    let mut out = Vec::new();
-    t.collect_unreplied(2, &mut out);
-    assert_eq!(out, [a]);
-    out.clear();
-    t.collect_unreplied(10, &mut out);
-    assert_eq!(out, [a, b], "the confirmed one is not listed");
-    t.begin_close(a);
-    out.clear();
-    t.collect_unreplied(10, &mut out);
-    assert_eq!(out, [b]);
-}
-
-#[test]
-fn the_slack_for_evictions_never_eats_into_the_descriptor_reserve() {
-    let plenty = limits(1_000, 8, 64);
-    assert_eq!(
-        plenty.caps(),
-        (1_000, 1_000 + 125 + 16, Counter::DropMaxSessions)
-    );
-    let tight = Limits {
-        fd_max: 120,
-        ..plenty
-    };
-    let (max, hard, reason) = tight.caps();
-    assert_eq!((hard, reason), (120, Counter::DropFdReserve));
-    assert!(max + max / 8 + 16 <= 120 && max >= 90, "{max}");
-    let none = Limits {
-        fd_max: 10,
-        ..plenty
-    };
-    assert_eq!(none.caps().0, 0);
-}
-
-#[test]
-fn the_descriptor_budget_caps_sessions_with_its_own_reason() {
-    let mut t: Sessions<Fake> = Sessions::new(Limits {
-        fd_max: 1,
-        ..limits(8, 8, 64)
-    });
-    confirmed(&mut t, 1);
-    assert_eq!(t.classify(&addr(2)), Ingress::Drop(Counter::DropFdReserve));
 }
 
 #[test]
@@ -242,14 +133,18 @@ fn open_hands_back_what_was_held_in_order_and_registers_the_port() {
     let mut t = table(8, 8, 64);
     let key = t.insert(addr(1), 0, FIRST);
     t.hold(key, Held { bid: 5, len: 9 });
-    let held = t.open(key, Fake(7), addr(4000), None).unwrap();
+    let held = t.open(key, Fake(7), addr(4000), None, 3).unwrap();
     assert_eq!(held, [FIRST, Held { bid: 5, len: 9 }]);
     assert_eq!(t.held_total, 0);
     assert_eq!(t.phase(key), Some(Phase::Open));
     assert_eq!(t.by_upstream_port(4000), Some((key, addr(4000))));
-    assert_eq!(t.upstream(key, 3), Some(7));
+    assert_eq!(
+        t.upstream(key, 3),
+        Some((7, 3)),
+        "its socket and backend slot"
+    );
     assert!(
-        t.open(key, Fake(8), addr(4001), None).is_none(),
+        t.open(key, Fake(8), addr(4001), None, 0).is_none(),
         "opened twice"
     );
     assert!(!t.hold(key, FIRST), "an open session holds nothing");
@@ -262,7 +157,7 @@ fn traffic_either_way_marks_the_session_active() {
     let b = open(&mut t, 2);
     let c = open(&mut t, 3);
     assert!(t.upstream(a, 10).is_some());
-    assert_eq!(t.reply_to(b, 10), Some(RawSockAddr::encode(addr(2))));
+    assert_eq!(t.reply_to(b, 10), Some((RawSockAddr::encode(addr(2)), 0)));
     let mut idle = Vec::new();
     t.collect_idle(5, &mut idle);
     assert_eq!(idle, [c]);
@@ -371,7 +266,7 @@ fn a_real_socket_is_closed_when_its_session_is_freed() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = socket.local_addr().unwrap();
     let key = t.insert(addr(1), 0, FIRST);
-    t.open(key, socket, local, None).unwrap();
+    t.open(key, socket, local, None, 0).unwrap();
     t.begin_close(key);
     // The port is free again only if the socket was closed.
     UdpSocket::bind(local).expect("the session's socket was closed");

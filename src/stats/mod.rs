@@ -7,6 +7,7 @@
 //! instruction for accounting. What workers, the metrics thread and the process share is in
 //! [`shared`].
 
+pub mod backends;
 mod shared;
 
 use std::sync::atomic::Ordering;
@@ -116,6 +117,7 @@ pub struct Counters {
     latency_sum_us: u64,
     /// Whether each of the router's connections is up (see `route::Router::links`).
     links_up: [bool; LINKS_MAX],
+    pub backends: backends::Backends,
 }
 
 impl Default for Counters {
@@ -126,6 +128,7 @@ impl Default for Counters {
             latency: [0; BUCKETS],
             latency_sum_us: 0,
             links_up: [false; LINKS_MAX],
+            backends: backends::Backends::default(),
         }
     }
 }
@@ -165,7 +168,8 @@ impl Counters {
     }
 
     /// Copies every value into `shared` for the metrics thread.
-    pub fn publish(&self, shared: &SharedStats) {
+    pub fn publish(&mut self, shared: &SharedStats) {
+        self.backends.publish(&shared.backends);
         for (slot, value) in shared.values.iter().zip(self.values) {
             slot.store(value, Ordering::Relaxed);
         }

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use super::backends::SharedBackends;
 use super::{BUCKETS, COUNTERS, Counter};
 
 /// The most connections a router reports on (Redis has two: command and subscriber).
@@ -19,6 +20,7 @@ pub struct SharedStats {
     pub(super) latency: [AtomicU64; BUCKETS],
     pub(super) latency_sum_us: AtomicU64,
     pub(super) links_up: [AtomicBool; LINKS_MAX],
+    pub backends: SharedBackends,
 }
 
 impl Default for SharedStats {
@@ -29,6 +31,7 @@ impl Default for SharedStats {
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_us: AtomicU64::new(0),
             links_up: std::array::from_fn(|_| AtomicBool::new(false)),
+            backends: SharedBackends::default(),
         }
     }
 }

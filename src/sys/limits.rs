@@ -27,6 +27,31 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// The soft `RLIMIT_NOFILE` in force.
+pub fn nofile() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call's duration.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok(lim.rlim_cur)
+}
+
+/// Clock ticks per second, the unit of `/proc/*/stat`'s times.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the C library; it takes no pointers.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// The size of a memory page, the unit of `/proc/*/statm`.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the C library; it takes no pointers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
 /// Lets the calling thread run only on `cpus`.
 pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: cpu_set_t is a plain bit array for which all-zero is the empty set.

@@ -43,6 +43,9 @@ impl Worker {
         for h in closed.held {
             self.drop_buffer(h.bid, drop_reason);
         }
+        if let Some(slot) = closed.backend_slot {
+            self.counters.backends.closed(slot);
+        }
         self.release(closed.lease);
         if closed.recv_armed {
             self.cancel(Op::SessionRecv(key).encode());

@@ -15,7 +15,7 @@ impl Worker {
             None => self.sessions.reply_to(key, self.tick),
             Some(_) => None,
         };
-        let Some(to) = to else {
+        let Some((to, backend)) = to else {
             return self.drop_buffer(bid, Counter::DropSessionClosed);
         };
         let fd = self.listener.as_raw_fd();
@@ -23,7 +23,10 @@ impl Worker {
             .driver
             .send_to(fd, bid, len as usize, &to, Op::SendDown { bid }.encode())
         {
-            Ok(flushed) => self.count_flush(flushed),
+            Ok(flushed) => {
+                self.counters.backends.packet_down(backend);
+                self.count_flush(flushed);
+            }
             Err(e) => {
                 self.warn_send(&e);
                 self.drop_buffer(bid, Counter::DropSendError);

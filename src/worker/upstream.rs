@@ -83,13 +83,14 @@ impl Worker {
     }
 
     fn forward_up(&mut self, key: Key, bid: u16, len: u32) {
-        let Some(fd) = self.sessions.upstream(key, self.tick) else {
+        let Some((fd, backend)) = self.sessions.upstream(key, self.tick) else {
             return self.drop_buffer(bid, Counter::DropSessionClosed);
         };
         let user_data = Op::SendUp { key, bid }.encode();
         match self.driver.send(fd, bid, len as usize, user_data) {
             Ok(flushed) => {
                 self.sessions.op_started(key);
+                self.counters.backends.packet_up(backend);
                 self.count_flush(flushed);
             }
             Err(e) => {
@@ -153,9 +154,14 @@ impl Worker {
                 return self.abandon_session(key, Counter::DropSocketError);
             }
         };
-        let Some(held) = self.sessions.open(key, upstream, local, backend.lease) else {
+        let slot = self.counters.backends.slot(backend.addr);
+        let Some(held) = self
+            .sessions
+            .open(key, upstream, local, backend.lease, slot)
+        else {
             return self.release(backend.lease);
         };
+        self.counters.backends.opened(slot);
         debug!(%client, backend = %backend.addr, upstream = %local, "session opened");
         self.counters.bump(Counter::SessionsCreated);
         self.arm_session(key);
