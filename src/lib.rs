@@ -15,6 +15,7 @@ pub mod ratelimit;
 pub mod route;
 pub mod session;
 pub mod stats;
+pub mod summary;
 pub mod sys;
 pub mod user_data;
 pub mod worker;

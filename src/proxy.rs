@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::metrics::{self, MetricsServer};
 use crate::route::{self, Routes};
 use crate::stats::Shared;
+use crate::summary::Summary;
 use crate::sys::setup::TaskRun;
 use crate::sys::{eventfd, limits, socket};
 use crate::worker::{Started, Worker};
@@ -50,6 +51,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     workers: Vec<WorkerThread>,
     metrics: Option<MetricsServer>,
+    summary: Option<Summary>,
 }
 
 impl Proxy {
@@ -97,6 +99,7 @@ impl Proxy {
             shared: Arc::clone(&shared),
             workers: Vec::with_capacity(config.workers),
             metrics: None,
+            summary: None,
         };
         for index in 0..config.workers {
             let listen = proxy.local;
@@ -128,6 +131,14 @@ impl Proxy {
                 Err(e) => {
                     let _ = proxy.stop();
                     return Err(StartError(format!("cannot serve --metrics on {addr}: {e}")));
+                }
+            }
+        }
+        if !config.log_summary.is_zero() {
+            match Summary::start(config.log_summary, Arc::clone(&shared)) {
+                Ok(summary) => proxy.summary = Some(summary),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the drop summary; carrying on without it")
                 }
             }
         }
@@ -181,13 +192,16 @@ impl Proxy {
         if let Some(metrics) = self.metrics.take() {
             metrics.stop();
         }
+        if let Some(summary) = self.summary.take() {
+            summary.stop();
+        }
         result
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if !self.workers.is_empty() || self.metrics.is_some() {
+        if !self.workers.is_empty() || self.metrics.is_some() || self.summary.is_some() {
             let _ = self.stop();
         }
     }

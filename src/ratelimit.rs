@@ -1,4 +1,6 @@
-//! At most one log line per second per kind of warning, with a count of what was suppressed.
+//! Log lines within bounds: at most one a second per kind of warning ([`RateLimited`]), or a
+//! budget of lines a second for events that are normal but may come in floods
+//! ([`LineBudget`]: new and closed sessions), each with a count of what was suppressed.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,43 @@ impl RateLimited {
     }
 }
 
+/// A token bucket of log lines: `per_sec` a second, `burst` at once.
+#[derive(Debug)]
+pub struct LineBudget {
+    per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LineBudget {
+    pub fn new(per_sec: f64, burst: f64) -> LineBudget {
+        LineBudget {
+            per_sec,
+            burst,
+            tokens: burst,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` if a line may be logged at `now`.
+    pub fn check_at(&mut self, now: Instant) -> Option<u64> {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.per_sec;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +82,15 @@ mod tests {
         assert_eq!(r.check_at(t0 + Duration::from_millis(900)), None);
         assert_eq!(r.check_at(t0 + Duration::from_secs(1)), Some(2));
         assert_eq!(r.check_at(t0 + Duration::from_millis(1500)), None);
+    }
+
+    #[test]
+    fn a_budget_allows_bursts_then_a_rate() {
+        let mut b = LineBudget::new(10.0, 3.0);
+        let t0 = Instant::now();
+        let allowed = (0..10).filter(|_| b.check_at(t0).is_some()).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(b.check_at(t0 + Duration::from_millis(100)), Some(7));
+        assert_eq!(b.check_at(t0 + Duration::from_millis(100)), None);
     }
 }

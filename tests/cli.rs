@@ -143,6 +143,95 @@ fn a_second_instance_on_the_same_port_exits_1() {
     assert_eq!(recv(&c).0, b"mine");
 }
 
+/// Waits for a log line containing every one of `needles`, and returns it.
+fn line_with(running: &Running, needles: &[&str]) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let line = running
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no log line with {needles:?}"));
+        if needles.iter().all(|n| line.contains(n)) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn session_lines_map_players_to_backend_ports_at_the_default_level() {
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("session-lines");
+    let mut cmd = ringgate(&dir);
+    cmd.env_remove("RUST_LOG")
+        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
+        .args(["--workers", "1", "--no-pin", "--idle-timeout", "1"]);
+    let running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let client = udp(LOCAL4);
+    client.send_to(b"hi", listen).unwrap();
+    assert_eq!(recv(&client).0, b"hi");
+    let (upstream, _) = backend.next();
+    let me = client.local_addr().unwrap();
+    let opened = line_with(&running, &["new session: "]);
+    assert!(
+        opened.contains(&format!(
+            "new session: {me} → {} (backend port {})",
+            backend.addr,
+            upstream.port()
+        )),
+        "{opened}"
+    );
+    let closed = line_with(&running, &["session closed: "]);
+    assert!(
+        closed.contains(&format!("session closed: {me} (idle)")),
+        "{closed}"
+    );
+
+    // --log-sessions off silences them.
+    let mut cmd = ringgate(&dir);
+    cmd.env_remove("RUST_LOG")
+        .env("RINGGATE_LOG_SESSIONS", "off")
+        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
+        .args(["--workers", "1", "--no-pin"]);
+    let quiet = Running::spawn(cmd);
+    let listen: SocketAddr = quiet.ready_field("listen").parse().unwrap();
+    client.send_to(b"hush", listen).unwrap();
+    assert_eq!(recv(&client).0, b"hush");
+    let log = quiet.log(Duration::from_millis(300));
+    assert!(!log.iter().any(|l| l.contains("new session: ")), "{log:#?}");
+}
+
+#[test]
+fn failures_that_used_to_be_silent_are_logged_at_the_default_level() {
+    let dead = dead_addr();
+    let redis = RedisServer::start();
+    let dir = tempdir("silent");
+    // A dead backend, an oversize datagram and drops, with a summary every second.
+    let mut cmd = ringgate(&dir);
+    cmd.env_remove("RUST_LOG")
+        .args(["--listen", LOCAL4, "--backend", &dead.to_string()])
+        .args(["--workers", "1", "--no-pin", "--buffer-size", "64"])
+        .args(["--log-summary-secs", "1"]);
+    let running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let client = udp(LOCAL4);
+    client.send_to(b"anyone?", listen).unwrap();
+    line_with(&running, &["backend unreachable", &dead.to_string()]);
+    client.send_to(&[0u8; 100], listen).unwrap();
+    line_with(&running, &["larger than --buffer-size"]);
+    line_with(&running, &["drops in the last 1 s:", "truncated=1"]);
+
+    // Redis without the backend key.
+    let mut cmd = ringgate(&dir);
+    cmd.env_remove("RUST_LOG")
+        .args(["--listen", LOCAL4, "--workers", "1", "--no-pin"])
+        .args(["--redis-addr", &redis.addr().to_string()]);
+    let running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    client.send_to(b"where to?", listen).unwrap();
+    line_with(&running, &["no backend key", "udp_gate:backend"]);
+}
+
 #[test]
 fn sighup_and_sigusr1_are_logged_and_do_not_stop_ringgate() {
     let backend = Backend::start(LOCAL4, true);

@@ -142,6 +142,18 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub metrics_connections_max: u32,
 
+    /// Log `new session: CLIENT → BACKEND (backend port N)` and `session closed: CLIENT
+    /// (REASON)` at info, as udp-gate does (at most 100 lines a second per worker)
+    #[arg(long, env = "RINGGATE_LOG_SESSIONS", value_name = "on|off", default_value = "on",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub log_sessions: bool,
+
+    /// Every this many seconds, log one line with the drops of the period by reason (none when
+    /// nothing was dropped); 0 turns it off
+    #[arg(long, env = "RINGGATE_LOG_SUMMARY_SECS", value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub log_summary_secs: u64,
+
     /// Log line format (the level comes from RUST_LOG, default info)
     #[arg(long, env = "RINGGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -353,6 +365,8 @@ impl Cli {
             metrics: self.metrics,
             metrics_connections_max: self.metrics_connections_max as usize,
             ready_requires_redis: self.ready_requires_redis,
+            log_sessions: self.log_sessions,
+            log_summary: Duration::from_secs(self.log_summary_secs),
             log_format: self.log_format,
         })
     }

@@ -50,6 +50,10 @@ pub struct Config {
     /// `/readyz` is 503 while the router's connections (Redis) are down.
     pub ready_requires_redis: bool,
     pub log_format: LogFormat,
+    /// Log each session's start and end at info.
+    pub log_sessions: bool,
+    /// How often to log a summary of drops (zero: never).
+    pub log_summary: Duration,
 }
 
 impl Config {
@@ -77,6 +81,8 @@ impl Config {
             metrics_connections_max: 64,
             ready_requires_redis: false,
             log_format: LogFormat::Text,
+            log_sessions: true,
+            log_summary: Duration::from_secs(60),
         }
     }
 

@@ -261,6 +261,13 @@ impl<U: AsRawFd> Sessions<U> {
         (entry.generation == key.generation).then_some(entry.session.as_ref()?.client)
     }
 
+    /// The backend slot of an open (or closing) session of `key`.
+    pub fn backend_slot(&self, key: Key) -> Option<u8> {
+        let entry = self.slots.get(key.slot as usize)?;
+        let s = entry.session.as_ref()?;
+        (entry.generation == key.generation && s.upstream.is_some()).then_some(s.backend_slot)
+    }
+
     pub fn phase(&self, key: Key) -> Option<Phase> {
         let entry = self.slots.get(key.slot as usize)?;
         (entry.generation == key.generation).then_some(entry.session.as_ref()?.phase)

@@ -55,6 +55,11 @@ impl Backends {
         (self.addrs.len() - 1) as u8
     }
 
+    /// The backend of `slot`; `None` for `other`.
+    pub fn addr(&self, slot: u8) -> Option<SocketAddr> {
+        self.addrs.get(usize::from(slot)).copied()
+    }
+
     pub fn opened(&mut self, slot: u8) {
         if let Some(c) = self.counts.get_mut(usize::from(slot)) {
             c.sessions += 1;

@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{Deferred, Worker};
 use crate::route::{Lease, Target};
@@ -36,9 +36,18 @@ impl Worker {
             return;
         };
         if let Some(reason) = closed_reason {
-            debug!(client = %closed.client, upstream = ?closed.upstream_local,
-                   reason = reason.label(), "session closed");
             self.counters.bump(reason);
+            // Sessions that never opened (abandoned, no route) were never announced.
+            if closed.upstream_local.is_some()
+                && let Some(suppressed) = self.session_line()
+            {
+                info!(
+                    suppressed,
+                    "session closed: {} ({})",
+                    closed.client,
+                    reason.label()
+                );
+            }
         }
         for h in closed.held {
             self.drop_buffer(h.bid, drop_reason);

@@ -40,7 +40,7 @@ impl Worker {
             self.counters.bump(Counter::PacketsDownstream);
             self.counters.add(Counter::BytesDownstream, res as u64);
         } else {
-            self.count_send_error(res);
+            self.count_send_error(res, None);
         }
     }
 }

@@ -41,7 +41,7 @@ use tracing::{error, info, warn};
 
 use crate::admission::Admission;
 use crate::config::Config;
-use crate::ratelimit::RateLimited;
+use crate::ratelimit::{LineBudget, RateLimited};
 use crate::route::{self, Io, Outcome, Router};
 use crate::session::{Key, Limits, Sessions};
 use crate::stats::{Counter, Counters, Shared};
@@ -79,14 +79,41 @@ enum Deferred {
 }
 
 /// Warnings that may repeat per datagram, each logged at most once a second.
-#[derive(Default)]
 struct Warnings {
     socket: RateLimited,
     recv: RateLimited,
     send: RateLimited,
     source: RateLimited,
     full: RateLimited,
+    oversize: RateLimited,
+    /// One per backend slot (`stats::backends`).
+    unreachable: Vec<RateLimited>,
+    /// `new session` and `session closed` lines (`None`: `--log-sessions off`).
+    sessions: Option<LineBudget>,
 }
+
+impl Warnings {
+    fn new(log_sessions: bool) -> Warnings {
+        Warnings {
+            socket: RateLimited::default(),
+            recv: RateLimited::default(),
+            send: RateLimited::default(),
+            source: RateLimited::default(),
+            full: RateLimited::default(),
+            oversize: RateLimited::default(),
+            unreachable: (0..=usize::from(crate::stats::backends::OTHER))
+                .map(|_| RateLimited::default())
+                .collect(),
+            sessions: log_sessions
+                .then(|| LineBudget::new(SESSION_LINES_PER_SEC, SESSION_LINES_BURST)),
+        }
+    }
+}
+
+/// Session lines a worker logs at most, a second and at once: udp-gate's moderators read them
+/// to map a player to a backend port, but a flood of spoofed sources must not flood the log.
+const SESSION_LINES_PER_SEC: f64 = 100.0;
+const SESSION_LINES_BURST: f64 = 200.0;
 
 pub struct Worker {
     driver: Driver,
@@ -191,7 +218,7 @@ impl Worker {
             max_payload: config.buffer_size_bytes as usize,
             socket_size,
             stopping: None,
-            warnings: Warnings::default(),
+            warnings: Warnings::new(config.log_sessions),
         };
         let started = Started {
             local,

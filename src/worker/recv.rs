@@ -34,12 +34,22 @@ impl Worker {
         if !cqueue::more(flags) {
             self.recv_ended(on);
         }
-        let Some(bid) = self.lease(res, flags) else {
+        let Some(bid) = self.lease(res, flags, on) else {
             return;
         };
         let dgram = match self.parse(bid, res) {
             Ok(dgram) => dgram,
-            Err(reason) => return self.drop_buffer(bid, reason),
+            Err(reason) => {
+                if reason == Counter::DropTruncated
+                    && let Some(suppressed) = self.warnings.oversize.check()
+                {
+                    warn!(
+                        buffer_size = self.max_payload,
+                        suppressed, "dropping a datagram larger than --buffer-size"
+                    );
+                }
+                return self.drop_buffer(bid, reason);
+            }
         };
         match on {
             On::Listener => self.on_client_datagram(dgram.source, bid, dgram.len),
@@ -64,7 +74,7 @@ impl Worker {
     }
 
     /// Counts a receive completion's error, and leases its buffer if it carries one.
-    fn lease(&mut self, res: i32, flags: u32) -> Option<u16> {
+    fn lease(&mut self, res: i32, flags: u32, on: On) -> Option<u16> {
         let bid = cqueue::buffer_select(flags);
         if res < 0 {
             // Some kernels commit a buffer before the receive fails: give it straight back.
@@ -75,7 +85,10 @@ impl Worker {
             }
             match -res {
                 libc::ENOBUFS => self.counters.bump(Counter::RecvNoBuffers),
-                libc::ECONNREFUSED => self.counters.bump(Counter::BackendUnreachable),
+                libc::ECONNREFUSED => self.backend_unreachable(match on {
+                    On::Session(key) => Some(key),
+                    On::Listener => None,
+                }),
                 libc::ECANCELED => {}
                 errno => {
                     self.counters.bump(Counter::RecvOther);

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::Worker;
 use crate::admission::source;
@@ -106,7 +106,7 @@ impl Worker {
             self.counters.bump(Counter::PacketsUpstream);
             self.counters.add(Counter::BytesUpstream, res as u64);
         } else {
-            self.count_send_error(res);
+            self.count_send_error(res, Some(key));
         }
         self.sessions.op_finished(key);
     }
@@ -162,7 +162,14 @@ impl Worker {
             return self.release(backend.lease);
         };
         self.counters.backends.opened(slot);
-        debug!(%client, backend = %backend.addr, upstream = %local, "session opened");
+        if let Some(suppressed) = self.session_line() {
+            info!(
+                suppressed,
+                "new session: {client} → {} (backend port {})",
+                backend.addr,
+                local.port()
+            );
+        }
         self.counters.bump(Counter::SessionsCreated);
         self.arm_session(key);
         for h in held {
@@ -170,13 +177,44 @@ impl Worker {
         }
     }
 
-    pub(super) fn count_send_error(&mut self, res: i32) {
+    /// Counts a failed send; `key` names the session whose socket failed, if it was one.
+    pub(super) fn count_send_error(&mut self, res: i32, key: Option<Key>) {
         self.counters.bump(Counter::DropSendError);
         if -res == libc::ECONNREFUSED {
-            self.counters.bump(Counter::BackendUnreachable);
+            self.backend_unreachable(key);
         } else if let Some(suppressed) = self.warnings.send.check() {
             warn!(error = %io::Error::from_raw_os_error(-res), suppressed, "send failed");
         }
+    }
+
+    /// An ICMP unreachable came back on a session's socket: counted, and logged at most once
+    /// a second per backend.
+    pub(super) fn backend_unreachable(&mut self, key: Option<Key>) {
+        self.counters.bump(Counter::BackendUnreachable);
+        let Some(slot) = key.and_then(|k| self.sessions.backend_slot(k)) else {
+            return;
+        };
+        let backend = self.counters.backends.addr(slot);
+        let Some(limit) = self.warnings.unreachable.get_mut(usize::from(slot)) else {
+            return;
+        };
+        if let Some(suppressed) = limit.check() {
+            match backend {
+                Some(addr) => warn!(%addr, suppressed,
+                    "backend unreachable: ICMP port unreachable (is its server running?)"),
+                None => warn!(
+                    suppressed,
+                    "a backend is unreachable (one of many; see ringgate_backend_unreachable_total)"
+                ),
+            }
+        }
+    }
+
+    /// Whether a session line may be logged now (`--log-sessions`, within its budget), and
+    /// how many were suppressed before it.
+    pub(super) fn session_line(&mut self) -> Option<u64> {
+        let now = self.now;
+        self.warnings.sessions.as_mut()?.check_at(now)
     }
 
     pub(super) fn warn_send(&mut self, e: &io::Error) {

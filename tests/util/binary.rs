@@ -43,6 +43,8 @@ pub const VARS: &[&str] = &[
     "RINGGATE_NEW_SESSIONS_PER_IP",
     "RINGGATE_METRICS_CONNECTIONS_MAX",
     "RINGGATE_READY_REQUIRES_REDIS",
+    "RINGGATE_LOG_SESSIONS",
+    "RINGGATE_LOG_SUMMARY_SECS",
 ];
 
 pub fn ringgate(dir: &Path) -> Command {

@@ -73,6 +73,7 @@ pub struct RedisRouter {
     recent: Vec<SocketAddr>,
     warn_conn: RateLimited,
     warn_value: RateLimited,
+    warn_missing: RateLimited,
 }
 
 impl RedisRouter {
@@ -93,6 +94,7 @@ impl RedisRouter {
             recent: Vec::new(),
             warn_conn: RateLimited::default(),
             warn_value: RateLimited::default(),
+            warn_missing: RateLimited::default(),
         }
     }
 
@@ -132,7 +134,13 @@ impl RedisRouter {
 
     fn route_of(&mut self, value: &Value) -> Result<Backend, RouteFailure> {
         let bytes = match value {
-            Value::Nil => return Err(RouteFailure::Missing),
+            Value::Nil => {
+                if let Some(suppressed) = self.warn_missing.check() {
+                    warn!(key = %escaped(self.settings.key.as_bytes(), 200), suppressed,
+                          "no backend key in Redis: new clients are dropped until it is set");
+                }
+                return Err(RouteFailure::Missing);
+            }
             Value::BulkString(bytes) => bytes.as_slice(),
             Value::SimpleString(text) => text.as_bytes(),
             Value::ServerError(e) => {
