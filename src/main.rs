@@ -61,9 +61,10 @@ fn main() -> ExitCode {
         config.socket_buffer_bytes,
     );
     let (backends, redis) = match &config.routes {
-        Routes::Fixed(backends) => (backends.clone(), None),
+        Routes::Fixed(backends) => (backends.iter().map(ToString::to_string).collect(), None),
         Routes::Redis(settings) => (Vec::new(), Some(settings.addr)),
     };
+    let backends = format!("[{}]", backends.join(", "));
     let proxy = match Proxy::start(config) {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
     info!(
         listen = %proxy.local_addr(),
         workers,
-        ?backends,
+        %backends,
         ?redis,
         metrics = ?proxy.metrics_addr(),
         "ready"

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::{self, MetricsServer};
+use crate::route::resolve::Resolver;
 use crate::route::{self, Routes};
 use crate::stats::Shared;
 use crate::summary::Summary;
@@ -83,7 +84,7 @@ impl Proxy {
             "open files limit"
         );
         // What the router reports on is the same for every worker; ask one built for that.
-        let probe = route::build(&config.routes, 0, Instant::now());
+        let probe = route::build(&config.routes, 0, Instant::now(), None);
         let mut shared = Shared::new(config.workers, probe.name(), probe.links());
         drop(probe);
         shared.fd_sessions_per_worker = usize::try_from(per_worker).unwrap_or(usize::MAX);
@@ -93,6 +94,15 @@ impl Proxy {
             Vec::new()
         });
         let shared = Arc::new(shared);
+        // Host names (static backends, Redis values, Redis's own) resolve on these threads,
+        // never a worker's. They end when the last worker's handle is dropped.
+        let resolver = match Resolver::start() {
+            Ok((resolver, _threads)) => Some(resolver),
+            Err(e) => {
+                warn!(error = %e, "cannot start the name resolver; host names will not resolve");
+                None
+            }
+        };
         let config = Arc::new(config);
         let mut proxy = Proxy {
             local: config.listen,
@@ -103,7 +113,7 @@ impl Proxy {
         };
         for index in 0..config.workers {
             let listen = proxy.local;
-            match spawn_worker(&config, index, listen, &shared) {
+            match spawn_worker(&config, index, listen, &shared, resolver.clone()) {
                 Ok((thread, local)) => {
                     proxy.local = local;
                     proxy.workers.push(thread);
@@ -270,6 +280,7 @@ fn spawn_worker(
     index: usize,
     listen: SocketAddr,
     shared: &Arc<Shared>,
+    resolver: Option<Resolver>,
 ) -> Result<(WorkerThread, SocketAddr), StartError> {
     let (tx, rx) = mpsc::sync_channel::<Result<Started, String>>(1);
     let cpu = config
@@ -289,7 +300,7 @@ fn spawn_worker(
                 )));
                 return Ok(());
             }
-            match Worker::new(&config, index, listen, shared) {
+            match Worker::new(&config, index, listen, shared, resolver) {
                 Ok((worker, started)) => {
                     let _ = tx.send(Ok(started));
                     worker.run()

@@ -94,6 +94,32 @@ fn a_host_name_listen_address_is_resolved() {
 }
 
 #[test]
+fn host_names_work_where_udp_gate_takes_them() {
+    let backend = Backend::start("[::]:0", true);
+    let dir = tempdir("names");
+    // BACKENDS=localhost:PORT
+    let mut cmd = ringgate(&dir);
+    cmd.env("BACKENDS", format!("localhost:{}", backend.addr.port()))
+        .args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
+    let running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let client = udp(LOCAL4);
+    assert!(round_trip_within(&client, listen, b"static", PATIENCE).is_some());
+    drop(running);
+
+    // REDIS_ADDR=localhost:PORT, and a backend value that is a name too.
+    let redis = RedisServer::start();
+    redis.set(BACKEND_KEY, &format!("localhost:{}", backend.addr.port()));
+    let mut cmd = ringgate(&dir);
+    cmd.env("REDIS_ADDR", format!("localhost:{}", redis.port))
+        .args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
+    let running = Running::spawn(cmd);
+    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let client = udp(LOCAL4);
+    assert!(round_trip_within(&client, listen, b"redis", PATIENCE).is_some());
+}
+
+#[test]
 fn a_bad_listen_address_names_the_variable_it_came_from_and_shows_an_example() {
     let dir = tempdir("listen-bad");
     for (flag, env) in [(None, Some("19132")), (Some("19132"), None)] {

@@ -449,3 +449,23 @@ fn an_empty_buffer_ring_stops_no_socket_from_receiving() {
     assert_eq!(count(&proxy, Counter::Anomalies), 0);
     proxy.shutdown().unwrap();
 }
+
+#[test]
+fn a_static_backend_may_be_a_host_name() {
+    use ringgate::route::Routes;
+    use ringgate::route::resolve::{Dest, Name};
+    let backend = Backend::start("[::]:0", true);
+    let mut cfg = config(LOCAL4, &[]);
+    cfg.routes = Routes::Fixed(vec![Dest::Name(Name {
+        host: "localhost".into(),
+        port: backend.addr.port(),
+    })]);
+    cfg.workers = 2;
+    let proxy = start(cfg);
+    for i in 0..4 {
+        let client = player(i);
+        assert_eq!(round_trip(&client, &proxy, b"named"), b"named");
+    }
+    assert_eq!(count(&proxy, Counter::RouteResolve), 0);
+    proxy.shutdown().unwrap();
+}

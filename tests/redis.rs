@@ -488,3 +488,50 @@ fn clients_waiting_for_a_route_cannot_starve_established_sessions() {
     }
     proxy.shutdown().unwrap();
 }
+
+#[test]
+fn a_backend_value_may_be_a_host_name_as_udp_gate_dials_it() {
+    // `localhost` may resolve to either family: the backend listens on both.
+    let (redis, _unused, proxy) = routed(|_| {});
+    let backend = Backend::start("[::]:0", true);
+    let name = format!("localhost:{}", backend.addr.port());
+    redis.set(BACKEND_KEY, &name);
+    let client = udp(LOCAL4);
+    assert_eq!(round_trip(&client, &proxy, b"by name"), b"by name");
+    // A second client is served from the worker's cache.
+    let other = player(1);
+    assert_eq!(round_trip(&other, &proxy, b"cached"), b"cached");
+    assert_eq!(count(&proxy, Counter::RouteResolve), 0);
+
+    // A name that does not resolve is counted, and the next good value works again.
+    redis.set(BACKEND_KEY, "no-such-host.invalid:19132");
+    let lost = player(2);
+    lost.send_to(b"where?", proxy.local_addr()).unwrap();
+    wait_for("the failed name to be counted", || {
+        count(&proxy, Counter::RouteResolve) == 1
+    });
+    redis.set(BACKEND_KEY, &name);
+    assert_eq!(round_trip(&lost, &proxy, b"found"), b"found");
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn backend_allow_applies_to_the_address_a_name_resolves_to() {
+    let (redis, _unused, proxy) = routed(|c| {
+        if let Routes::Redis(r) = &mut c.routes {
+            r.allow = vec!["10.0.0.0/8".parse().unwrap()];
+        }
+    });
+    let backend = Backend::start("[::]:0", true);
+    redis.set(BACKEND_KEY, &format!("localhost:{}", backend.addr.port()));
+    let client = udp(LOCAL4);
+    client.send_to(b"loopback?", proxy.local_addr()).unwrap();
+    wait_for("the resolved address to be refused", || {
+        count(&proxy, Counter::RouteDisallowed) == 1
+    });
+    assert!(
+        backend.received.try_recv().is_err(),
+        "nothing reached the backend"
+    );
+    proxy.shutdown().unwrap();
+}

@@ -12,12 +12,14 @@ use clap::{Parser, ValueEnum};
 use super::Config;
 pub use super::origins::Origins;
 use super::parse::{
-    CpuList, parse_buffers, parse_cpu_list, parse_listen, parse_rate, parse_ring_entries,
+    CpuList, parse_backend, parse_buffers, parse_cpu_list, parse_listen, parse_rate,
+    parse_ring_entries,
 };
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::route::redis::Settings as RedisSettings;
 use crate::route::redis::conn::{Handshake, Secret};
+use crate::route::resolve::{Dest, Name, parse_dest};
 use crate::sys::setup::TaskRun;
 use crate::user_data::SLOTS_MAX;
 
@@ -43,16 +45,17 @@ pub struct Cli {
     )]
     pub listen: String,
 
-    /// Static backend (repeat, or comma-separate in the variable); new sessions go to the one
-    /// with the fewest sessions on the worker, ties round-robin. Without one, routes come from
-    /// Redis
+    /// Static backend, IP:PORT or HOST:PORT (repeat, or comma-separate in the variable); new
+    /// sessions go to the one with the fewest sessions on the worker, ties round-robin. A name
+    /// is resolved off the workers and again every 30 s. Without one, routes come from Redis
     #[arg(
         long = "backend",
         env = "BACKENDS",
         value_delimiter = ',',
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = parse_backend
     )]
-    pub backends: Vec<SocketAddr>,
+    pub backends: Vec<Dest>,
 
     /// Worker threads [default: one per online CPU, or one per --cpus entry; udp-gate's
     /// LISTENER_COUNT is honoured when WORKERS is unset]
@@ -277,11 +280,17 @@ impl Cli {
             .ok_or_else(|| {
                 format!("invalid value for '{flag}': cannot resolve `{shown}` to an address")
             })?;
+        // A name is resolved again while ringgate runs (a Redis that moves keeps its name).
+        let host = match parse_dest(&shown) {
+            Some(Dest::Name(name)) => Some(name),
+            _ => None::<Name>,
+        };
         if self.backend_key.is_empty() || self.disconnect_channel.is_empty() {
             return Err("--backend-key and --disconnect-channel must not be empty".into());
         }
         Ok(RedisSettings {
             addr,
+            host,
             handshake: Handshake {
                 username,
                 password: password.filter(|p| !p.is_empty()).map(Secret),

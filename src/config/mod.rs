@@ -61,7 +61,7 @@ impl Config {
     pub fn new(listen: SocketAddr, backends: Vec<SocketAddr>) -> Config {
         Config {
             listen,
-            routes: Routes::Fixed(backends),
+            routes: Routes::fixed(&backends),
             workers: 1,
             cpus: None,
             idle_timeout: Duration::from_secs(60),

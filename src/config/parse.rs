@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use clap::builder::PossibleValue;
 
 use crate::admission::rate::{self, RateLimit};
+use crate::route::resolve::{Dest, parse_dest};
 use crate::sys::buf_ring::ENTRIES_MAX;
 use crate::sys::setup::TaskRun;
 
@@ -46,6 +47,16 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .or(addrs.first())
         .copied()
         .ok_or_else(|| format!("`{host}` has no address"))
+}
+
+/// A static backend: `IP:PORT`, or `HOST:PORT` resolved while ringgate runs.
+pub fn parse_backend(text: &str) -> Result<Dest, String> {
+    parse_dest(text).ok_or_else(|| {
+        format!(
+            "`{text}` is not IP:PORT or HOST:PORT, e.g. `10.0.0.5:19132`, `[fd00::5]:19132` or \
+             `waterdog-1:19132`"
+        )
+    })
 }
 
 /// A list of CPU ids, as written `0-3,6`.

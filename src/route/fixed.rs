@@ -1,46 +1,97 @@
-//! Static backends (`--backend`): the router that answers at once.
+//! Static backends (`--backend`): the router that answers at once, or, for a backend given by
+//! name, as soon as the name resolves.
 //!
 //! New sessions are spread over the configured backends by *least sessions* on this worker,
 //! ties broken round-robin (so a fresh worker cycles through the list instead of piling onto
 //! the first entry). A session keeps its backend for life; the lease is the backend's index, and
-//! its count drops when the session closes.
+//! its count drops when the session closes. A backend given by name is resolved off the worker
+//! (`resolve`), cached, and resolved again every half minute while in use.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use super::{Backend, Io, Lease, Outcome, RouteFailure, Router, Ticket};
+use super::resolve::{Dest, Found, Names, Resolver};
+use super::{Backend, Io, Lease, Outcome, Resources, RouteFailure, Router, Ticket};
+use crate::sys::lent::Lent;
+
+/// The lent stream the names' eventfd is read on.
+const NAMES_STREAM: u16 = 0;
 
 /// Least-sessions placement over a fixed backend list.
-#[derive(Debug)]
 pub struct Fixed {
-    backends: Vec<SocketAddr>,
+    backends: Vec<Dest>,
     sessions: Vec<u32>,
     next: usize,
+    /// Present when some backend is a name.
+    names: Option<Names>,
+    /// Requests waiting for a name, with the backend they were placed on.
+    waiting: HashMap<Ticket, usize>,
 }
 
 impl Fixed {
     /// `start` offsets the round-robin so that workers do not all favour the same backend.
-    pub fn new(backends: Vec<SocketAddr>, start: usize) -> Self {
+    /// Names are resolved through `resolver`, and asked for at once.
+    pub fn new(backends: Vec<Dest>, start: usize, resolver: Option<Resolver>) -> Self {
         let n = backends.len().max(1);
+        let has_names = backends.iter().any(|b| matches!(b, Dest::Name(_)));
+        let mut names = resolver
+            .filter(|_| has_names)
+            .and_then(|r| Names::new(r, NAMES_STREAM).ok());
+        if let Some(names) = &mut names {
+            for b in &backends {
+                if let Dest::Name(name) = b {
+                    names.peek(name, Instant::now());
+                }
+            }
+        }
         Fixed {
             sessions: vec![0; backends.len()],
             backends,
             next: start % n,
+            names,
+            waiting: HashMap::new(),
         }
     }
 
-    /// The least loaded backend, counted as taken.
-    pub fn pick(&mut self) -> Result<Backend, RouteFailure> {
+    /// The least loaded backend's index, counted as taken.
+    fn pick(&mut self) -> Option<usize> {
         let n = self.backends.len();
         let best = (0..n)
             .map(|i| (self.next + i) % n)
-            .min_by_key(|&i| self.sessions[i])
-            .ok_or(RouteFailure::Missing)?;
+            .min_by_key(|&i| self.sessions[i])?;
         self.sessions[best] += 1;
         self.next = (best + 1) % n;
-        Ok(Backend {
-            addr: self.backends[best],
-            lease: Some(Lease(best as u32)),
-        })
+        Some(best)
+    }
+
+    fn answer(
+        &mut self,
+        ticket: Ticket,
+        index: usize,
+        found: Result<SocketAddr, RouteFailure>,
+        io: &mut Io<'_>,
+    ) {
+        let result = found.map(|addr| Backend {
+            addr,
+            lease: Some(Lease(index as u32)),
+        });
+        if result.is_err() {
+            self.release(Lease(index as u32));
+        }
+        io.out.push(Outcome::Route {
+            tickets: vec![ticket],
+            result,
+        });
+    }
+
+    fn take_results(&mut self, io: &mut Io<'_>) {
+        let Some(names) = &mut self.names else { return };
+        for (ticket, result) in names.results() {
+            if let Some(index) = self.waiting.remove(&ticket) {
+                self.answer(ticket, index, result.map_err(|_| RouteFailure::Resolve), io);
+            }
+        }
     }
 }
 
@@ -49,16 +100,61 @@ impl Router for Fixed {
         "fixed"
     }
 
+    fn resources(&self) -> Resources {
+        Resources {
+            streams: usize::from(self.names.is_some()),
+            stream_rx_bytes: 8,
+            timers: 0,
+        }
+    }
+
     fn request(&mut self, ticket: Ticket, io: &mut Io<'_>) {
-        let result = self.pick();
-        io.out.push(Outcome::Route {
-            tickets: vec![ticket],
-            result,
-        });
+        let Some(index) = self.pick() else {
+            return io.out.push(Outcome::Route {
+                tickets: vec![ticket],
+                result: Err(RouteFailure::Missing),
+            });
+        };
+        let found = match (&self.backends[index], &mut self.names) {
+            (Dest::Addr(addr), _) => Ok(*addr),
+            (Dest::Name(name), Some(names)) => match names.lookup(name, ticket, io.now) {
+                Found::Addr(addr) => Ok(addr),
+                Found::Failed(_) => Err(RouteFailure::Resolve),
+                Found::Waiting => {
+                    self.waiting.insert(ticket, index);
+                    return;
+                }
+            },
+            (Dest::Name(_), None) => Err(RouteFailure::Resolve),
+        };
+        self.answer(ticket, index, found, io);
+    }
+
+    fn complete(&mut self, lent: Lent, _res: i32, io: &mut Io<'_>) {
+        if let Some(names) = &mut self.names
+            && names.complete(lent, io.now)
+        {
+            self.take_results(io);
+        }
+    }
+
+    fn poll(&mut self, io: &mut Io<'_>) {
+        if let Some(names) = &mut self.names {
+            names.poll(io.driver, io.now);
+            self.take_results(io);
+        }
+    }
+
+    fn shutdown(&mut self, io: &mut Io<'_>) {
+        self.waiting.clear();
+        if let Some(names) = &mut self.names {
+            names.shutdown(io.driver);
+        }
     }
 
     fn is_backend(&self, addr: SocketAddr) -> bool {
-        self.backends.contains(&addr)
+        self.backends.contains(&Dest::Addr(addr))
+            || self.names.as_ref().is_some_and(|n| n.knows(addr))
     }
 
     /// Forgets one session placed on the backend `lease` names.
@@ -75,15 +171,13 @@ mod tests {
 
     fn routes(n: usize, start: usize) -> Fixed {
         let backends = (0..n)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
+            .map(|i| Dest::Addr(SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16))))
             .collect();
-        Fixed::new(backends, start)
+        Fixed::new(backends, start, None)
     }
 
-    fn backend(r: Result<Backend, RouteFailure>) -> usize {
-        let b = r.expect("a route");
-        assert_eq!(b.addr.port(), 9000 + b.lease.unwrap().0 as u16);
-        b.lease.unwrap().0 as usize
+    fn backend(picked: Option<usize>) -> usize {
+        picked.expect("a route")
     }
 
     #[test]
@@ -114,8 +208,8 @@ mod tests {
 
     #[test]
     fn no_backends_means_no_route() {
-        let mut r = Fixed::new(Vec::new(), 0);
-        assert_eq!(r.pick(), Err(RouteFailure::Missing));
+        let mut r = Fixed::new(Vec::new(), 0, None);
+        assert_eq!(r.pick(), None);
         r.release(Lease(0));
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod fixed;
 pub mod redis;
+pub mod resolve;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -26,17 +27,31 @@ use crate::sys::lent::Lent;
 /// Where routes come from, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Routes {
-    /// A fixed list of backends (`--backend`).
-    Fixed(Vec<SocketAddr>),
+    /// A fixed list of backends (`--backend`), addresses or names.
+    Fixed(Vec<resolve::Dest>),
     /// The backend key in Redis, and its disconnect channel.
     Redis(redis::Settings),
 }
 
-/// Builds worker `worker`'s router.
-pub fn build(routes: &Routes, worker: usize, now: Instant) -> Box<dyn Router> {
+impl Routes {
+    /// Static backends, each an address.
+    pub fn fixed(backends: &[SocketAddr]) -> Routes {
+        Routes::Fixed(backends.iter().copied().map(resolve::Dest::Addr).collect())
+    }
+}
+
+/// Builds worker `worker`'s router; names are resolved through `resolver`.
+pub fn build(
+    routes: &Routes,
+    worker: usize,
+    now: Instant,
+    resolver: Option<resolve::Resolver>,
+) -> Box<dyn Router> {
     match routes {
-        Routes::Fixed(backends) => Box::new(fixed::Fixed::new(backends.clone(), worker)),
-        Routes::Redis(settings) => Box::new(redis::RedisRouter::new(settings.clone(), now)),
+        Routes::Fixed(backends) => Box::new(fixed::Fixed::new(backends.clone(), worker, resolver)),
+        Routes::Redis(settings) => {
+            Box::new(redis::RedisRouter::new(settings.clone(), now, resolver))
+        }
     }
 }
 
@@ -70,6 +85,8 @@ pub enum RouteFailure {
     Unavailable,
     /// No answer in time.
     Timeout,
+    /// The route is a name that did not resolve.
+    Resolve,
 }
 
 impl RouteFailure {
@@ -81,6 +98,7 @@ impl RouteFailure {
             RouteFailure::Error => Counter::RouteError,
             RouteFailure::Unavailable => Counter::RouteUnavailable,
             RouteFailure::Timeout => Counter::RouteTimeout,
+            RouteFailure::Resolve => Counter::RouteResolve,
         }
     }
 }

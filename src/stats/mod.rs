@@ -77,12 +77,13 @@ counters! {
     Anomalies => ("ringgate_anomalies", None, "Completions that broke an invariant (unknown user_data, a buffer leased twice); stays 0"),
     RedisLookups => ("ringgate_redis_lookups", None, "GETs of the backend key sent to Redis"),
     RedisLookupsCoalesced => ("ringgate_redis_lookups_coalesced", None, "New sessions that waited for a GET already in flight instead of sending their own"),
-    RouteMissing => ("ringgate_redis_route_failures", Some(("kind", "missing")), ROUTE_FAILURES),
-    RouteInvalid => ("ringgate_redis_route_failures", Some(("kind", "invalid")), ROUTE_FAILURES),
-    RouteDisallowed => ("ringgate_redis_route_failures", Some(("kind", "disallowed")), ROUTE_FAILURES),
-    RouteError => ("ringgate_redis_route_failures", Some(("kind", "error")), ROUTE_FAILURES),
-    RouteUnavailable => ("ringgate_redis_route_failures", Some(("kind", "unavailable")), ROUTE_FAILURES),
-    RouteTimeout => ("ringgate_redis_route_failures", Some(("kind", "timeout")), ROUTE_FAILURES),
+    RouteMissing => ("ringgate_route_failures", Some(("reason", "missing")), ROUTE_FAILURES),
+    RouteInvalid => ("ringgate_route_failures", Some(("reason", "invalid")), ROUTE_FAILURES),
+    RouteDisallowed => ("ringgate_route_failures", Some(("reason", "disallowed")), ROUTE_FAILURES),
+    RouteError => ("ringgate_route_failures", Some(("reason", "error")), ROUTE_FAILURES),
+    RouteUnavailable => ("ringgate_route_failures", Some(("reason", "unavailable")), ROUTE_FAILURES),
+    RouteTimeout => ("ringgate_route_failures", Some(("reason", "timeout")), ROUTE_FAILURES),
+    RouteResolve => ("ringgate_route_failures", Some(("reason", "resolve")), ROUTE_FAILURES),
     RedisCommandFailures => ("ringgate_redis_connection_failures", Some(("connection", "command")), "Redis connections lost or refused, by connection"),
     RedisSubscriberFailures => ("ringgate_redis_connection_failures", Some(("connection", "subscriber")), "Redis connections lost or refused, by connection"),
     RedisOversizeReplies => ("ringgate_redis_oversize_replies", None, "Redis replies over the size cap, rejected before being read whole; each reset its connection"),
@@ -94,7 +95,7 @@ counters! {
 
 const DROPS: &str = "Datagrams dropped, by reason";
 const CLOSED: &str = "Sessions closed, by reason";
-const ROUTE_FAILURES: &str = "New sessions Redis gave no usable route, by kind";
+const ROUTE_FAILURES: &str = "New sessions that got no usable route, by reason";
 const DISCONNECTS: &str = "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid";
 
 /// The number of counters, for sizing arrays.

@@ -39,6 +39,10 @@ pub enum LentOp {
     Recv {
         stream: u16,
     },
+    /// A read (not a socket receive) into a stream's receive buffer: an eventfd's counter.
+    Read {
+        stream: u16,
+    },
     Timer {
         timer: u16,
     },
@@ -62,6 +66,7 @@ impl Lent {
             LentOp::Recv { stream } => (3, stream),
             LentOp::Timer { timer } => (4, timer),
             LentOp::Cancel => (5, 0),
+            LentOp::Read { stream } => (6, stream),
         };
         LENT_BIT | (kind << KIND_SHIFT) | ((index as u64) << INDEX_SHIFT) | self.tag as u64
     }
@@ -78,6 +83,7 @@ impl Lent {
             3 => LentOp::Recv { stream: index },
             4 => LentOp::Timer { timer: index },
             5 => LentOp::Cancel,
+            6 => LentOp::Read { stream: index },
             _ => return None,
         };
         Some(Lent {
@@ -160,7 +166,7 @@ impl LentMemory {
             LentOp::Send { stream } => {
                 Some(&mut self.streams.get_mut(usize::from(stream))?.tx_busy)
             }
-            LentOp::Recv { stream } => {
+            LentOp::Recv { stream } | LentOp::Read { stream } => {
                 Some(&mut self.streams.get_mut(usize::from(stream))?.rx_busy)
             }
             LentOp::Timer { timer } => Some(&mut self.timers.get_mut(usize::from(timer))?.busy),
@@ -254,6 +260,16 @@ impl Driver {
         unsafe { self.push_lent(LentOp::Recv { stream }, entry) }
     }
 
+    /// Reads from `fd` (an eventfd, a pipe: not a socket) into stream `stream`'s buffer.
+    pub fn stream_read(&mut self, stream: u16, fd: RawFd, tag: u32) -> io::Result<bool> {
+        let s = self.free_stream(stream, |s| s.rx_busy)?;
+        let entry = opcode::Read::new(types::Fd(fd), s.rx.as_mut_ptr(), s.rx.len() as u32)
+            .build()
+            .user_data(Self::lent(LentOp::Read { stream }, tag));
+        // SAFETY: the entry points only at this stream's receive buffer, checked free above.
+        unsafe { self.push_lent(LentOp::Read { stream }, entry) }
+    }
+
     /// The first `len` bytes stream `stream`'s last receive wrote, once it completed.
     pub fn stream_received(&self, stream: u16, len: usize) -> &[u8] {
         match self.lent.streams.get(usize::from(stream)) {
@@ -310,6 +326,7 @@ mod tests {
             LentOp::Connect { stream: 0 },
             LentOp::Send { stream: 1 },
             LentOp::Recv { stream: u16::MAX },
+            LentOp::Read { stream: 2 },
             LentOp::Timer { timer: 3 },
             LentOp::Cancel,
         ] {

@@ -42,6 +42,7 @@ use tracing::{error, info, warn};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::ratelimit::{LineBudget, RateLimited};
+use crate::route::resolve::Resolver;
 use crate::route::{self, Io, Outcome, Router};
 use crate::session::{Key, Limits, Sessions};
 use crate::stats::{Counter, Counters, Shared};
@@ -150,9 +151,10 @@ impl Worker {
         index: usize,
         listen: SocketAddr,
         shared: Arc<Shared>,
+        resolver: Option<Resolver>,
     ) -> io::Result<(Worker, Started)> {
         let tick = config.tick();
-        let router = route::build(&config.routes, index, Instant::now());
+        let router = route::build(&config.routes, index, Instant::now(), resolver);
         let lent = router.resources();
         let driver = Driver::new(&RingConfig {
             sq_entries: config.ring_entries,

@@ -347,6 +347,7 @@ pub fn redis_config(redis: SocketAddr) -> Config {
     let mut config = Config::new(LOCAL4.parse().unwrap(), Vec::new());
     config.routes = ringgate::route::Routes::Redis(ringgate::route::redis::Settings {
         addr: redis,
+        host: None,
         handshake: ringgate::route::redis::conn::Handshake {
             username: None,
             password: None,

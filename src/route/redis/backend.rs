@@ -1,14 +1,17 @@
 //! Validating a backend address read from Redis.
 //!
 //! The value of the backend key decides where new clients' traffic goes, so a wrong or hostile
-//! value must not turn ringgate into a reflector: it must be a literal `ip:port` (IPv6 as
-//! `[addr]:port`), not port 0, not an unspecified, multicast or broadcast address, and, when
-//! `--backend-allow` is given, inside one of those networks.
+//! value must not turn ringgate into a reflector: it must be an `ip:port` (IPv6 as
+//! `[addr]:port`) or a `host:port` udp-gate would dial, and the address (given, or resolved
+//! from the name) must not be port 0, an unspecified, multicast or broadcast address, and,
+//! when `--backend-allow` is given, must be inside one of those networks.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+
+use crate::route::resolve::{Dest, parse_dest};
 
 /// Why a value was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,17 +27,29 @@ pub enum Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Rejection::Malformed => "not an ip:port",
+            Rejection::Malformed => "not an ip:port or host:port",
             Rejection::Unusable => "port 0, or an unspecified, multicast or broadcast address",
             Rejection::Disallowed => "outside --backend-allow",
         })
     }
 }
 
-/// Parses and checks a backend value. `allow` empty means any usable address.
-pub fn validate(value: &[u8], allow: &[IpNet]) -> Result<SocketAddr, Rejection> {
+/// Parses a backend value: an `ip:port`, or a `host:port` to resolve (as udp-gate dials it).
+pub fn parse(value: &[u8]) -> Result<Dest, Rejection> {
     let text = std::str::from_utf8(value).map_err(|_| Rejection::Malformed)?;
-    let addr: SocketAddr = text.trim().parse().map_err(|_| Rejection::Malformed)?;
+    parse_dest(text).ok_or(Rejection::Malformed)
+}
+
+/// Parses and checks a literal backend value. `allow` empty means any usable address.
+pub fn validate(value: &[u8], allow: &[IpNet]) -> Result<SocketAddr, Rejection> {
+    match parse(value)? {
+        Dest::Addr(addr) => check(addr, allow),
+        Dest::Name(_) => Err(Rejection::Malformed),
+    }
+}
+
+/// Checks an address, given or resolved: usable, and inside `allow` unless it is empty.
+pub fn check(addr: SocketAddr, allow: &[IpNet]) -> Result<SocketAddr, Rejection> {
     let unusable = match addr.ip() {
         IpAddr::V4(ip) => ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast(),
         IpAddr::V6(ip) => {
@@ -76,7 +91,6 @@ mod tests {
         for bad in [
             &b""[..],
             b"10.0.0.5",
-            b"host.example:80",
             b"10.0.0.5:70000",
             b"::1:80",
             b"\xff\xfe",

@@ -222,7 +222,7 @@ impl Endpoint {
                     Err(failure) => return Completed::Failed(failure.to_string()),
                 }
             }
-            LentOp::Timer { .. } | LentOp::Cancel => {}
+            LentOp::Timer { .. } | LentOp::Read { .. } | LentOp::Cancel => {}
         }
         if events.contains(&Event::Ready) {
             self.handshake_since = None;

@@ -16,19 +16,19 @@ pub mod link;
 pub mod lookups;
 pub mod preflight;
 pub mod reply;
+mod value;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use redis::Value;
 use tracing::{info, warn};
 
-use self::backend::Rejection;
 use self::conn::{Event, Handshake, Role};
 use self::link::{Completed, Due, Endpoint};
 use self::lookups::{Join, Lookups};
-use super::{Backend, Io, Outcome, Resources, RouteFailure, Router, Ticket};
+use super::resolve::{Dest, Name, Names, Resolver};
+use super::{Io, Outcome, Resources, RouteFailure, Router, Ticket};
 use crate::logtext::escaped;
 use crate::ratelimit::RateLimited;
 use crate::stats::Counter;
@@ -37,7 +37,10 @@ use crate::sys::lent::{Lent, LentOp};
 /// Where Redis is and what to ask it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
+    /// The address resolved at start-up.
     pub addr: SocketAddr,
+    /// The name `addr` was resolved from, if it was one: resolved again while ringgate runs.
+    pub host: Option<Name>,
     pub handshake: Handshake,
     pub key: String,
     /// How long a new client's first datagrams wait for the backend key.
@@ -53,6 +56,8 @@ const STALL_MIN: Duration = Duration::from_secs(2);
 const RX_BYTES: usize = 16 * 1024;
 /// The router's one timer (lookup deadlines, reconnects, stalls).
 const TIMER: u16 = 0;
+/// The lent stream the names' eventfd is read on (after the command and subscriber's).
+const NAMES_STREAM: u16 = 2;
 
 const COMMAND: usize = 0;
 const SUBSCRIBER: usize = 1;
@@ -71,13 +76,15 @@ pub struct RedisRouter {
     events: Vec<Event>,
     /// Backends the key has named, newest last, at most [`RECENT_BACKENDS`].
     recent: Vec<SocketAddr>,
+    /// Names in the key, and the Redis server's own name.
+    names: Option<Names>,
     warn_conn: RateLimited,
     warn_value: RateLimited,
     warn_missing: RateLimited,
 }
 
 impl RedisRouter {
-    pub fn new(settings: Settings, now: Instant) -> RedisRouter {
+    pub fn new(settings: Settings, now: Instant, resolver: Option<Resolver>) -> RedisRouter {
         let timer_tick =
             (settings.timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
         RedisRouter {
@@ -92,6 +99,7 @@ impl RedisRouter {
             stopping: false,
             events: Vec::new(),
             recent: Vec::new(),
+            names: resolver.and_then(|r| Names::new(r, NAMES_STREAM).ok()),
             warn_conn: RateLimited::default(),
             warn_value: RateLimited::default(),
             warn_missing: RateLimited::default(),
@@ -117,8 +125,17 @@ impl RedisRouter {
                 if let Some(took) = took {
                     io.counters.observe_lookup(took);
                 }
-                let result = self.route_of(&value);
-                io.out.push(Outcome::Route { tickets, result });
+                match self.route_of(&value) {
+                    Ok(Dest::Addr(addr)) => {
+                        let result = self.accept(addr, &value);
+                        io.out.push(Outcome::Route { tickets, result });
+                    }
+                    Ok(Dest::Name(name)) => self.resolve(&name, tickets, &value, io),
+                    Err(failure) => io.out.push(Outcome::Route {
+                        tickets,
+                        result: Err(failure),
+                    }),
+                }
             }
             Event::Message(payload) => match disconnect::parse(&payload) {
                 Some(target) => io.out.push(Outcome::Disconnect(target)),
@@ -132,54 +149,13 @@ impl RedisRouter {
         }
     }
 
-    fn route_of(&mut self, value: &Value) -> Result<Backend, RouteFailure> {
-        let bytes = match value {
-            Value::Nil => {
-                if let Some(suppressed) = self.warn_missing.check() {
-                    warn!(key = %escaped(self.settings.key.as_bytes(), 200), suppressed,
-                          "no backend key in Redis: new clients are dropped until it is set");
-                }
-                return Err(RouteFailure::Missing);
-            }
-            Value::BulkString(bytes) => bytes.as_slice(),
-            Value::SimpleString(text) => text.as_bytes(),
-            Value::ServerError(e) => {
-                if let Some(suppressed) = self.warn_value.check() {
-                    warn!(error = %escaped(e.to_string().as_bytes(), 200), suppressed,
-                          "Redis answered the backend lookup with an error");
-                }
-                return Err(RouteFailure::Error);
-            }
-            _ => b"",
-        };
-        match backend::validate(bytes, &self.settings.allow) {
-            Ok(addr) => {
-                self.remember(addr);
-                Ok(Backend { addr, lease: None })
-            }
-            Err(rejection) => {
-                if let Some(suppressed) = self.warn_value.check() {
-                    warn!(key = %escaped(self.settings.key.as_bytes(), 200), value = %escaped(bytes, 64),
-                          why = %rejection, suppressed,
-                          "rejecting the backend value from Redis");
-                }
-                Err(match rejection {
-                    Rejection::Disallowed => RouteFailure::Disallowed,
-                    Rejection::Malformed | Rejection::Unusable => RouteFailure::Invalid,
-                })
-            }
+    /// Where Redis is now: its name's latest address if `REDIS_ADDR` is a name, else the
+    /// address resolved at start-up.
+    fn redis_addr(&mut self, now: Instant) -> SocketAddr {
+        match (&self.settings.host, &mut self.names) {
+            (Some(host), Some(names)) => names.peek(host, now).unwrap_or(self.settings.addr),
+            _ => self.settings.addr,
         }
-    }
-
-    fn remember(&mut self, addr: SocketAddr) {
-        if self.recent.last() == Some(&addr) {
-            return;
-        }
-        self.recent.retain(|a| *a != addr);
-        if self.recent.len() == RECENT_BACKENDS {
-            self.recent.remove(0);
-        }
-        self.recent.push(addr);
     }
 
     /// Drops connection `conn` (see [`Endpoint::fail`]); on the command connection every
@@ -222,7 +198,7 @@ impl RedisRouter {
             Due::Nothing => {}
             Due::Fail(why) => return self.fail(conn, why, io),
             Due::Connect => {
-                let addr = self.settings.addr;
+                let addr = self.redis_addr(io.now);
                 if let Err(why) = self.ends[conn].connect(addr, io.driver, io.now) {
                     return self.fail(conn, &why, io);
                 }
@@ -253,7 +229,7 @@ impl Router for RedisRouter {
 
     fn resources(&self) -> Resources {
         Resources {
-            streams: 2,
+            streams: if self.names.is_some() { 3 } else { 2 },
             stream_rx_bytes: RX_BYTES,
             timers: 1,
         }
@@ -275,12 +251,17 @@ impl Router for RedisRouter {
     }
 
     fn complete(&mut self, lent: Lent, res: i32, io: &mut Io<'_>) {
+        if let Some(names) = &mut self.names
+            && names.complete(lent, io.now)
+        {
+            return self.take_resolved(io);
+        }
         let conn = match lent.op {
             LentOp::Timer { .. } => {
                 self.timer_armed = false;
                 return;
             }
-            LentOp::Cancel => return,
+            LentOp::Cancel | LentOp::Read { .. } => return,
             LentOp::Connect { stream } | LentOp::Send { stream } | LentOp::Recv { stream } => {
                 usize::from(stream)
             }
@@ -333,7 +314,13 @@ impl Router for RedisRouter {
             self.drive(conn, io);
         }
         self.send_get(io);
-        let waiting = self.lookups.waiting() || self.ends.iter().any(Endpoint::waiting);
+        if let Some(names) = &mut self.names {
+            names.poll(io.driver, io.now);
+        }
+        self.take_resolved(io);
+        let waiting = self.lookups.waiting()
+            || self.ends.iter().any(Endpoint::waiting)
+            || self.names.as_ref().is_some_and(Names::waiting);
         if waiting && !self.timer_armed && io.driver.timer(TIMER, self.timer_tick, 0).is_ok() {
             self.timer_armed = true;
         }
@@ -342,6 +329,9 @@ impl Router for RedisRouter {
     fn shutdown(&mut self, io: &mut Io<'_>) {
         self.stopping = true;
         let _ = self.lookups.lost();
+        if let Some(names) = &mut self.names {
+            names.shutdown(io.driver);
+        }
         for end in &mut self.ends {
             end.shutdown(io.driver);
         }
