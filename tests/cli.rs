@@ -259,6 +259,47 @@ fn failures_that_used_to_be_silent_are_logged_at_the_default_level() {
 }
 
 #[test]
+fn the_affinity_mask_places_the_workers() {
+    // What systemd's CPUAffinity= does, done with taskset: workers go on the allowed CPUs.
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let last = *cpus.last().unwrap();
+    let backend = Backend::start(LOCAL4, true);
+    let dir = tempdir("affinity");
+    let mut cmd = Command::new("taskset");
+    cmd.current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .args(["-c", &last.to_string(), BIN])
+        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()]);
+    for var in VARS {
+        cmd.env_remove(var);
+    }
+    let running = Running::spawn(cmd);
+    assert_eq!(
+        running.ready_field("workers"),
+        "1",
+        "one worker per allowed CPU"
+    );
+    let pid = running.child.id();
+    let worker = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "ringgate-w0"))
+        .expect("a worker thread");
+    let status = std::fs::read_to_string(worker.join("status")).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(allowed, last.to_string());
+}
+
+#[test]
 fn sighup_and_sigusr1_are_logged_and_do_not_stop_ringgate() {
     let backend = Backend::start(LOCAL4, true);
     let dir = tempdir("sighup");

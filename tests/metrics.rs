@@ -144,3 +144,25 @@ fn a_strict_parser_reads_every_family() {
     assert!(drops.iter_samples().count() >= 10);
     assert!(!e.families.contains_key("ringgate_drops"));
 }
+
+#[test]
+fn the_example_alerts_are_valid_rules() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool must be installed (scripts/test does)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every metric the rules read is one ringgate exports.
+    let body = busy_exposition();
+    let text = std::fs::read_to_string(rules).unwrap();
+    for metric in ["ringgate_drops_total", "ringgate_redis_up"] {
+        assert!(text.contains(metric));
+        assert!(body.contains(&format!("# TYPE {metric} ")), "{metric}");
+    }
+}

@@ -9,17 +9,17 @@
 //! forwarder runs either way and the warning is advice. The thresholds are
 //! `tuning/sysctl.conf`'s, and a unit test keeps the two in step.
 
+mod profile;
+
 use std::fmt;
 use std::fs;
+
+use self::profile::{netdev_max_backlog_min, port_range};
 
 /// File descriptors ringgate needs beyond one per session: listen sockets,
 /// one ring per worker, metrics connections, logs, stdio. The same slack as
 /// `FD_SLACK` in `tuning/check.sh`.
 const FD_SLACK: u64 = 1024;
-
-/// `net.core.netdev_max_backlog` in `tuning/sysctl.conf`: the kernel's 1000
-/// overflows in a 1 ms burst at 1 Mpps.
-const NETDEV_MAX_BACKLOG_MIN: u64 = 16384;
 
 /// Ephemeral ports one source address has at most: 1024-65535.
 const EPHEMERAL_PORTS_MAX: u64 = 65535 - 1024 + 1;
@@ -235,12 +235,12 @@ fn evaluate(limits: &HostLimits, host: &HostValues) -> Vec<Finding> {
 
     if let Some(backlog) = host
         .netdev_max_backlog
-        .filter(|&b| b < NETDEV_MAX_BACKLOG_MIN)
+        .filter(|&b| b < netdev_max_backlog_min())
     {
         add(
             "net.core.netdev_max_backlog",
             backlog.to_string(),
-            format!("at least {NETDEV_MAX_BACKLOG_MIN}"),
+            format!("at least {}", netdev_max_backlog_min()),
             "the per-CPU queue between the NIC and the sockets drops what does not fit \
              (column 2 of /proc/net/softnet_stat)"
                 .to_owned(),
@@ -269,16 +269,24 @@ fn evaluate(limits: &HostLimits, host: &HostValues) -> Vec<Finding> {
 
     if let Some((lo, hi)) = host.ip_local_port_range {
         let ports = if hi >= lo { hi - lo + 1 } else { 0 };
+        let (plo, phi) = port_range();
+        let profile_ports = phi.saturating_sub(plo) + 1;
         if ports < sessions {
-            let (recommended, remedy) = if sessions <= EPHEMERAL_PORTS_MAX {
+            // As tuning/check.sh: the profile's range if it is wider (apply.sh sets it), else
+            // only fewer sessions or more source addresses help.
+            let (recommended, remedy) = if ports < profile_ports {
                 (
-                    format!("at least {sessions} ports, e.g. {} 65535", 65536 - sessions),
+                    format!("{plo} {phi} ({profile_ports} ports; tuning/apply.sh sets it)"),
                     "new sessions past that fail to open".to_owned(),
                 )
             } else {
                 (
-                    format!("1024 65535 ({EPHEMERAL_PORTS_MAX} ports, all one address has)"),
-                    "new sessions past that fail to open; lower max sessions or add source addresses"
+                    format!(
+                        "at least {sessions} ports (one address has at most \
+                         {EPHEMERAL_PORTS_MAX}, 1024-65535)"
+                    ),
+                    "new sessions past that fail to open; lower --max-sessions or give ringgate \
+                     more source addresses"
                         .to_owned(),
                 )
             };

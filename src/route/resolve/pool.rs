@@ -165,7 +165,10 @@ mod tests {
         let mut counter = [0u8; 8];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::io::Read::read_exact(&mut &*wake, &mut counter).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the eventfd was never written");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the eventfd was never written"
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert_eq!(u64::from_ne_bytes(counter), 1);
