@@ -97,7 +97,9 @@ fn session_table(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("upstream_by_key", size), &size, |b, _| {
             b.iter(|| {
                 next = (next + 1) % keys.len();
-                sessions.upstream(black_box(keys[next]), black_box(1))
+                sessions
+                    .upstream(black_box(keys[next]), black_box(1))
+                    .map(|up| up.fd)
             })
         });
         let mut next = 0;

@@ -10,6 +10,7 @@ pub mod datagram;
 pub mod host_check;
 pub mod logtext;
 pub mod metrics;
+pub mod pp2;
 pub mod proxy;
 pub mod ratelimit;
 pub mod route;

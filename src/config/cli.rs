@@ -17,9 +17,7 @@ use super::parse::{
 };
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
-use crate::route::redis::Settings as RedisSettings;
-use crate::route::redis::conn::{Handshake, Secret};
-use crate::route::resolve::{Dest, Name, parse_dest};
+use crate::route::resolve::Dest;
 use crate::sys::setup::TaskRun;
 use crate::user_data::SLOTS_MAX;
 
@@ -145,6 +143,17 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub metrics_connections_max: u32,
 
+    /// Tell backends each player's real address: a PROXY protocol v2 header (source = the
+    /// client, destination = the address it sent to) before each session's first datagram
+    #[arg(long, env = "RINGGATE_PROXY_PROTOCOL", value_name = "off|v2", default_value = "off",
+          value_parser = ["off", "v2"])]
+    pub proxy_protocol: String,
+
+    /// With --proxy-protocol v2: the header before every datagram, for receivers that want that
+    #[arg(long, env = "RINGGATE_PROXY_PROTOCOL_EVERY",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol_every: bool,
+
     /// Log `new session: CLIENT → BACKEND (backend port N)` and `session closed: CLIENT
     /// (REASON)` at info, as udp-gate does (at most 100 lines a second per worker)
     #[arg(long, env = "RINGGATE_LOG_SESSIONS", value_name = "on|off", default_value = "on",
@@ -239,72 +248,6 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The Redis settings these arguments give. Resolves a host name once (start-up only).
-    fn redis_settings(&self) -> Result<RedisSettings, String> {
-        use redis::IntoConnectionInfo;
-        use std::net::ToSocketAddrs;
-        let (flag, resolved, shown, username, password, db) = match &self.redis_url {
-            Some(url) => {
-                // The parser's own message is not shown: it could quote the password.
-                let bad = || {
-                    "invalid value for '--redis-url' (REDIS_URL): not a \
-                     redis://[user:pass@]host:port/db URL (TLS and unix sockets are not supported)"
-                        .to_owned()
-                };
-                let info = url.as_str().into_connection_info().map_err(|_| bad())?;
-                let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
-                    return Err(bad());
-                };
-                let settings = info.redis_settings();
-                (
-                    "--redis-url",
-                    (host.as_str(), *port).to_socket_addrs(),
-                    format!("{host}:{port}"),
-                    settings.username().map(str::to_owned),
-                    settings.password().map(str::to_owned),
-                    settings.db(),
-                )
-            }
-            None => (
-                "--redis-addr",
-                self.redis_addr.to_socket_addrs(),
-                self.redis_addr.clone(),
-                None,
-                self.redis_password.clone(),
-                self.redis_db,
-            ),
-        };
-        let addr = resolved
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                format!("invalid value for '{flag}': cannot resolve `{shown}` to an address")
-            })?;
-        // A name is resolved again while ringgate runs (a Redis that moves keeps its name).
-        let host = match parse_dest(&shown) {
-            Some(Dest::Name(name)) => Some(name),
-            _ => None::<Name>,
-        };
-        if self.backend_key.is_empty() || self.disconnect_channel.is_empty() {
-            return Err("--backend-key and --disconnect-channel must not be empty".into());
-        }
-        Ok(RedisSettings {
-            addr,
-            host,
-            handshake: Handshake {
-                username,
-                password: password.filter(|p| !p.is_empty()).map(Secret),
-                db,
-                channel: self.disconnect_channel.clone(),
-            },
-            key: self.backend_key.clone(),
-            timeout: Duration::from_millis(self.redis_timeout_ms),
-            allow: self.backend_allow.clone(),
-        })
-    }
-}
-
-impl Cli {
     /// Validates the parsed arguments into a [`Config`]. `listener_count` is udp-gate's
     /// `LISTENER_COUNT`, used when neither `--workers` nor `WORKERS` is given. `allowed_cpus`
     /// are the CPUs this process may run on (its affinity mask, e.g. systemd's `CPUAffinity=`):
@@ -349,6 +292,13 @@ impl Cli {
             (false, None) if allowed_cpus.is_empty() => None,
             (false, None) => Some(allowed_cpus.to_vec()),
         };
+        if self.proxy_protocol_every && self.proxy_protocol != "v2" {
+            return Err(format!(
+                "{} needs {} v2",
+                self.origins.name("proxy_protocol_every"),
+                self.origins.name("proxy_protocol")
+            ));
+        }
         let listen = parse_listen(&self.listen).map_err(|why| {
             format!(
                 "invalid value `{}` for {}: {why}",
@@ -375,6 +325,8 @@ impl Cli {
             metrics_connections_max: self.metrics_connections_max as usize,
             ready_requires_redis: self.ready_requires_redis,
             log_sessions: self.log_sessions,
+            proxy_protocol: self.proxy_protocol == "v2",
+            proxy_protocol_every: self.proxy_protocol_every,
             log_summary: Duration::from_secs(self.log_summary_secs),
             log_format: self.log_format,
         })

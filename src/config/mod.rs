@@ -8,6 +8,7 @@
 pub mod cli;
 mod origins;
 mod parse;
+mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log each session's start and end at info.
     pub log_sessions: bool,
+    /// Put a PROXY protocol v2 header before each session's first datagram up.
+    pub proxy_protocol: bool,
+    /// ... before every datagram up.
+    pub proxy_protocol_every: bool,
     /// How often to log a summary of drops (zero: never).
     pub log_summary: Duration,
 }
@@ -82,6 +87,8 @@ impl Config {
             ready_requires_redis: false,
             log_format: LogFormat::Text,
             log_sessions: true,
+            proxy_protocol: false,
+            proxy_protocol_every: false,
             log_summary: Duration::from_secs(60),
         }
     }

@@ -24,8 +24,8 @@
 //! The upstream socket type is a parameter (`U`) only so that the table can be tested and
 //! benchmarked without a million sockets; ringgate uses `socket2::Socket`.
 
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use hashbrown::HashMap;
 use socket2::Socket;
@@ -44,10 +44,12 @@ mod ops;
 mod tests;
 #[cfg(test)]
 mod tests_hostile;
+mod traffic;
 mod unconfirmed;
 
 pub use ingress::Limits;
 pub use ops::RecvEnd;
+pub use traffic::{Reply, Upstream};
 
 /// A client datagram held in its provided buffer while the session's route is looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,12 @@ struct Session<U> {
     /// Neighbours on the unconfirmed list (slots; [`NIL`] at its ends and when off it).
     prev: u32,
     next: u32,
+    /// The address the client sent to, when the listener is a wildcard: replies leave from it.
+    local: Option<IpAddr>,
+    /// A PROXY protocol header to put before the first datagram up (or every one).
+    prefix: Option<Box<[u8]>>,
+    prefix_every: bool,
+    prefix_sent: bool,
 }
 
 /// No slot: the end of the unconfirmed list.
@@ -217,6 +225,10 @@ impl<U: AsRawFd> Sessions<U> {
             confirmed: false,
             prev: NIL,
             next: NIL,
+            local: None,
+            prefix: None,
+            prefix_every: false,
+            prefix_sent: false,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -304,38 +316,6 @@ impl<U: AsRawFd> Sessions<U> {
         self.held_total -= held.len();
         self.by_upstream_port.insert(local.port(), key.slot);
         Some(held)
-    }
-
-    /// An open session's upstream socket and backend slot, for a datagram from its client at
-    /// `tick`. A client that sends after its backend answered confirms the session.
-    pub fn upstream(&mut self, key: Key, tick: u32) -> Option<(RawFd, u8)> {
-        let s = self.in_phase(key, Phase::Open)?;
-        s.last_tick = tick;
-        let fd = s.upstream.as_ref()?.as_raw_fd();
-        let slot = s.backend_slot;
-        if s.answered && !s.confirmed {
-            s.confirmed = true;
-            self.unlink_unconfirmed(key.slot);
-        }
-        Some((fd, slot))
-    }
-
-    /// An open session's client address and backend slot, for a datagram from its backend at
-    /// `tick`.
-    pub fn reply_to(&mut self, key: Key, tick: u32) -> Option<(RawSockAddr, u8)> {
-        let s = self.in_phase(key, Phase::Open)?;
-        s.last_tick = tick;
-        s.answered = true;
-        Some((s.client_raw, s.backend_slot))
-    }
-
-    /// Whether the session is confirmed (see the module's comment).
-    pub fn confirmed(&self, key: Key) -> bool {
-        self.slots
-            .get(key.slot as usize)
-            .filter(|e| e.generation == key.generation)
-            .and_then(|e| e.session.as_ref())
-            .is_some_and(|s| s.confirmed)
     }
 
     /// Resolving or open → closing: out of the maps at once. Returns what the session held for

@@ -80,7 +80,11 @@ fn an_ipv4_client_of_a_dual_stack_listener_is_one_client_however_it_arrived() {
     t.open(key, Fake(1), addr(40_000), None, 0);
     assert_eq!(
         t.reply_to(key, 0),
-        Some((RawSockAddr::encode(mapped), 0)),
+        Some(Reply {
+            to: RawSockAddr::encode(mapped),
+            from: None,
+            backend: 0
+        }),
         "replies go to the address as received"
     );
 }
@@ -140,7 +144,11 @@ fn open_hands_back_what_was_held_in_order_and_registers_the_port() {
     assert_eq!(t.by_upstream_port(4000), Some((key, addr(4000))));
     assert_eq!(
         t.upstream(key, 3),
-        Some((7, 3)),
+        Some(Upstream {
+            fd: 7,
+            backend: 3,
+            prefix: &[]
+        }),
         "its socket and backend slot"
     );
     assert!(
@@ -157,7 +165,10 @@ fn traffic_either_way_marks_the_session_active() {
     let b = open(&mut t, 2);
     let c = open(&mut t, 3);
     assert!(t.upstream(a, 10).is_some());
-    assert_eq!(t.reply_to(b, 10), Some((RawSockAddr::encode(addr(2)), 0)));
+    assert_eq!(
+        t.reply_to(b, 10).map(|r| r.to),
+        Some(RawSockAddr::encode(addr(2)))
+    );
     let mut idle = Vec::new();
     t.collect_idle(5, &mut idle);
     assert_eq!(idle, [c]);
@@ -218,6 +229,31 @@ fn a_refused_arm_is_undone() {
     t.recv_not_armed(key);
     t.begin_close(key);
     assert_eq!(t.live(), 0, "nothing was left in flight");
+}
+
+#[test]
+fn a_proxy_header_goes_up_before_the_first_datagram_or_every_one() {
+    let mut t = table(4, 8, 64);
+    for (every, expected) in [(false, [true, false, false]), (true, [true, true, true])] {
+        let key = t.insert(addr(1), 0, FIRST);
+        let local = Some("127.0.0.2".parse().unwrap());
+        t.arrived_at(key, local, Some(vec![7u8; 28].into_boxed_slice()), every);
+        t.open(key, Fake(5), addr(40_001), None, 0);
+        for (n, with) in expected.into_iter().enumerate() {
+            let up = t.upstream(key, 0).unwrap();
+            assert_eq!(
+                up.prefix.len(),
+                if with { 28 } else { 0 },
+                "datagram {n}, every={every}"
+            );
+        }
+        assert_eq!(
+            t.reply_to(key, 0).unwrap().from,
+            local,
+            "replies leave from it"
+        );
+        t.begin_close(key);
+    }
 }
 
 #[test]

@@ -155,6 +155,29 @@ impl BufRing {
         })
     }
 
+    /// Copies `bytes` into leased buffer `bid` at `offset` (a prefix written into the headroom
+    /// before a payload); false, changing nothing, if it is not leased or they do not fit.
+    pub fn write(&mut self, bid: u16, offset: usize, bytes: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(bytes.len()) else {
+            return false;
+        };
+        if !self.is_leased(bid) || end > self.buf_len as usize {
+            return false;
+        }
+        // SAFETY: `bid < entries` (leased implies in range) and `end <= buf_len`, so the range
+        // lies inside buffer `bid` in the `bufs` mapping; a leased buffer is not in the ring, so
+        // the kernel does not write it, and `&mut self` excludes any other view of it.
+        unsafe {
+            let at = self
+                .bufs
+                .ptr
+                .as_ptr()
+                .add(bid as usize * self.stride + offset);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+        }
+        true
+    }
+
     /// The address of `len` bytes at `offset` in leased buffer `bid`, for a send that reads
     /// them; `None` if the buffer is not leased or the range does not fit in it.
     pub(super) fn range(&self, bid: u16, offset: usize, len: usize) -> Option<*const u8> {
@@ -217,6 +240,10 @@ mod tests {
         assert!(!ring.take(8), "out of range");
         assert!(ring.get(8, 1).is_none(), "out of range");
         assert!(ring.take(0));
+        assert!(ring.write(0, 95, b"hello"));
+        assert_eq!(&ring.get(0, 100).unwrap()[95..], b"hello");
+        assert!(!ring.write(0, 96, b"hello"), "past the end");
+        assert!(!ring.write(5, 0, b"x"), "not leased");
         assert!(ring.range(0, 90, 10).is_some());
         assert!(ring.range(0, 90, 11).is_none());
         assert!(ring.recycle(0));

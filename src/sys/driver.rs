@@ -14,6 +14,7 @@
 //! when they complete.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -146,14 +147,29 @@ impl Driver {
         unsafe { self.push(entry) }
     }
 
-    /// Sends `len` payload bytes of leased buffer `bid` on the connected socket `fd`.
-    pub fn send(&mut self, fd: RawFd, bid: u16, len: usize, user_data: u64) -> io::Result<bool> {
+    /// Sends `len` payload bytes of leased buffer `bid` on the connected socket `fd`, after
+    /// `prefix` (written into the buffer's headroom, so the payload is not moved).
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        bid: u16,
+        prefix: &[u8],
+        len: usize,
+        user_data: u64,
+    ) -> io::Result<bool> {
         Self::check_caller(user_data)?;
+        let start = PAYLOAD_OFFSET
+            .checked_sub(prefix.len())
+            .ok_or_else(|| refused("prefix larger than the headroom"))?;
+        if !prefix.is_empty() && !self.bufs.write(bid, start, prefix) {
+            return Err(refused("buffer not leased"));
+        }
+        let total = prefix.len() + len;
         let payload = self
             .bufs
-            .range(bid, PAYLOAD_OFFSET, len)
+            .range(bid, start, total)
             .ok_or_else(|| refused("buffer not leased"))?;
-        let entry = opcode::Send::new(types::Fd(fd), payload, len as u32)
+        let entry = opcode::Send::new(types::Fd(fd), payload, total as u32)
             .build()
             .user_data(user_data);
         // SAFETY: the payload lies inside leased buffer `bid` (checked above) in the buffer
@@ -161,13 +177,15 @@ impl Driver {
         unsafe { self.push(entry) }
     }
 
-    /// Sends `len` payload bytes of leased buffer `bid` from socket `fd` to `to`.
+    /// Sends `len` payload bytes of leased buffer `bid` from socket `fd` to `to`, leaving from
+    /// address `from` if given (`(address, whether fd is an IPv6 socket)`).
     pub fn send_to(
         &mut self,
         fd: RawFd,
         bid: u16,
         len: usize,
         to: &RawSockAddr,
+        from: Option<(IpAddr, bool)>,
         user_data: u64,
     ) -> io::Result<bool> {
         Self::check_caller(user_data)?;
@@ -177,12 +195,13 @@ impl Driver {
             .ok_or_else(|| refused("buffer not leased"))?;
         let hdr = self
             .sends
-            .prepare(bid, payload, len, to)
+            .prepare(bid, payload, len, to, from)
             .ok_or_else(|| refused("no send slot"))?;
         let entry = opcode::SendMsg::new(types::Fd(fd), hdr)
             .build()
             .user_data(user_data);
-        // SAFETY: the header, iovec and address are in buffer `bid`'s slot of the boxed arena
+        // SAFETY: the header, iovec, address and control bytes are in buffer `bid`'s slot of the
+        // boxed arena
         // owned by `self`, and the payload in leased buffer `bid`; the slot is rewritten only
         // for another send from the same buffer, which cannot happen before this one completes
         // and the buffer is recycled and received into again.
@@ -315,81 +334,5 @@ fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usi
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn small() -> RingConfig {
-        RingConfig {
-            sq_entries: 8,
-            cq_entries: 64,
-            buffer_count: 8,
-            buffer_bytes: 128,
-            tick: Duration::from_millis(10),
-            task_run: TaskRun::Deferred,
-            streams: 1,
-            stream_rx_bytes: 64,
-            timers: 1,
-        }
-    }
-
-    #[test]
-    fn a_ring_builds_and_probes_on_this_kernel() {
-        let driver = Driver::new(&small()).expect("ringgate's tests need io_uring (Linux 6.1+)");
-        assert_eq!(driver.in_flight(), 0);
-        assert_eq!(driver.bufs().leased(), 0);
-    }
-
-    #[test]
-    fn each_task_run_mode_is_built_as_asked_on_this_kernel() {
-        // Linux 6.1+ accepts all three, so no fallback may happen here.
-        for mode in TaskRun::ALL {
-            let driver = Driver::new(&RingConfig {
-                task_run: mode,
-                ..small()
-            })
-            .unwrap();
-            assert_eq!(driver.task_run(), mode);
-        }
-    }
-
-    #[test]
-    fn caller_values_with_the_driver_bit_are_refused() {
-        let mut driver = Driver::new(&small()).unwrap();
-        assert!(driver.tick(LENT_BIT | 1).is_err());
-        assert_eq!(driver.in_flight(), 0);
-    }
-
-    #[test]
-    fn a_lent_timer_completes_once_and_is_free_again() {
-        let mut driver = Driver::new(&small()).unwrap();
-        driver.timer(0, Duration::from_millis(1), 7).unwrap();
-        assert!(
-            driver.timer(0, Duration::from_millis(1), 8).is_err(),
-            "busy"
-        );
-        let mut batch = Vec::new();
-        while batch.is_empty() {
-            driver.submit_and_wait().unwrap();
-            driver.reap(&mut batch);
-        }
-        assert_eq!(
-            Lent::decode(batch[0].user_data()),
-            Some(Lent {
-                op: LentOp::Timer { timer: 0 },
-                tag: 7
-            })
-        );
-        assert_eq!(batch[0].result(), -libc::ETIME);
-        assert_eq!(driver.in_flight(), 0);
-        assert!(
-            driver.timer(0, Duration::from_secs(60), 9).is_ok(),
-            "free again"
-        );
-        assert!(driver.cancel_timer(0).is_ok());
-        // The cancel and the cancelled timer both complete; nothing is left to leak.
-        while driver.in_flight() > 0 {
-            driver.submit_and_wait().unwrap();
-            driver.reap(&mut batch);
-        }
-    }
-}
+#[path = "driver_tests.rs"]
+mod tests;

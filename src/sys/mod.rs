@@ -3,7 +3,7 @@
 //! One module per kernel object: building a ring (`setup`), the ring and the memory its
 //! operations point at (`driver`), the memory it lends to stream and timer operations
 //! (`lent`), the provided buffer ring (`buf_ring`), the `msghdr`s of receives and replies
-//! (`msghdr`), socket addresses as the kernel lays them out (`sockaddr`), sockets (`socket`),
+//! (`msghdr`) and their control messages (`cmsg`), socket addresses as the kernel lays them out (`sockaddr`), sockets (`socket`),
 //! the wake-up `eventfd` and process limits (`limits`). Everything exported from here is safe to
 //! call: the invariants that make the `unsafe` inside hold are kept by the types, not by their
 //! callers.
@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 pub mod buf_ring;
+pub mod cmsg;
 pub mod driver;
 pub mod eventfd;
 pub mod lent;

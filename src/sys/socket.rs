@@ -28,17 +28,7 @@ fn udp(domain_of: SocketAddr) -> io::Result<Socket> {
 
 fn set_force(socket: &Socket, option: libc::c_int, bytes: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the option value is a c_int that lives across the call, with its exact size.
-    cvt(unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            std::ptr::from_ref(&value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    set_int(socket, libc::SOL_SOCKET, option, value)
 }
 
 /// Applies `size` to both directions. With `force` it tries the FORCE options first and
@@ -60,10 +50,42 @@ pub fn set_buffers(socket: &Socket, size: BufferSize) -> io::Result<bool> {
 pub fn listener(addr: SocketAddr, size: BufferSize) -> io::Result<(Socket, bool)> {
     let socket = udp(addr)?;
     dual_stack(&socket, addr)?;
+    if addr.ip().is_unspecified() {
+        recv_pktinfo(&socket, addr.is_ipv6())?;
+    }
     socket.set_reuse_port(true)?;
     let forced = set_buffers(&socket, size)?;
     socket.bind(&addr.into())?;
     Ok((socket, forced))
+}
+
+/// Asks for each datagram's destination address (`IP_PKTINFO`; on an IPv6 socket also
+/// `IPV6_RECVPKTINFO`, IPv4 clients of a dual-stack socket arriving with `IP_PKTINFO`).
+fn recv_pktinfo(socket: &Socket, v6: bool) -> io::Result<()> {
+    set_int(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+    if v6 {
+        set_int(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+    }
+    Ok(())
+}
+
+fn set_int(
+    socket: &Socket,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that lives across the call, with its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }
 
 fn dual_stack(socket: &Socket, addr: SocketAddr) -> io::Result<()> {

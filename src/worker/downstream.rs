@@ -1,6 +1,7 @@
 //! Backend → client: a datagram a session's socket received goes to the client from the
 //! worker's listening socket, sent from its receive buffer itself; the buffer is recycled when
-//! the send completes.
+//! the send completes. With a wildcard listener it leaves from the address the client sent to
+//! (`IP_PKTINFO`), so a client of a secondary address gets its answers from that address.
 
 use std::os::fd::AsRawFd;
 
@@ -15,16 +16,19 @@ impl Worker {
             None => self.sessions.reply_to(key, self.tick),
             Some(_) => None,
         };
-        let Some((to, backend)) = to else {
+        let Some(reply) = to else {
             return self.drop_buffer(bid, Counter::DropSessionClosed);
         };
         let fd = self.listener.as_raw_fd();
+        // From the address the client sent to, for a wildcard listener on a multi-homed host.
+        let from = reply.from.map(|ip| (ip, self.local.is_ipv6()));
+        let user_data = Op::SendDown { bid }.encode();
         match self
             .driver
-            .send_to(fd, bid, len as usize, &to, Op::SendDown { bid }.encode())
+            .send_to(fd, bid, len as usize, &reply.to, from, user_data)
         {
             Ok(flushed) => {
-                self.counters.backends.packet_down(backend);
+                self.counters.backends.packet_down(reply.backend);
                 self.count_flush(flushed);
             }
             Err(e) => {

@@ -138,6 +138,11 @@ pub struct Worker {
     idle_ticks: u32,
     unreplied_ticks: u32,
     max_payload: usize,
+    /// The listening address (a concrete port), for PROXY headers and the reply's family.
+    local: SocketAddr,
+    /// `--proxy-protocol v2`, and `--proxy-protocol-every`.
+    proxy_protocol: bool,
+    proxy_protocol_every: bool,
     socket_size: socket::BufferSize,
     stopping: Option<Instant>,
     warnings: Warnings,
@@ -218,6 +223,9 @@ impl Worker {
             idle_ticks: idle_ticks(config.idle_timeout, tick),
             unreplied_ticks: idle_ticks(config.unreplied_timeout, tick),
             max_payload: config.buffer_size_bytes as usize,
+            local,
+            proxy_protocol: config.proxy_protocol,
+            proxy_protocol_every: config.proxy_protocol_every,
             socket_size,
             stopping: None,
             warnings: Warnings::new(config.log_sessions),

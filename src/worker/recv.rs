@@ -52,7 +52,7 @@ impl Worker {
             }
         };
         match on {
-            On::Listener => self.on_client_datagram(dgram.source, bid, dgram.len),
+            On::Listener => self.on_client_datagram(dgram, bid),
             On::Session(key) => self.on_backend_datagram(key, bid, dgram.len),
         }
     }

@@ -13,6 +13,8 @@ use tracing::{info, warn};
 
 use super::Worker;
 use crate::admission::source;
+use crate::datagram::Datagram;
+use crate::pp2;
 use crate::route::{Backend, RouteFailure};
 use crate::session::{Held, Ingress, Key, Phase};
 use crate::stats::Counter;
@@ -20,7 +22,8 @@ use crate::sys::socket;
 use crate::user_data::Op;
 
 impl Worker {
-    pub(super) fn on_client_datagram(&mut self, client: SocketAddr, bid: u16, len: u32) {
+    pub(super) fn on_client_datagram(&mut self, dgram: Datagram, bid: u16) {
+        let (client, len) = (dgram.source, dgram.len);
         if self.stopping.is_some() {
             return self.drop_buffer(bid, Counter::DropShutdown);
         }
@@ -31,8 +34,8 @@ impl Worker {
                     self.drop_buffer(bid, Counter::DropSessionClosed);
                 }
             }
-            Ingress::Create => self.create_session(client, Held { bid, len }, None),
-            Ingress::Evict(victim) => self.create_session(client, Held { bid, len }, Some(victim)),
+            Ingress::Create => self.create_session(dgram, Held { bid, len }, None),
+            Ingress::Evict(victim) => self.create_session(dgram, Held { bid, len }, Some(victim)),
             Ingress::Drop(reason) => {
                 if matches!(reason, Counter::DropMaxSessions | Counter::DropFdReserve)
                     && let Some(suppressed) = self.warnings.full.check()
@@ -51,7 +54,8 @@ impl Worker {
 
     /// Admits a new client (a plausible source, within its budget), evicting `victim` first if
     /// the table is full, and asks the router where it goes; its first datagram waits, held.
-    fn create_session(&mut self, client: SocketAddr, first: Held, victim: Option<Key>) {
+    fn create_session(&mut self, dgram: Datagram, first: Held, victim: Option<Key>) {
+        let client = dgram.source;
         let now_ms =
             u32::try_from(self.now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
         let router = &self.router;
@@ -79,15 +83,29 @@ impl Worker {
             self.close_session(victim, Counter::DropEvicted, Some(Counter::ClosedEvicted));
         }
         let key = self.sessions.insert(client, self.tick, first);
+        // The address the client sent to: the listener's own, or (a wildcard listener's) what
+        // the datagram's pktinfo says.
+        let wildcard = self.local.ip().is_unspecified();
+        let local = if wildcard { dgram.dest } else { None };
+        let prefix = self.proxy_protocol.then(|| {
+            let server = SocketAddr::new(local.unwrap_or(self.local.ip()), self.local.port());
+            pp2::header(client, server).into_boxed_slice()
+        });
+        self.sessions
+            .arrived_at(key, local, prefix, self.proxy_protocol_every);
         self.route(|router, io| router.request(key.ticket(), io));
     }
 
     fn forward_up(&mut self, key: Key, bid: u16, len: u32) {
-        let Some((fd, backend)) = self.sessions.upstream(key, self.tick) else {
+        let Some(up) = self.sessions.upstream(key, self.tick) else {
             return self.drop_buffer(bid, Counter::DropSessionClosed);
         };
+        let backend = up.backend;
         let user_data = Op::SendUp { key, bid }.encode();
-        match self.driver.send(fd, bid, len as usize, user_data) {
+        match self
+            .driver
+            .send(up.fd, bid, up.prefix, len as usize, user_data)
+        {
             Ok(flushed) => {
                 self.sessions.op_started(key);
                 self.counters.backends.packet_up(backend);

@@ -45,6 +45,8 @@ pub const VARS: &[&str] = &[
     "RINGGATE_READY_REQUIRES_REDIS",
     "RINGGATE_LOG_SESSIONS",
     "RINGGATE_LOG_SUMMARY_SECS",
+    "RINGGATE_PROXY_PROTOCOL",
+    "RINGGATE_PROXY_PROTOCOL_EVERY",
 ];
 
 pub fn ringgate(dir: &Path) -> Command {
