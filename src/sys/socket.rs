@@ -59,14 +59,16 @@ pub fn listener(addr: SocketAddr, size: BufferSize) -> io::Result<(Socket, bool)
     Ok((socket, forced))
 }
 
-/// Asks for each datagram's destination address (`IP_PKTINFO`; on an IPv6 socket also
-/// `IPV6_RECVPKTINFO`, IPv4 clients of a dual-stack socket arriving with `IP_PKTINFO`).
+/// Asks for each datagram's destination address: `IP_PKTINFO` on an IPv4 socket,
+/// `IPV6_RECVPKTINFO` on an IPv6 one (which reports an IPv4 client's destination of a
+/// dual-stack socket as a mapped address; asking for both would deliver both, and overflow the
+/// control field a receive reserves).
 fn recv_pktinfo(socket: &Socket, v6: bool) -> io::Result<()> {
-    set_int(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
     if v6 {
-        set_int(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        set_int(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+    } else {
+        set_int(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
     }
-    Ok(())
 }
 
 fn set_int(
