@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use ringgate::Counter;
 use ringgate::route::Routes;
@@ -533,5 +534,110 @@ fn backend_allow_applies_to_the_address_a_name_resolves_to() {
         backend.received.try_recv().is_err(),
         "nothing reached the backend"
     );
+    proxy.shutdown().unwrap();
+}
+
+/// A `GET` of `key` on the test's own connection (`None` for a missing key).
+fn get(redis: &RedisServer, key: &str) -> Option<String> {
+    redis.cmd(0, &["GET", key])
+}
+
+#[test]
+fn the_session_map_names_each_players_address_by_backend_port() {
+    use ringgate::route::redis::publish::Publish;
+    let (redis, backend, proxy) = routed(|c| {
+        c.idle_timeout = Duration::from_secs(1);
+        if let Routes::Redis(r) = &mut c.routes {
+            r.publish = Some(Publish {
+                prefix: "udp_gate:session:".into(),
+                ttl: Duration::from_secs(2),
+            });
+        }
+    });
+    // Present within 100 ms of the first datagram, with an expiry.
+    let client = udp(LOCAL4);
+    client.send_to(b"hello", proxy.local_addr()).unwrap();
+    let (upstream, _) = backend.next();
+    let key = format!("udp_gate:session:{upstream}");
+    let asked = Instant::now();
+    wait_for("the session map entry", || get(&redis, &key).is_some());
+    assert!(
+        asked.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        get(&redis, &key),
+        Some(client.local_addr().unwrap().to_string())
+    );
+    let ttl: i64 = redis.cmd(0, &["PTTL", &key]);
+    assert!(ttl > 0 && ttl <= 2_000, "expiry {ttl} ms");
+    recv(&client);
+
+    // Refreshed while the session lives (past its 2 s expiry), gone when it closes.
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        assert_eq!(round_trip(&client, &proxy, b"alive"), b"alive");
+        assert!(
+            get(&redis, &key).is_some(),
+            "the entry of a live session expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        redis.publish(DISCONNECT_CHANNEL, &upstream.port().to_string()),
+        1
+    );
+    wait_for("the entry to go with the disconnect", || {
+        get(&redis, &key).is_none()
+    });
+
+    // An idle session's entry goes when it is reaped.
+    let idle = player(1);
+    assert_eq!(round_trip(&idle, &proxy, b"once"), b"once");
+    let (upstream, _) = backend.received.try_iter().last().unwrap();
+    let key = format!("udp_gate:session:{upstream}");
+    assert!(get(&redis, &key).is_some());
+    wait_for("the idle session to be reaped", || {
+        count(&proxy, Counter::ClosedIdle) >= 1
+    });
+    wait_for("its entry to go", || get(&redis, &key).is_none());
+    assert!(count(&proxy, Counter::SessionMapWritten) >= 4);
+    proxy.shutdown().unwrap();
+}
+
+#[test]
+fn forwarding_is_unaffected_while_the_session_map_cannot_be_written() {
+    use ringgate::route::redis::publish::Publish;
+    let (mut redis, _backend, proxy) = routed(|c| {
+        c.idle_timeout = Duration::from_secs(1);
+        if let Routes::Redis(r) = &mut c.routes {
+            r.publish = Some(Publish {
+                prefix: "s:".into(),
+                ttl: Duration::from_secs(2),
+            });
+        }
+    });
+    let established = udp(LOCAL4);
+    assert_eq!(round_trip(&established, &proxy, b"in"), b"in");
+    redis.kill();
+    let shared = proxy.shared();
+    wait_for("Redis to be missed", || {
+        shared.links_up() < shared.links_total()
+    });
+    for i in 0..100u32 {
+        assert_eq!(
+            round_trip(&established, &proxy, &i.to_be_bytes()),
+            i.to_be_bytes()
+        );
+    }
+    // The session idles out while Redis is down: its delete cannot be written, and is counted
+    // as dropped (the entry expires on its own).
+    wait_for("the idle session to close", || {
+        count(&proxy, Counter::ClosedIdle) == 1
+    });
+    wait_for("the dropped write to be counted", || {
+        count(&proxy, Counter::SessionMapDropped) >= 1
+    });
     proxy.shutdown().unwrap();
 }

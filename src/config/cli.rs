@@ -154,6 +154,22 @@ pub struct Cli {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub proxy_protocol_every: bool,
 
+    /// Publish the session map in Redis: PREFIX<upstream ip:port> (the address the backend
+    /// sees) = the client's ip:port, expiring after twice the idle timeout, refreshed while the
+    /// session lives and deleted when it closes (needs Redis routing)
+    #[arg(long, env = "RINGGATE_PUBLISH_SESSIONS",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub publish_sessions: bool,
+
+    /// The session map's key prefix
+    #[arg(
+        long,
+        env = "RINGGATE_PUBLISH_SESSIONS_PREFIX",
+        value_name = "PREFIX",
+        default_value = "udp_gate:session:"
+    )]
+    pub publish_sessions_prefix: String,
+
     /// Log `new session: CLIENT → BACKEND (backend port N)` and `session closed: CLIENT
     /// (REASON)` at info, as udp-gate does (at most 100 lines a second per worker)
     #[arg(long, env = "RINGGATE_LOG_SESSIONS", value_name = "on|off", default_value = "on",
@@ -292,6 +308,13 @@ impl Cli {
             (false, None) if allowed_cpus.is_empty() => None,
             (false, None) => Some(allowed_cpus.to_vec()),
         };
+        if self.publish_sessions && !self.backends.is_empty() {
+            return Err(format!(
+                "{} needs Redis routing: the map is written to the Redis the routes come from \
+                 (remove --backend/BACKENDS, or the flag)",
+                self.origins.name("publish_sessions")
+            ));
+        }
         if self.proxy_protocol_every && self.proxy_protocol != "v2" {
             return Err(format!(
                 "{} needs {} v2",

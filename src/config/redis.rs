@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::cli::Cli;
 use crate::route::redis::Settings as RedisSettings;
 use crate::route::redis::conn::{Handshake, Secret};
+use crate::route::redis::publish::Publish;
 use crate::route::resolve::{Dest, Name, parse_dest};
 
 impl Cli {
@@ -70,6 +71,11 @@ impl Cli {
             key: self.backend_key.clone(),
             timeout: Duration::from_millis(self.redis_timeout_ms),
             allow: self.backend_allow.clone(),
+            publish: self.publish_sessions.then(|| Publish {
+                prefix: self.publish_sessions_prefix.clone(),
+                // Twice the idle timeout: a live session's entry is refreshed every timeout.
+                ttl: Duration::from_secs(self.idle_timeout.saturating_mul(2)),
+            }),
         })
     }
 }

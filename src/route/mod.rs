@@ -25,6 +25,8 @@ use crate::sys::driver::Driver;
 use crate::sys::lent::Lent;
 
 /// Where routes come from, as configured.
+// Built once per process and read once per worker: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Routes {
     /// A fixed list of backends (`--backend`), addresses or names.
@@ -114,6 +116,24 @@ pub enum Target {
     Addr(SocketAddr),
 }
 
+/// What happened to a session, for a router that publishes the session map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// Opened: the backend sees the client as `upstream` (the session socket's local address).
+    Opened {
+        upstream: SocketAddr,
+        client: SocketAddr,
+    },
+    /// Still alive (its entry's expiry is due for a refresh).
+    Alive {
+        upstream: SocketAddr,
+        client: SocketAddr,
+    },
+    Closed {
+        upstream: SocketAddr,
+    },
+}
+
 /// What the worker must do after a router heard something.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -167,6 +187,14 @@ pub trait Router {
 
     /// A session this router placed with `lease` has closed.
     fn release(&mut self, _lease: Lease) {}
+
+    /// Sessions' lives, for a router that publishes the session map; most ignore them.
+    fn note(&mut self, _note: Note, _io: &mut Io<'_>) {}
+
+    /// Whether it wants [`Note`]s.
+    fn wants_notes(&self) -> bool {
+        false
+    }
 
     /// Whether `addr` is one of its backends (static, or recently given out). No session may
     /// start from a backend's address: that datagram would start a forwarding loop.

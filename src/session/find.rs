@@ -68,4 +68,24 @@ impl<U: AsRawFd> Sessions<U> {
         };
         Some((key, local))
     }
+
+    /// Appends to `out` the open sessions announced before `cutoff_tick`, as `(upstream local
+    /// address, client)`, and marks them announced at `tick` (the session map's refresh).
+    pub fn collect_unannounced(
+        &mut self,
+        cutoff_tick: u32,
+        tick: u32,
+        out: &mut Vec<(SocketAddr, SocketAddr)>,
+    ) {
+        for entry in &mut self.slots {
+            if let Some(s) = &mut entry.session
+                && s.phase == Phase::Open
+                && s.noted_tick < cutoff_tick
+                && let Some(local) = s.upstream_local
+            {
+                s.noted_tick = tick;
+                out.push((local, s.client));
+            }
+        }
+    }
 }

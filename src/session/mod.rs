@@ -102,6 +102,8 @@ struct Session<U> {
     next: u32,
     /// The address the client sent to, when the listener is a wildcard: replies leave from it.
     local: Option<IpAddr>,
+    /// The tick the session was last announced at (opened, or refreshed: the session map).
+    noted_tick: u32,
     /// A PROXY protocol header to put before the first datagram up (or every one).
     prefix: Option<Box<[u8]>>,
     prefix_every: bool,
@@ -226,6 +228,7 @@ impl<U: AsRawFd> Sessions<U> {
             prev: NIL,
             next: NIL,
             local: None,
+            noted_tick: tick,
             prefix: None,
             prefix_every: false,
             prefix_sent: false,

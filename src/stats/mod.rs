@@ -87,6 +87,9 @@ counters! {
     RedisCommandFailures => ("ringgate_redis_connection_failures", Some(("connection", "command")), "Redis connections lost or refused, by connection"),
     RedisSubscriberFailures => ("ringgate_redis_connection_failures", Some(("connection", "subscriber")), "Redis connections lost or refused, by connection"),
     RedisOversizeReplies => ("ringgate_redis_oversize_replies", None, "Redis replies over the size cap, rejected before being read whole; each reset its connection"),
+    SessionMapWritten => ("ringgate_session_map_writes", Some(("result", "written")), SESSION_MAP),
+    SessionMapFailed => ("ringgate_session_map_writes", Some(("result", "failed")), SESSION_MAP),
+    SessionMapDropped => ("ringgate_session_map_writes", Some(("result", "dropped")), SESSION_MAP),
     DisconnectMatched => ("ringgate_redis_disconnect_messages", Some(("result", "matched")), DISCONNECTS),
     DisconnectUnmatched => ("ringgate_redis_disconnect_messages", Some(("result", "unmatched")), DISCONNECTS),
     DisconnectInvalid => ("ringgate_redis_disconnect_messages", Some(("result", "invalid")), DISCONNECTS),
@@ -96,6 +99,7 @@ counters! {
 const DROPS: &str = "Datagrams dropped, by reason";
 const CLOSED: &str = "Sessions closed, by reason";
 const ROUTE_FAILURES: &str = "New sessions that got no usable route, by reason";
+const SESSION_MAP: &str = "Session map writes (--publish-sessions): acknowledged by Redis, refused by it, or dropped while it was down or behind";
 const DISCONNECTS: &str = "Disconnect messages as each worker saw them: matched a session here, matched none here, or invalid";
 
 /// The number of counters, for sizing arrays.

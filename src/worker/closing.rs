@@ -13,7 +13,7 @@ use std::time::Instant;
 use tracing::{debug, info};
 
 use super::{Deferred, Worker};
-use crate::route::{Lease, Target};
+use crate::route::{Lease, Note, Target};
 use crate::session::Key;
 use crate::stats::Counter;
 use crate::user_data::Op;
@@ -54,6 +54,9 @@ impl Worker {
         }
         if let Some(slot) = closed.backend_slot {
             self.counters.backends.closed(slot);
+        }
+        if let Some(upstream) = closed.upstream_local {
+            self.note(Note::Closed { upstream });
         }
         self.release(closed.lease);
         if closed.recv_armed {
@@ -106,8 +109,25 @@ impl Worker {
             for key in keys.drain(..) {
                 self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedIdle));
             }
+            // Live sessions' entries in the session map are refreshed once per idle timeout
+            // (they expire after two).
+            if self.router.wants_notes() {
+                let mut alive = Vec::new();
+                self.sessions
+                    .collect_unannounced(cutoff, self.tick, &mut alive);
+                for (upstream, client) in alive {
+                    self.note(Note::Alive { upstream, client });
+                }
+            }
         }
         self.scratch = keys;
+    }
+
+    /// Tells the router about a session, if it wants to know (the session map).
+    pub(super) fn note(&mut self, note: Note) {
+        if self.router.wants_notes() {
+            self.route(|router, io| router.note(note, io));
+        }
     }
 
     /// The wake-up eventfd fired: a stop was requested (or a spurious wake, re-armed).

@@ -15,7 +15,7 @@ use super::Worker;
 use crate::admission::source;
 use crate::datagram::Datagram;
 use crate::pp2;
-use crate::route::{Backend, RouteFailure};
+use crate::route::{Backend, Note, RouteFailure};
 use crate::session::{Held, Ingress, Key, Phase};
 use crate::stats::Counter;
 use crate::sys::socket;
@@ -180,6 +180,10 @@ impl Worker {
             return self.release(backend.lease);
         };
         self.counters.backends.opened(slot);
+        self.note(Note::Opened {
+            upstream: local,
+            client,
+        });
         if let Some(suppressed) = self.session_line() {
             info!(
                 suppressed,

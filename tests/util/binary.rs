@@ -47,6 +47,8 @@ pub const VARS: &[&str] = &[
     "RINGGATE_LOG_SUMMARY_SECS",
     "RINGGATE_PROXY_PROTOCOL",
     "RINGGATE_PROXY_PROTOCOL_EVERY",
+    "RINGGATE_PUBLISH_SESSIONS",
+    "RINGGATE_PUBLISH_SESSIONS_PREFIX",
 ];
 
 pub fn ringgate(dir: &Path) -> Command {

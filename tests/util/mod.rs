@@ -357,6 +357,7 @@ pub fn redis_config(redis: SocketAddr) -> Config {
         key: BACKEND_KEY.into(),
         timeout: Duration::from_millis(200),
         allow: Vec::new(),
+        publish: None,
     });
     config
 }

@@ -69,6 +69,8 @@ enum Expect {
     Ping,
     Subscribe,
     Get,
+    /// A write of the session map (`SET ... EX`, `DEL`).
+    Write,
 }
 
 impl Expect {
@@ -81,6 +83,7 @@ impl Expect {
             Expect::Select => "REDIS_DB (--redis-db, or the database in REDIS_URL)",
             Expect::Subscribe => "REDIS_DISCONNECT_CHANNEL (--disconnect-channel)",
             Expect::Get => "REDIS_BACKEND_KEY (--backend-key)",
+            Expect::Write => "RINGGATE_PUBLISH_SESSIONS_PREFIX (--publish-sessions-prefix)",
         }
     }
 }
@@ -94,6 +97,8 @@ pub enum Event {
     Got(Value),
     /// A message published on the disconnect channel.
     Message(Vec<u8>),
+    /// The reply to a session map write: whether Redis took it.
+    Wrote(bool),
 }
 
 /// Why a connection must be dropped and made again.
@@ -222,6 +227,22 @@ impl Conn {
         true
     }
 
+    /// Queues a session map write: `SET key value EX ttl` (`value` given) or `DEL key`; false
+    /// (nothing queued) unless this is a ready command connection.
+    pub fn write(&mut self, key: &str, value: Option<(&str, u64)>) -> bool {
+        if self.role != Role::Command || self.phase != Phase::Ready {
+            return false;
+        }
+        match value {
+            Some((value, ttl)) => self.queue(
+                redis::cmd("SET").arg(key).arg(value).arg("EX").arg(ttl),
+                Expect::Write,
+            ),
+            None => self.queue(redis::cmd("DEL").arg(key), Expect::Write),
+        }
+        true
+    }
+
     /// `GET`s sent or queued whose replies have not arrived.
     pub fn gets_outstanding(&self) -> usize {
         self.expect.iter().filter(|e| **e == Expect::Get).count()
@@ -281,6 +302,9 @@ impl Conn {
                 // backoff over.
                 self.failures = 0;
                 events.push(Event::Got(value));
+            }
+            (Expect::Write, value) => {
+                events.push(Event::Wrote(!matches!(value, Value::ServerError(_))));
             }
             (Expect::Auth | Expect::Select, Value::Okay) => {}
             (Expect::Ping, Value::SimpleString(pong)) if pong == "PONG" => {}

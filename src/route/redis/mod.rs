@@ -15,6 +15,7 @@ pub mod disconnect;
 pub mod link;
 pub mod lookups;
 pub mod preflight;
+pub mod publish;
 pub mod reply;
 mod value;
 
@@ -28,7 +29,7 @@ use self::conn::{Event, Handshake, Role};
 use self::link::{Completed, Due, Endpoint};
 use self::lookups::{Join, Lookups};
 use super::resolve::{Dest, Name, Names, Resolver};
-use super::{Io, Outcome, Resources, RouteFailure, Router, Ticket};
+use super::{Io, Note, Outcome, Resources, RouteFailure, Router, Ticket};
 use crate::logtext::escaped;
 use crate::ratelimit::RateLimited;
 use crate::stats::Counter;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Networks a backend from Redis must be in; empty allows any usable address.
     pub allow: Vec<IpNet>,
+    /// Publish the session map (`--publish-sessions`).
+    pub publish: Option<publish::Publish>,
 }
 
 /// The least time a handshake or a GET may go unanswered before the connection is dropped
@@ -78,6 +81,7 @@ pub struct RedisRouter {
     recent: Vec<SocketAddr>,
     /// Names in the key, and the Redis server's own name.
     names: Option<Names>,
+    publisher: Option<publish::Publisher>,
     warn_conn: RateLimited,
     warn_value: RateLimited,
     warn_missing: RateLimited,
@@ -85,6 +89,7 @@ pub struct RedisRouter {
 
 impl RedisRouter {
     pub fn new(settings: Settings, now: Instant, resolver: Option<Resolver>) -> RedisRouter {
+        let publisher = settings.publish.as_ref().map(publish::Publisher::new);
         let timer_tick =
             (settings.timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
         RedisRouter {
@@ -100,6 +105,7 @@ impl RedisRouter {
             events: Vec::new(),
             recent: Vec::new(),
             names: resolver.and_then(|r| Names::new(r, NAMES_STREAM).ok()),
+            publisher,
             warn_conn: RateLimited::default(),
             warn_value: RateLimited::default(),
             warn_missing: RateLimited::default(),
@@ -137,6 +143,11 @@ impl RedisRouter {
                     }),
                 }
             }
+            Event::Wrote(ok) => io.counters.bump(if ok {
+                Counter::SessionMapWritten
+            } else {
+                Counter::SessionMapFailed
+            }),
             Event::Message(payload) => match disconnect::parse(&payload) {
                 Some(target) => io.out.push(Outcome::Disconnect(target)),
                 None => {
@@ -227,6 +238,16 @@ impl Router for RedisRouter {
         self.recent.contains(&addr)
     }
 
+    fn wants_notes(&self) -> bool {
+        self.publisher.is_some()
+    }
+
+    fn note(&mut self, note: Note, io: &mut Io<'_>) {
+        if let Some(publisher) = &mut self.publisher {
+            publisher.note(note, io.counters);
+        }
+    }
+
     fn resources(&self) -> Resources {
         Resources {
             streams: if self.names.is_some() { 3 } else { 2 },
@@ -314,6 +335,12 @@ impl Router for RedisRouter {
             self.drive(conn, io);
         }
         self.send_get(io);
+        if let Some(publisher) = &mut self.publisher
+            && !publisher.is_empty()
+        {
+            publisher.flush(&mut self.ends[COMMAND].conn, io.counters);
+            self.ends[COMMAND].pump(io.driver);
+        }
         if let Some(names) = &mut self.names {
             names.poll(io.driver, io.now);
         }
