@@ -17,14 +17,25 @@
 //! SO_REUSEPORT sockets and N threads, pinned to the first N `--forwarder-cpus`.
 //!
 //! Every role is this binary re-executed with `--role NAME` (loadgen, backend, baseline, floor,
-//! and exec, which becomes ringgate), so each is its own process, pins itself and is measured
-//! separately from /proc. All traffic stays on 127.0.0.1.
+//! flood, and exec, which becomes ringgate), so each is its own process, pins itself and is
+//! measured separately from /proc. All traffic stays in 127.0.0.0/8: the forwarders and the
+//! backend on 127.0.0.1, each flow of the generator on an address of its own, the flood's forged
+//! sources in a range of their own (`forward/loopback.rs`).
+//!
+//! Scenarios: a step is steady load, or the flood scenario (`forward/flood.rs`): established
+//! echo load (64 flows, 50k round trips/s) while spoofed new sources arrive at 10k, 50k, 100k/s
+//! or as fast as one load thread can forge them, against a quiet run of the same load. Its table
+//! gives the established loss and RTT p99 (against the quiet run's), the flood's rate, the
+//! forwarder's sessions created, evicted, expired unreplied and new sources dropped per second,
+//! and its CPU per new session. Forging sources needs a raw socket, so root: without it the
+//! flood steps are marked not run.
 //!
 //! Modes: `cargo bench --bench forward` is the smoke run (64 flows at 50k pps, 1 s per
-//! contestant, about 6 s); `-- --full` runs every step of the issue (about 2 minutes per worker
-//! count); `-- --flows N --rate R --payload B --echo` runs one custom step; `-- --help` lists
-//! every option. Under `cargo test --benches` (no `--bench` flag) it runs its self-checks and a
-//! brief plumbing run, and writes no JSON.
+//! contestant, about 6 s); `-- --full` runs every step of the issues, flood included (about 3
+//! minutes per worker count; `--only flood` for the flood alone); `-- --flows N --rate R
+//! --payload B --echo` runs one custom step, `-- --flood R` one custom flood step and its quiet
+//! run; `-- --help` lists every option. Under `cargo test --benches` (no `--bench` flag) it runs
+//! its self-checks and a brief plumbing run, and writes no JSON.
 
 #![forbid(unsafe_code)]
 
@@ -47,10 +58,14 @@ mod backend;
 mod baseline;
 #[path = "forward/cli.rs"]
 mod cli;
+#[path = "forward/flood.rs"]
+mod flood;
 #[path = "forward/floor.rs"]
 mod floor;
 #[path = "forward/loadgen.rs"]
 mod loadgen;
+#[path = "forward/loopback.rs"]
+mod loopback;
 #[path = "forward/measure.rs"]
 mod measure;
 #[path = "forward/os.rs"]
@@ -89,6 +104,7 @@ enum Role {
     Backend(backend::Args),
     Baseline(baseline::Args),
     Floor(floor::Args),
+    Flood(flood::Args),
     Exec(proc::ExecArgs),
 }
 
@@ -101,6 +117,7 @@ fn main() {
             Ok(Role::Backend(args)) => backend::run(args),
             Ok(Role::Baseline(args)) => baseline::run(args),
             Ok(Role::Floor(args)) => floor::run(args),
+            Ok(Role::Flood(args)) => flood::run(args),
             Ok(Role::Exec(args)) => proc::exec(args),
             Err(e) => e.exit(),
         }
@@ -171,9 +188,16 @@ fn drive(cli: &Cli) -> Result<(), String> {
         plan.load_threads,
         log_dir.display(),
     );
+    let raw_sockets = os::raw_sockets_allowed().map_err(|e| e.to_string());
+    if let (Err(e), true) = (&raw_sockets, plan.steps.iter().any(|s| s.flood().is_some())) {
+        eprintln!(
+            "forward: flood scenario skipped: needs root for a raw socket ({e}); its runs are marked not run"
+        );
+    }
     let context = Context {
         log_dir,
         ticks_per_second,
+        raw_sockets,
     };
     let runs = run_all(&plan, &context)?;
 
@@ -181,6 +205,10 @@ fn drive(cli: &Cli) -> Result<(), String> {
     print!("{}", report::table(&runs));
     println!();
     print!("{}", report::ratio_lines(&runs));
+    if let Some(flood) = report::flood_table(&runs) {
+        println!();
+        print!("{flood}");
+    }
     println!(
         "CPU us/pkt = forwarder utime+stime over the window / datagrams delivered to the backend (echo steps: per round trip, two forwards); clock tick {} ms",
         1000 / ticks_per_second.max(1)
@@ -223,8 +251,15 @@ fn run_all(plan: &Plan, context: &Context) -> Result<Vec<Run>, String> {
         {
             let name = contestant.name();
             let earlier = failed_to_start.iter().find(|(failed, _)| *failed == name);
-            let outcome = match (contestant.cannot_run(step), earlier) {
-                (Some(reason), _) => Outcome::Missing(Missing::NotRun, reason.into()),
+            let no_flood = match (step.flood(), &context.raw_sockets) {
+                (Some(_), Err(e)) => Some(format!(
+                    "flood scenario skipped: needs root for a raw socket ({e})"
+                )),
+                _ => None,
+            };
+            let cannot = contestant.cannot_run(step).map(String::from).or(no_flood);
+            let outcome = match (cannot, earlier) {
+                (Some(reason), _) => Outcome::Missing(Missing::NotRun, reason),
                 (_, Some((_, first))) => Outcome::Missing(
                     Missing::NotRun,
                     format!("{name} failed to start in {first}"),
@@ -262,6 +297,8 @@ fn run_all(plan: &Plan, context: &Context) -> Result<Vec<Run>, String> {
 fn self_checks() -> Result<(), String> {
     let suites = [
         cli::checks::ALL,
+        flood::checks::ALL,
+        loopback::checks::ALL,
         measure::checks::ALL,
         pacing::checks::ALL,
         plan::checks::ALL,

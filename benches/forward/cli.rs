@@ -16,14 +16,22 @@ pub struct Cli {
     /// Added by `cargo bench`; without it the run is the plumbing check of `cargo test --benches`
     #[arg(long, hide = true)]
     pub bench: bool,
-    /// Every step: 50k/100k/200k pps x 64/1024 flows, echo at 100k, and max [default: a smoke
-    /// run of 64 flows at 50k pps]
-    #[arg(long, conflicts_with_all = ["flows", "rate", "payload", "echo"])]
+    /// Every step: 50k/100k/200k pps x 64/1024 flows, echo at 100k, max, and the flood
+    /// scenario (flood-quiet, flood-10k, -50k, -100k, -max) [default: a smoke run of 64 flows
+    /// at 50k pps]
+    #[arg(long, conflicts_with_all = ["flows", "rate", "payload", "echo", "flood"])]
     pub full: bool,
-    /// With --full: only the steps whose name contains TEXT (e.g. 1024f, echo)
+    /// With --full: only the steps whose name contains TEXT (e.g. 1024f, echo, flood); a flood
+    /// step brings its quiet reference run along
     #[arg(long, value_name = "TEXT", requires = "full")]
     pub only: Option<String>,
-    /// One custom step: this many flows, each its own client socket [default: 64]
+    /// One custom flood step: established echo load (--flows, --rate, --payload; default 64
+    /// flows at 50k round trips/s) while new spoofed sources arrive at R per second (as 50k, or
+    /// max), after a quiet run of the same load; needs root for a raw socket
+    #[arg(long, value_name = "R")]
+    pub flood: Option<Rate>,
+    /// One custom step: this many flows, each its own client socket and loopback address
+    /// [default: 64]
     #[arg(long, value_name = "N", value_parser = at_least(1))]
     pub flows: Option<usize>,
     /// One custom step: datagrams per second, as 50000, 50k or max [default: 50k]
@@ -47,8 +55,8 @@ pub struct Cli {
     /// CPUs for the forwarder; N workers get the first N [default: the first CPUs]
     #[arg(long, value_name = "LIST")]
     pub forwarder_cpus: Option<CpuList>,
-    /// CPUs for the generator, backend and driver [default: those the forwarder leaves, or the
-    /// last CPU if it leaves none]
+    /// CPUs for the generator, backend, flood and driver [default: those the forwarder leaves,
+    /// or the last CPU if it leaves none]
     #[arg(long, value_name = "LIST")]
     pub load_cpus: Option<CpuList>,
     /// Warm-up before each measured window [default: 1, smoke 0.3, plumbing 0.1]

@@ -6,7 +6,7 @@
 //! `recvmmsg` up to 64 datagrams, then `sendmmsg` them all upstream. Replies are never read, so
 //! the floor runs no echo steps (the driver says so in the table).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
@@ -37,8 +37,12 @@ pub fn run(args: Args) -> Result<(), String> {
         eprintln!("floor: unknown command `{command}`")
     });
     for (index, listener) in listeners.into_iter().enumerate() {
-        let upstream =
-            os::connected_socket(args.backend).map_err(|e| format!("floor upstream: {e}"))?;
+        let local: IpAddr = match args.backend {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        };
+        let upstream = os::connected_socket(local, args.backend)
+            .map_err(|e| format!("floor upstream: {e}"))?;
         let role = args.role.clone();
         std::thread::spawn(move || {
             role.pin_thread(index);

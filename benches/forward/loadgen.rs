@@ -1,6 +1,7 @@
-//! The load generator role: N flows, each its own connected UDP socket (its own source port),
-//! sending paced `sendmmsg` bursts of stamped datagrams to the forwarder under test and, when
-//! the backend echoes, receiving the replies to measure round-trip times.
+//! The load generator role: N flows, each its own connected UDP socket from its own loopback
+//! address (flow i from 127.1.0.1 + i, `loopback.rs`), as N players would be, sending paced
+//! `sendmmsg` bursts of stamped datagrams to the forwarder under test and, when the backend
+//! echoes, receiving the replies to measure round-trip times.
 //!
 //! The flows are split over `--threads` senders, each pinned to a CPU of the role's and given
 //! its share of the rate (`pacing.rs`); a sender visits its flows round-robin, one burst per
@@ -19,6 +20,7 @@ use nix::sys::socket::MsgFlags;
 use serde_json::json;
 
 use crate::cli::Rate;
+use crate::loopback;
 use crate::os::{self, Batch};
 use crate::pacing::{Share, shares};
 use crate::proc::{self, RoleArgs};
@@ -97,10 +99,14 @@ pub fn run(args: Args) -> Result<(), String> {
             "need at least 1 flow and {HEADER_LEN} payload bytes"
         ));
     }
-    let sockets: Result<Vec<_>, _> = (0..args.flows)
-        .map(|_| os::connected_socket(args.target))
-        .collect();
-    let sockets = sockets.map_err(|e| format!("flow socket to {}: {e}", args.target))?;
+    let flow_socket = |flow: usize| {
+        let local = loopback::flow_source(flow, args.target)?;
+        os::connected_socket(local, args.target)
+            .map_err(|e| format!("flow socket from {local} to {}: {e}", args.target))
+    };
+    let sockets = (0..args.flows)
+        .map(flow_socket)
+        .collect::<Result<Vec<_>, _>>()?;
     let shared: &'static Shared = Box::leak(Box::default());
     proc::serve_commands(args.role.lifetime(), move |command| {
         match command {

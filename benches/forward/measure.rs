@@ -5,7 +5,9 @@
 //!
 //! CPU per packet is the forwarder's utime+stime over the window divided by the datagrams the
 //! backend received in the same window, so sessions made during warm-up and packets still
-//! queued after the window do not count. Every child is owned by a guard that stops and reaps
+//! queued after the window do not count. The flood scenario adds what its window saw of the
+//! flood and of the forwarder's sessions ([`FloodFigures`]); CPU per new session, which needs
+//! the quiet run beside it, is the report's. Every child is owned by a guard that stops and reaps
 //! it however this returns.
 
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::cli::Rate;
 use crate::plan::{Contestant, Layout, Plan, Scenario, Step};
 use crate::procfs;
 use crate::rig::{ANSWER_TIMEOUT, Rig, Sample};
@@ -27,6 +30,8 @@ const FORWARD_DRAIN: Duration = Duration::from_millis(300);
 pub struct Context {
     pub log_dir: PathBuf,
     pub ticks_per_second: u64,
+    /// Whether this process may open the flood's raw socket, or why not.
+    pub raw_sockets: Result<(), String>,
 }
 
 /// Why a run has no measurement.
@@ -81,6 +86,12 @@ pub struct FlowLoss {
 }
 
 impl FlowLoss {
+    /// Lost in percent of sent, over all flows.
+    pub fn total_pct(&self) -> f64 {
+        let (sent, arrived): (u64, u64) = (self.sent.iter().sum(), self.arrived.iter().sum());
+        sent.saturating_sub(arrived) as f64 * 100.0 / sent.max(1) as f64
+    }
+
     fn new(sent: Vec<u64>, arrived: Vec<u64>) -> FlowLoss {
         let pct = |(&sent, &arrived): (&u64, &u64)| {
             sent.saturating_sub(arrived) as f64 * 100.0 / sent.max(1) as f64
@@ -95,6 +106,27 @@ impl FlowLoss {
             arrived,
         }
     }
+}
+
+/// What the flood scenario's window saw besides the established load (the quiet run too).
+#[derive(Debug, Serialize)]
+pub struct FloodFigures {
+    /// Forged datagrams, each from a new source, sent per second (0 in the quiet run).
+    pub sent_per_sec: f64,
+    pub send_failed: u64,
+    /// The flood process's CPU use (it shares the load's CPUs).
+    pub flood: Usage,
+    /// Round trips of the established flows sent and not echoed within the window, in percent
+    /// of those sent: an estimate, as the round trips in flight at its edges count as lost
+    /// (`FlowLoss::total_pct` is the exact figure, over the whole run).
+    pub established_window_loss_pct: f64,
+    /// Per second over the window: sessions created, closed as evicted or unreplied, new
+    /// sources dropped by reason (see `ringgate::Sessions`), as far as the forwarder counts them.
+    pub sessions_per_sec: BTreeMap<&'static str, f64>,
+    /// Sessions the forwarder held at the window's end.
+    pub sessions_at_end: Option<f64>,
+    /// Why the session figures are missing, if they could not be read.
+    pub sessions_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -120,6 +152,8 @@ pub struct Measurement {
     pub backend: Usage,
     pub rtt: Option<Rtt>,
     pub per_flow: FlowLoss,
+    /// The flood scenario's figures (`None` in other scenarios).
+    pub flood: Option<FloodFigures>,
     /// Raw counts and the forwarder's own counters, for the JSON.
     pub details: Value,
 }
@@ -141,6 +175,9 @@ pub fn run(
     let mut rig = Rig::start(step, contestant, layout, plan, &log)?;
     let window = match step.scenario {
         Scenario::Steady => steady(&mut rig),
+        Scenario::Flood {
+            new_sources_per_sec,
+        } => flood(&mut rig, new_sources_per_sec),
     };
     let measured =
         window.and_then(|(before, after)| finish(rig, contestant, before, after, context));
@@ -156,6 +193,61 @@ fn steady(rig: &mut Rig) -> Result<(Sample, Sample), String> {
     let after = rig.sample("window-end")?;
     rig.check_alive("the measured window")?;
     Ok((before, after))
+}
+
+/// Warm-up of the established load, then the flood (none in the quiet run, which waits as
+/// long) for the step's settling time before the window opens; the window spans the flood,
+/// which stops before the final reports so echoes drain undisturbed.
+fn flood(rig: &mut Rig, new_sources_per_sec: Option<Rate>) -> Result<(Sample, Sample), String> {
+    std::thread::sleep(rig.plan.warmup);
+    rig.check_alive("warm-up")?;
+    if let Some(rate) = new_sources_per_sec {
+        rig.start_flood(rate)
+            .map_err(|e| format!("starting the flood: {e}"))?;
+    }
+    std::thread::sleep(rig.step.settle());
+    rig.check_alive("the flood's first seconds")?;
+    let before = rig.sample("window-start")?;
+    std::thread::sleep(rig.plan.measure);
+    let after = rig.sample("window-end")?;
+    rig.check_alive("the measured window")?;
+    rig.stop_flood();
+    Ok((before, after))
+}
+
+/// The flood figures of a window whose counts changed by `delta`.
+fn flood_figures(
+    delta: &BTreeMap<&str, u64>,
+    before: &Sample,
+    after: &Sample,
+    flood: Usage,
+) -> FloodFigures {
+    let window_secs = (after.at - before.at).as_secs_f64();
+    let (offered, echoed) = (delta["offered"], delta["echoed"]);
+    let (mut sessions_per_sec, mut sessions_at_end, mut sessions_error) =
+        (BTreeMap::new(), None, None);
+    match (&before.sessions, &after.sessions) {
+        (Some(Ok(first)), Some(Ok(last))) => {
+            let counters = last.iter().filter(|(name, _)| **name != "open");
+            let rate = |(&name, &n): (&&'static str, &f64)| {
+                (name, (n - first.get(name).unwrap_or(&0.0)) / window_secs)
+            };
+            sessions_per_sec = counters.map(rate).collect();
+            sessions_at_end = last.get("open").copied();
+        }
+        (Some(Err(e)), _) | (_, Some(Err(e))) => sessions_error = Some(e.clone()),
+        _ => {}
+    }
+    FloodFigures {
+        sent_per_sec: delta["flood_sent"] as f64 / window_secs,
+        send_failed: delta["flood_send_failed"],
+        flood,
+        established_window_loss_pct: offered.saturating_sub(echoed) as f64 * 100.0
+            / offered.max(1) as f64,
+        sessions_per_sec,
+        sessions_at_end,
+        sessions_error,
+    }
 }
 
 /// Percent of the ticks between two (busy, total) readings that were busy.
@@ -202,6 +294,10 @@ fn finish(
     };
     let forwarder = usage("forwarder_cpu_ticks");
     let pct_of_offered = |count: f64| count * 100.0 / offered.max(1) as f64;
+    let flood = rig
+        .step
+        .flood()
+        .map(|_| flood_figures(&delta, &before, &after, usage("flood_cpu_ticks")));
     let arrived = if rig.step.echo {
         generator.echoed.unwrap_or_default()
     } else {
@@ -234,6 +330,7 @@ fn finish(
         backend: usage("backend_cpu_ticks"),
         rtt: generator.rtt,
         per_flow: FlowLoss::new(generator.sent, arrived),
+        flood,
         details: json!({
             "window_counts": delta,
             "generator_send_failed": generator.send_failed,
@@ -249,6 +346,7 @@ checks! {
     flow_loss_counts_lossy_flows_and_the_worst {
         let loss = FlowLoss::new(vec![100, 200, 0, 50], vec![100, 150, 0, 60]);
         assert_eq!((loss.flows_with_loss, loss.worst_loss_pct), (1, 25.0));
+        assert_eq!(loss.total_pct(), 40.0 * 100.0 / 350.0);
         assert_eq!(busy_pct((10, 100), (60, 200)), 50.0);
     }
 }

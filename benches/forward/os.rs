@@ -1,11 +1,11 @@
 //! Every OS call the harness makes beyond std, each through a safe wrapper (socket2, nix):
-//! sockets with the fixed buffer size, CPU pinning, dying with the driver, the open-file limit,
+//! sockets with the fixed buffer size, the flood's raw loopback socket, CPU pinning, dying with the driver, the open-file limit,
 //! the clock tick, timer slack, and batched datagram I/O with `recvmmsg`/`sendmmsg`. Nothing
 //! here knows about the benchmark. This is where `sys.rs` and its raw calls used to be; the
 //! crate root now forbids them, so the wrappers' own invariants are all the harness relies on.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -47,17 +47,39 @@ pub fn bind_reuseport(mut addr: SocketAddr, count: usize) -> io::Result<Vec<UdpS
     Ok(sockets)
 }
 
-/// A connected socket from an ephemeral loopback port: one flow of the generator.
-pub fn connected_socket(target: SocketAddr) -> io::Result<UdpSocket> {
+/// A socket from an ephemeral port of `local` connected to `target`: one flow of the
+/// generator (each from its own loopback address), or the floor's upstream socket.
+pub fn connected_socket(local: IpAddr, target: SocketAddr) -> io::Result<UdpSocket> {
     let socket = udp_socket(target)?;
-    let local: SocketAddr = if target.is_ipv4() {
-        ([127, 0, 0, 1], 0).into()
-    } else {
-        "[::1]:0".parse().expect("literal")
-    };
-    socket.bind(&local.into())?;
+    socket.bind(&SocketAddr::new(local, 0).into())?;
     socket.connect(&target.into())?;
     Ok(socket.into())
+}
+
+/// IPPROTO_RAW (255, from <netinet/in.h>): a raw socket that sends IPv4 packets whole and,
+/// as no packet carries protocol 255, receives none, so the host's UDP traffic is not copied
+/// into it as it would be into an IPPROTO_UDP raw socket.
+const IPPROTO_RAW: i32 = 255;
+
+/// Whether this process may open a raw socket (root, or CAP_NET_RAW).
+pub fn raw_sockets_allowed() -> io::Result<()> {
+    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW))).map(drop)
+}
+
+/// A send-only raw IPv4 socket for forged packets to `target`: IP_HDRINCL (the caller writes
+/// the IPv4 header, source included), SO_BINDTODEVICE `lo` (nothing it sends can leave through
+/// another interface, whatever a header says) and connected to `target`, so `sendmmsg` needs
+/// no addresses and the kernel routes every packet to it. The caller checks that `target` is
+/// loopback and writes it as every packet's destination.
+pub fn raw_loopback_socket(target: SocketAddrV4) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))?;
+    socket.set_header_included_v4(true)?;
+    socket.bind_device(Some(b"lo"))?;
+    if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES).is_err() {
+        socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    socket.connect(&SocketAddr::V4(target).into())?;
+    Ok(socket)
 }
 
 /// Pins the calling thread, and the threads and programs it starts afterwards, to `cpus`.
@@ -116,10 +138,10 @@ pub fn clock_ticks_per_second() -> u64 {
 /// * receives and sends have separate headers, because `recvmmsg` reuses the address pointers
 ///   that `preallocate` set up, which a send would have overwritten;
 /// * `recvmmsg` leaves each address length at what the last receive wrote, so a socket must
-///   hear from one address family (ours hear only 127.0.0.1);
-/// * sends go to connected sockets only: `sendmmsg` reports how many went out through an
-///   iterator that reads every message's address slot, which a send never fills, and only a
-///   zero-sized `()` slot is sound to read unfilled.
+///   hear from one address family (ours hear only IPv4 loopback);
+/// * sends go to connected sockets only (the flood's raw socket is connected too): `sendmmsg`
+///   reports how many went out through an iterator that reads every message's address slot,
+///   which a send never fills, and only a zero-sized `()` slot is sound to read unfilled.
 pub struct Batch<S: SockaddrLike + Copy> {
     buf_bytes: usize,
     bufs: Vec<u8>,

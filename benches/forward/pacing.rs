@@ -56,19 +56,7 @@ impl Share {
     /// The share's pacer from `now_ns` (`None`: as fast as it can), and how many datagrams it
     /// waits for when it sleeps: at least a burst, about `MIN_WAKE_NS` of its rate.
     pub fn pacer(&self, now_ns: u64) -> Option<(Pacer, usize)> {
-        let (rate_pps, burst) = (self.rate_pps?, self.burst());
-        let of_rate = |ns: u64| (u128::from(rate_pps) * u128::from(ns) / 1_000_000_000) as u64;
-        let catch_up = of_rate(CATCH_UP_NS).max(burst as u64);
-        let wake = (of_rate(MIN_WAKE_NS) as usize).clamp(burst, BURST_MAX.max(burst));
-        Some((
-            Pacer {
-                rate_pps,
-                start_ns: now_ns,
-                sent: 0,
-                catch_up,
-            },
-            wake,
-        ))
+        Some(Pacer::new(self.rate_pps?, self.burst(), now_ns))
     }
 }
 
@@ -84,6 +72,21 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer at `rate_pps` from `now_ns` for a sender of `burst` datagrams per call, and how
+    /// many it waits for when it sleeps: at least a burst, about `MIN_WAKE_NS` of its rate.
+    pub fn new(rate_pps: u64, burst: usize, now_ns: u64) -> (Pacer, usize) {
+        let of_rate = |ns: u64| (u128::from(rate_pps) * u128::from(ns) / 1_000_000_000) as u64;
+        let catch_up = of_rate(CATCH_UP_NS).max(burst as u64);
+        let wake = (of_rate(MIN_WAKE_NS) as usize).clamp(burst, BURST_MAX.max(burst));
+        let pacer = Pacer {
+            rate_pps,
+            start_ns: now_ns,
+            sent: 0,
+            catch_up,
+        };
+        (pacer, wake)
+    }
+
     fn due(&self, now_ns: u64) -> u64 {
         (u128::from(now_ns.saturating_sub(self.start_ns)) * u128::from(self.rate_pps)
             / 1_000_000_000) as u64

@@ -19,7 +19,17 @@ use crate::cli::{Cli, CpuList, Rate};
 pub enum Scenario {
     /// Established flows at a constant paced rate, nothing else.
     Steady,
+    /// The step's flows echo at its rate while spoofed new sources arrive at
+    /// `new_sources_per_sec` (`flood.rs`), which opens the window `FLOOD_SETTLE` into the
+    /// flood; `None` is the quiet reference run: the same load and timeline with no flood.
+    Flood { new_sources_per_sec: Option<Rate> },
 }
+
+/// How long a flood runs before the measured window opens (the quiet run waits as long): the
+/// flood reaches its rate, and where file descriptors cap the table it fills (a 20 000-fd limit
+/// at 10k new sources/s: in 2 s), so the window sees newcomers evict. With a table of 65 536 a
+/// 10k/s flood fills none and, with the 5 s unreplied timeout, expires none within the window.
+pub const FLOOD_SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Step {
@@ -34,6 +44,8 @@ pub struct Step {
 const DEFAULT_FLOWS: usize = 64;
 const DEFAULT_PAYLOAD_BYTES: usize = 64;
 const DEFAULT_RATE: Rate = Rate::Pps(50_000);
+/// The issue's established load under a flood, left out of flood step names.
+const DEFAULT_FLOOD_LOAD: &str = "64f-50k-echo";
 
 impl Step {
     fn steady(flows: usize, rate: Rate, echo: bool) -> Step {
@@ -47,29 +59,90 @@ impl Step {
         }
     }
 
-    /// A short unique label such as `64f-50k`, `64f-100k-echo` or `1024f-max-1200B`.
+    /// A flood step and its quiet reference first: echo load from `flows` at `rate`, under
+    /// each of `floods` new sources per second.
+    fn floods(flows: usize, rate: Rate, payload_bytes: usize, floods: &[Rate]) -> Vec<Step> {
+        let quiet = std::iter::once(None);
+        let floods = quiet.chain(floods.iter().copied().map(Some));
+        let step = |new_sources_per_sec| Step {
+            payload_bytes,
+            scenario: Scenario::Flood {
+                new_sources_per_sec,
+            },
+            ..Step::steady(flows, rate, true)
+        };
+        floods.map(step).collect()
+    }
+
+    /// The quiet reference of a flood step (itself for the quiet run); `None` for others.
+    pub fn quiet(&self) -> Option<Step> {
+        let Scenario::Flood { .. } = self.scenario else {
+            return None;
+        };
+        let scenario = Scenario::Flood {
+            new_sources_per_sec: None,
+        };
+        Some(Step {
+            scenario,
+            ..self.clone()
+        })
+    }
+
+    /// New sources per second of a flood step (`Some(None)` for the quiet run).
+    pub fn flood(&self) -> Option<Option<Rate>> {
+        match self.scenario {
+            Scenario::Steady => None,
+            Scenario::Flood {
+                new_sources_per_sec,
+            } => Some(new_sources_per_sec),
+        }
+    }
+
+    /// How long the scenario runs before its window opens, besides the warm-up.
+    pub fn settle(&self) -> Duration {
+        match self.scenario {
+            Scenario::Steady => Duration::ZERO,
+            Scenario::Flood { .. } => FLOOD_SETTLE,
+        }
+    }
+
+    /// A short unique label such as `64f-50k`, `64f-100k-echo`, `1024f-max-1200B`, or for the
+    /// flood scenario `flood-quiet`, `flood-50k` or `flood-max-128f-100k-echo`.
     pub fn name(&self) -> String {
         let echo = if self.echo { "-echo" } else { "" };
         let payload = match self.payload_bytes {
             DEFAULT_PAYLOAD_BYTES => String::new(),
             bytes => format!("-{bytes}B"),
         };
-        let scenario = match self.scenario {
-            Scenario::Steady => "",
+        let load = format!("{}f-{}{echo}{payload}", self.flows, self.rate);
+        let Some(flood) = self.flood() else {
+            return load;
         };
-        format!("{}f-{}{echo}{payload}{scenario}", self.flows, self.rate)
+        let flood = flood.map_or("quiet".into(), |rate| rate.to_string());
+        match load.as_str() {
+            DEFAULT_FLOOD_LOAD => format!("flood-{flood}"),
+            _ => format!("flood-{flood}-{load}"),
+        }
     }
 }
 
-/// The steps of `--full`, in the order the issue lists them.
+/// The steps of `--full`, in the order the issues list them.
 fn full_steps() -> Vec<Step> {
     let paced = [64, 1024]
         .map(|flows| [50, 100, 200].map(|k| Step::steady(flows, Rate::Pps(k * 1_000), false)));
     let echo = Step::steady(DEFAULT_FLOWS, Rate::Pps(100_000), true);
+    let floods = [10, 50, 100].map(|k| Rate::Pps(k * 1_000));
+    let floods = Step::floods(
+        DEFAULT_FLOWS,
+        DEFAULT_RATE,
+        DEFAULT_PAYLOAD_BYTES,
+        &[&floods[..], &[Rate::Max]].concat(),
+    );
     paced
         .into_iter()
         .flatten()
         .chain([echo, Step::steady(DEFAULT_FLOWS, Rate::Max, false)])
+        .chain(floods)
         .collect()
 }
 
@@ -94,8 +167,15 @@ impl Contestant {
 
     /// Why this contestant cannot run `step`, if it cannot.
     pub fn cannot_run(&self, step: &Step) -> Option<&'static str> {
-        let one_way = *self == Contestant::Floor && step.echo;
-        one_way.then_some("the floor forwards one direction only, echo steps do not apply")
+        match (self, step.flood()) {
+            (Contestant::Floor, Some(_)) => {
+                Some("the floor keeps no sessions for a flood of new sources to fill")
+            }
+            (Contestant::Floor, None) if step.echo => {
+                Some("the floor forwards one direction only, echo steps do not apply")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -225,7 +305,11 @@ pub struct Plan {
 impl Plan {
     /// The plan for `cli` on a machine where this process may use the `online` CPUs.
     pub fn new(cli: &Cli, online: &[usize], current_ringgate: PathBuf) -> Result<Plan, String> {
-        let custom = cli.flows.is_some() || cli.rate.is_some() || cli.payload.is_some() || cli.echo;
+        let custom = cli.flows.is_some()
+            || cli.rate.is_some()
+            || cli.payload.is_some()
+            || cli.echo
+            || cli.flood.is_some();
         let (mode, (warmup, measure)) = match (cli.full, custom, cli.bench) {
             (true, ..) => (Mode::Full, (1.0, 3.0)),
             (_, true, _) => (Mode::Custom, (1.0, 3.0)),
@@ -235,20 +319,28 @@ impl Plan {
         let mut steps = match mode {
             Mode::Full => full_steps(),
             Mode::Custom => {
-                let step = Step::steady(
-                    cli.flows.unwrap_or(DEFAULT_FLOWS),
-                    cli.rate.unwrap_or(DEFAULT_RATE),
-                    cli.echo,
-                );
-                vec![Step {
-                    payload_bytes: cli.payload.unwrap_or(DEFAULT_PAYLOAD_BYTES),
-                    ..step
-                }]
+                let flows = cli.flows.unwrap_or(DEFAULT_FLOWS);
+                let rate = cli.rate.unwrap_or(DEFAULT_RATE);
+                let payload_bytes = cli.payload.unwrap_or(DEFAULT_PAYLOAD_BYTES);
+                match cli.flood {
+                    Some(flood) => Step::floods(flows, rate, payload_bytes, &[flood]),
+                    None => vec![Step {
+                        payload_bytes,
+                        ..Step::steady(flows, rate, cli.echo)
+                    }],
+                }
             }
             Mode::Smoke | Mode::Plumbing => vec![Step::steady(DEFAULT_FLOWS, DEFAULT_RATE, false)],
         };
         if let Some(only) = &cli.only {
-            steps.retain(|step| step.name().contains(only.as_str()));
+            let selected = |step: &Step| step.name().contains(only.as_str());
+            // A flood step's figures are read against its quiet run, which comes along.
+            let quiet: Vec<Step> = steps
+                .iter()
+                .filter(|step| selected(step))
+                .filter_map(Step::quiet)
+                .collect();
+            steps.retain(|step| selected(step) || quiet.contains(step));
             if steps.is_empty() {
                 return Err(format!("--only {only} matches no step of --full"));
             }
@@ -275,18 +367,26 @@ impl Plan {
 
     /// A generous bound on one contestant's run in one step, for the children's lifetimes.
     pub fn run_bound(&self) -> Duration {
-        self.warmup + self.measure + Duration::from_secs(30)
+        let settle = self
+            .steps
+            .iter()
+            .map(Step::settle)
+            .max()
+            .unwrap_or_default();
+        self.warmup + settle + self.measure + Duration::from_secs(30)
     }
 
-    /// Roughly how long the plan takes: both phases plus about 0.8 s per run to start and drain.
+    /// Roughly how long the plan takes: every phase plus about 0.8 s per run to start and drain.
     pub fn estimate(&self) -> Duration {
-        let runnable = |step| {
-            self.contestants
-                .iter()
-                .filter(move |c| c.cannot_run(step).is_none())
+        let runnable = |step: &Step| {
+            let contestants = self.contestants.iter();
+            contestants.filter(|c| c.cannot_run(step).is_none()).count() as u32
         };
-        let runs = self.steps.iter().flat_map(runnable).count() * self.layouts.len();
-        (self.warmup + self.measure + Duration::from_millis(800)) * runs as u32
+        let step = |step: &Step| {
+            let run = self.warmup + step.settle() + self.measure + Duration::from_millis(800);
+            run * runnable(step)
+        };
+        self.steps.iter().map(step).sum::<Duration>() * self.layouts.len() as u32
     }
 }
 
@@ -295,13 +395,29 @@ checks! {
         let plan = |raw: &[&str]| Plan::new(&Cli::from_args(raw)?, &[0, 1], "ringgate".into());
         assert_eq!(plan(&["--bench"]).unwrap().mode, Mode::Smoke);
         assert_eq!(plan(&[]).unwrap().mode, Mode::Plumbing);
-        let full = plan(&["--full", "--bench"]).unwrap();
-        let names: Vec<String> = full.steps.iter().map(Step::name).collect();
-        assert_eq!(names[2..], ["64f-200k", "1024f-50k", "1024f-100k", "1024f-200k", "64f-100k-echo", "64f-max"]);
+        let names = |plan: Plan| -> Vec<String> { plan.steps.iter().map(Step::name).collect() };
+        let full = names(plan(&["--full", "--bench"]).unwrap());
+        assert_eq!(full[2..], ["64f-200k", "1024f-50k", "1024f-100k", "1024f-200k", "64f-100k-echo", "64f-max",
+            "flood-quiet", "flood-10k", "flood-50k", "flood-100k", "flood-max"]);
         let custom = plan(&["--flows", "10000", "--rate", "max", "--payload", "1200", "--bench"]).unwrap();
         assert_eq!(custom.steps[0].name(), "10000f-max-1200B");
         assert_eq!(plan(&["--full", "--only", "1024f", "--bench"]).unwrap().steps.len(), 3);
+        assert_eq!(names(plan(&["--full", "--only", "flood", "--bench"]).unwrap()), full[8..]);
+        assert_eq!(names(plan(&["--full", "--only", "flood-50k", "--bench"]).unwrap()), ["flood-quiet", "flood-50k"]);
+        assert_eq!(names(plan(&["--full", "--only", "echo", "--bench"]).unwrap()), ["64f-100k-echo"]);
+        let flood = plan(&["--flood", "20k", "--bench"]).unwrap();
+        assert_eq!((flood.mode, flood.steps[1].flood()), (Mode::Custom, Some(Some(Rate::Pps(20_000)))));
+        assert!(flood.steps.iter().all(|step| step.echo && step.settle() == FLOOD_SETTLE));
+        assert_eq!(names(flood), ["flood-quiet", "flood-20k"]);
+        let heavier = plan(&["--flood", "max", "--flows", "128", "--rate", "100k", "--bench"]).unwrap();
+        assert_eq!(names(heavier), ["flood-quiet-128f-100k-echo", "flood-max-128f-100k-echo"]);
+        let smoke = plan(&["--bench"]).unwrap();
+        assert_eq!((smoke.steps.len(), smoke.steps[0].flood()), (1, None));
+        assert_eq!(smoke.run_bound(), smoke.warmup + smoke.measure + Duration::from_secs(30));
+        assert!(Contestant::Floor.cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0]).is_some());
+        assert!(Contestant::Baseline.cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0]).is_none());
         for bad in [&["--only", "1024f"][..], &["--full", "--only", "none"], &["--full", "--echo"], &["--workers", "3"],
+            &["--full", "--flood", "10k"], &["--flood", "0"],
             &["--workers", "0"], &["--forwarder-cpus", "7"], &["--payload", "19"], &["--load-threads", "0"]] {
             assert!(plan(bad).is_err(), "{bad:?}");
         }

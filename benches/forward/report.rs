@@ -1,6 +1,7 @@
 //! What a reader sees: one aligned table (a row per worker count, step and contestant), the
-//! ratio lines per worker count, and the same results as JSON. A failure or a run that did not
-//! happen has its own row saying why: nothing is left out silently.
+//! ratio lines per worker count, the flood table when the plan has flood steps, and the same
+//! results as JSON. A failure or a run that did not happen has its own row saying why: nothing
+//! is left out silently.
 
 use std::fmt::Write as _;
 
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::cli::Rate;
 use crate::measure::{Measurement, Missing};
-use crate::plan::{Contestant, Layout, Plan, Step};
+use crate::plan::{Contestant, FLOOD_SETTLE, Layout, Plan, Step};
 
 pub enum Outcome {
     Measured(Box<Measurement>),
@@ -73,6 +74,15 @@ fn notes(run: &Run, m: &Measurement) -> Vec<&'static str> {
             "generator below target",
         ),
         (m.load_cpus_busy_pct >= 90.0, "load CPU busy"),
+        (
+            matches!((run.step.flood(), &m.flood), (Some(Some(Rate::Pps(target))), Some(f))
+                if f.sent_per_sec < 0.97 * target as f64),
+            "flood below target",
+        ),
+        (
+            m.flood.as_ref().is_some_and(|f| f.send_failed > 0),
+            "flood sends failed",
+        ),
         (run.layout.overlap(), "forwarder and load share CPUs"),
         (forwarder_share >= 90.0, "forwarder CPU-bound"),
         // Softirq work the forwarder causes is charged to it, so a large gap is another process
@@ -90,9 +100,9 @@ fn notes(run: &Run, m: &Measurement) -> Vec<&'static str> {
 
 const HEADER: &str = "step|workers|forwarder|offered/s|delivered/s|loss%|drop@fwd%|drop@load%|CPU us/pkt|\
     fwd %core|fwd CPU busy%|fwd peak RSS|RTT p50 us|RTT p99 us|gen %core|backend %core|note";
-const COLUMNS: usize = 17;
-/// Columns 0 and 2 and the last are text, left-aligned; the rest are numbers.
-const TEXT_COLUMNS: [usize; 3] = [0, 2, COLUMNS - 1];
+/// Columns 0 and 2 (step and forwarder) and the last (a note) are text, left-aligned; the rest
+/// are numbers. The same holds for the flood table.
+const TEXT_COLUMNS: [usize; 2] = [0, 2];
 
 fn cells(run: &Run) -> Vec<String> {
     let mut row = vec![
@@ -127,11 +137,16 @@ fn cells(run: &Run) -> Vec<String> {
 }
 
 pub fn table(runs: &[Run]) -> String {
-    let header: Vec<String> = HEADER.split('|').map(String::from).collect();
-    let rows: Vec<Vec<String>> = std::iter::once(header)
-        .chain(runs.iter().map(cells))
-        .collect();
-    let mut widths = [0; COLUMNS];
+    render(HEADER, runs.iter().map(cells), &TEXT_COLUMNS)
+}
+
+/// Aligns `header` (columns split by `|`) and `rows`: the `text` columns and the last to the
+/// left, the others (numbers) to the right.
+fn render(header: &str, rows: impl Iterator<Item = Vec<String>>, text: &[usize]) -> String {
+    let header: Vec<String> = header.split('|').map(String::from).collect();
+    let columns = header.len();
+    let rows: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
+    let mut widths = vec![0; columns];
     for row in &rows {
         // A row without a measurement ends in one long message, which widens no column.
         for (width, cell) in widths.iter_mut().zip(&row[..row.len() - 1]) {
@@ -145,7 +160,7 @@ pub fn table(runs: &[Run]) -> String {
             let width = widths[i];
             match i {
                 _ if i + 1 == row.len() => line.push_str(cell),
-                _ if TEXT_COLUMNS.contains(&i) => _ = write!(line, "{cell:<width$}  "),
+                _ if text.contains(&i) => _ = write!(line, "{cell:<width$}  "),
                 _ => _ = write!(line, "{cell:>width$}  "),
             }
         }
@@ -205,7 +220,8 @@ fn ratios(runs: &[Run]) -> Vec<Ratio> {
         runs.iter().find(same)
     };
     let mut ratios = Vec::new();
-    for top in runs {
+    // Under a flood, CPU per established packet is mostly the flood's: the flood table says more.
+    for top in runs.iter().filter(|run| run.step.flood().is_none()) {
         for (order, (_, bottom)) in pairs
             .iter()
             .enumerate()
@@ -276,11 +292,198 @@ pub fn ratio_lines(runs: &[Run]) -> String {
     out
 }
 
+/// A flood step's run with its quiet reference (same worker count, contestant and load).
+struct FloodRow<'a> {
+    run: &'a Run,
+    quiet: Option<&'a Measurement>,
+}
+
+impl FloodRow<'_> {
+    fn is_quiet(&self) -> bool {
+        self.run.step.flood() == Some(None)
+    }
+
+    /// RTT p99 against the quiet run's.
+    fn p99_vs_quiet(&self) -> Option<f64> {
+        let p99 = |m: &Measurement| m.rtt.map(|rtt| rtt.p99_us).filter(|&us| us > 0.0);
+        let quiet = p99(self.quiet?)?;
+        Some(p99(self.run.measured()?)? / quiet)
+    }
+
+    /// (Forwarder CPU in this run - in the quiet run, both per second) / sessions created per
+    /// second, in microseconds.
+    fn cpu_us_per_new_session(&self) -> Option<f64> {
+        let (m, quiet) = (self.run.measured()?, self.quiet?);
+        let created = *m.flood.as_ref()?.sessions_per_sec.get("created")?;
+        let per_sec = |m: &Measurement| m.forwarder.cpu_secs / m.window_secs;
+        (!self.is_quiet() && created > 0.0).then(|| (per_sec(m) - per_sec(quiet)) * 1e6 / created)
+    }
+}
+
+/// The flood steps' runs, grouped by worker count and contestant, each group in plan order
+/// (quiet run first).
+fn flood_rows(runs: &[Run]) -> Vec<FloodRow<'_>> {
+    let mut contestants: Vec<&Contestant> = Vec::new();
+    for run in runs {
+        if !contestants.contains(&&run.contestant) {
+            contestants.push(&run.contestant);
+        }
+    }
+    let position = |run: &Run| contestants.iter().position(|c| **c == run.contestant);
+    let mut flood: Vec<&Run> = runs
+        .iter()
+        .filter(|run| run.step.flood().is_some())
+        .collect();
+    flood.sort_by_key(|run| (run.layout.workers, position(run)));
+    let quiet_of = |run: &Run| {
+        let quiet = run.step.quiet();
+        let same = |other: &&Run| {
+            Some(&other.step) == quiet.as_ref()
+                && other.contestant == run.contestant
+                && other.layout.workers == run.layout.workers
+        };
+        runs.iter().find(same).and_then(Run::measured)
+    };
+    let row = |run| FloodRow {
+        run,
+        quiet: quiet_of(run),
+    };
+    flood.into_iter().map(row).collect()
+}
+
+const FLOOD_HEADER: &str = "step|workers|forwarder|flood/s|rt/s|rt loss%|lossy flows|RTT p50 us|\
+    RTT p99 us|p99 vs quiet|created/s|evicted/s|unreplied/s|bad_source/s|rate_limited/s|\
+    max_sessions/s|fd_reserve/s|sessions|fwd %core|CPU us/new session|load CPU busy%|note";
+/// The session figures of the flood table's columns, in order.
+const FLOOD_SESSION_COLUMNS: [&str; 7] = [
+    "created",
+    "evicted",
+    "unreplied",
+    "bad_source",
+    "rate_limited",
+    "max_sessions",
+    "fd_reserve",
+];
+
+fn flood_cells(row: &FloodRow) -> Vec<String> {
+    let run = row.run;
+    let mut cells = vec![
+        run.step.name(),
+        run.layout.workers.to_string(),
+        run.contestant.name().to_string(),
+    ];
+    let (Some(m), Some(flood)) = (
+        run.measured(),
+        run.measured().and_then(|m| m.flood.as_ref()),
+    ) else {
+        cells.push(run.missing_headline());
+        return cells;
+    };
+    let per_sec = |name: &str| {
+        let value = flood.sessions_per_sec.get(name);
+        or_dash(value.map(|n| format!("{:.0}", n.max(0.0))))
+    };
+    cells.extend([
+        if row.is_quiet() {
+            "-".into()
+        } else {
+            format!("{:.0}", flood.sent_per_sec)
+        },
+        format!("{:.0}", m.offered_pps),
+        format!("{:.2}", m.per_flow.total_pct()),
+        m.per_flow.flows_with_loss.to_string(),
+        or_dash(m.rtt.map(|rtt| format!("{:.1}", rtt.p50_us))),
+        or_dash(m.rtt.map(|rtt| format!("{:.1}", rtt.p99_us))),
+        match row.is_quiet() {
+            true => "-".into(),
+            false => or_dash(row.p99_vs_quiet().map(|x| format!("{x:.2}x"))),
+        },
+    ]);
+    cells.extend(FLOOD_SESSION_COLUMNS.map(per_sec));
+    let mut notes = notes(run, m).join("; ");
+    if let Some(e) = &flood.sessions_error {
+        notes = format!("{notes}; session figures unreadable: {e}");
+    }
+    cells.extend([
+        or_dash(flood.sessions_at_end.map(|n| format!("{n:.0}"))),
+        format!("{:.1}", m.forwarder.core_pct),
+        or_dash(row.cpu_us_per_new_session().map(|us| format!("{us:.2}"))),
+        format!("{:.1}", m.load_cpus_busy_pct),
+        notes.trim_start_matches("; ").to_string(),
+    ]);
+    cells
+}
+
+/// The flood table and its legend, or `None` when the plan has no flood step.
+pub fn flood_table(runs: &[Run]) -> Option<String> {
+    let rows = flood_rows(runs);
+    if rows.is_empty() {
+        return None;
+    }
+    let mut out = render(FLOOD_HEADER, rows.iter().map(flood_cells), &TEXT_COLUMNS);
+    let settle = FLOOD_SETTLE.as_secs_f64();
+    let _ = write!(
+        out,
+        "flood: each datagram from a new random source in 127.200.0.0-127.254.255.255 (raw socket, on the load \
+         CPUs), beside the established echo load; it starts after the warm-up, the window opens {settle:.0} s into \
+         it, and the quiet run waits as long.\n\
+         rt/s = established round trips sent per second over the window; rt loss% and lossy flows = round trips lost \
+         over the whole run, warm-up included, and the flows that lost any, counted after draining; p99 vs quiet = \
+         RTT p99 over the window / the quiet run's.\n\
+         created/s ... fd_reserve/s = sessions created, closed as evicted or unreplied, and new sources dropped by \
+         reason, per second over the window (ringgate's /metrics); sessions = held at the window's end.\n\
+         CPU us/new session = (forwarder CPU/s in the flood run - in the quiet run) / sessions created per second; \
+         it says little once established load is lost (a forwarder that drops it spends less on it).\n"
+    );
+    if rows
+        .iter()
+        .any(|row| row.run.contestant == Contestant::Baseline)
+    {
+        out.push_str(
+            "baseline: counts only sessions created and new clients dropped (under max_sessions, whether its \
+             table or its file descriptors ran out); with no unconfirmed eviction and no per-source budget, once \
+             its descriptors are spent every new source is dropped.\n",
+        );
+    }
+    Some(out)
+}
+
+fn flood_json(row: &FloodRow) -> Value {
+    let run = row.run;
+    let mut value = match (&run.outcome, run.measured().and_then(|m| m.flood.as_ref())) {
+        (Outcome::Measured(m), Some(flood)) => json!({
+            "status": "ok",
+            "flood_sent_per_sec": (!row.is_quiet()).then_some(flood.sent_per_sec),
+            "established_rt_per_sec": m.offered_pps,
+            "established_rt_loss_pct": m.per_flow.total_pct(),
+            "established_rt_window_loss_pct": flood.established_window_loss_pct,
+            "established_flows_with_loss": m.per_flow.flows_with_loss,
+            "rtt": m.rtt,
+            "rtt_p99_vs_quiet": row.p99_vs_quiet(),
+            "sessions_per_sec": flood.sessions_per_sec,
+            "sessions_at_end": flood.sessions_at_end,
+            "forwarder_core_pct": m.forwarder.core_pct,
+            "cpu_us_per_new_session": row.cpu_us_per_new_session(),
+            "load_cpus_busy_pct": m.load_cpus_busy_pct,
+            "flood_core_pct": flood.flood.core_pct,
+            "notes": notes(run, m),
+        }),
+        (Outcome::Missing(missing, reason), _) => json!({ "status": missing, "reason": reason }),
+        (Outcome::Measured(_), None) => json!({ "status": "failed", "reason": "no flood figures" }),
+    };
+    value["step"] = json!(run.step.name());
+    value["workers"] = json!(run.layout.workers);
+    value["forwarder"] = json!(run.contestant.name());
+    value
+}
+
 fn run_json(run: &Run, plan: &Plan) -> Value {
     let mut value = match &run.outcome {
         Outcome::Measured(m) => {
             let mut value =
                 serde_json::to_value(m).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+            // `forwarder` names the contestant below; its CPU use moves aside, not away.
+            value["forwarder_usage"] = value["forwarder"].take();
             value["notes"] = json!(notes(run, m));
             value["status"] = json!("ok");
             value
@@ -319,5 +522,6 @@ pub fn json(runs: &[Run], plan: &Plan, host: Value) -> Value {
         },
         "runs": runs.iter().map(|run| run_json(run, plan)).collect::<Vec<_>>(),
         "ratios": ratios(runs).into_iter().map(ratio).collect::<Vec<_>>(),
+        "flood": flood_rows(runs).iter().map(flood_json).collect::<Vec<_>>(),
     })
 }

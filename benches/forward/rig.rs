@@ -1,25 +1,33 @@
 //! The processes of one run and the counters read from them. A rig starts the backend, the
-//! forwarder under test and the generator, each pinned to its CPUs, and samples every counter
-//! at an edge of the measured window: the generator's and backend's counts over the control
-//! protocol, CPU time and socket drops from /proc, and ringgate's own counters. Its guards stop
-//! and reap every child however the run ends: the load first, then the forwarder, then the
-//! backend it feeds.
+//! forwarder under test and the generator, each pinned to its CPUs (and the flood, on the
+//! load's CPUs, when a scenario asks), and samples every counter at an edge of the measured
+//! window: the generator's, backend's and flood's counts over the control protocol, CPU time
+//! and socket drops from /proc, and the forwarder's session figures (ringgate's counters, the
+//! baseline's own). Its guards stop and reap every child however the run ends: the load first,
+//! then the forwarder, then the backend it feeds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
+use crate::cli::Rate;
 use crate::measure::Missing;
 use crate::plan::{Contestant, Layout, Plan, Step};
 use crate::proc::Child;
-use crate::wire::{BackendSnap, GeneratorSnap, Ready};
+use crate::ringgate::Sessions;
+use crate::wire::{BackendSnap, FloodSnap, GeneratorSnap, Ready};
 use crate::{procfs, ringgate};
 
 /// How long a role may take to say `ready` (10 000 sockets take a fraction of this).
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a role may take to answer; a busy load CPU delays it by milliseconds.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The count bound of a `max` flood per second of its lifetime: more than one thread can
+/// forge, so it only stops a runaway.
+const FLOOD_MAX_PPS_BOUND: u64 = 10_000_000;
 /// Counters at one edge of the measured window, by the names the JSON gives their deltas.
 pub struct Sample {
     pub at: Instant,
@@ -28,14 +36,23 @@ pub struct Sample {
     pub cpus: [(u64, u64); 2],
     /// ringgate's counters, or why they could not be read (`None` for the other contestants).
     pub metrics: Option<Result<ringgate::Counters, String>>,
+    /// The forwarder's session figures (ringgate's, or the baseline's few), or why they could
+    /// not be read (`None` for the floor).
+    pub sessions: Option<Result<Sessions, String>>,
 }
 
-/// The processes of one run. Fields drop in order: the load stops first, then the forwarder,
-/// then the backend it feeds.
+/// The processes of one run. Fields drop in order: the load (flood first) stops first, then the
+/// forwarder, then the backend it feeds.
 pub struct Rig<'a> {
+    /// The spoofed-source flood, while a scenario runs one.
+    flood: Option<Child>,
     pub loadgen: Child,
     pub forwarder: Child,
     metrics: Option<SocketAddr>,
+    /// The forwarder's listening address: the load's target, and the flood's.
+    listen: SocketAddr,
+    /// The forwarder is the baseline, which tells its session figures over the protocol.
+    baseline: bool,
     pub backend: Child,
     pub step: &'a Step,
     layout: &'a Layout,
@@ -60,9 +77,12 @@ impl<'a> Rig<'a> {
         let loadgen =
             start_loadgen(step, layout, plan, listen).map_err(|e| (Missing::Failed, e))?;
         Ok(Rig {
+            flood: None,
             loadgen,
             forwarder,
             metrics,
+            listen,
+            baseline: *contestant == Contestant::Baseline,
             backend,
             step,
             layout,
@@ -77,9 +97,61 @@ impl<'a> Rig<'a> {
         }
     }
 
+    /// Starts the flood of forged new sources at `rate` against the forwarder, on the load's
+    /// CPUs, bounded in time like every role and in count by its rate over that time.
+    pub fn start_flood(&mut self, rate: Rate) -> Result<(), String> {
+        let per_sec = match rate {
+            Rate::Pps(pps) => pps,
+            Rate::Max => FLOOD_MAX_PPS_BOUND,
+        };
+        let max_datagrams = per_sec.saturating_mul(self.plan.run_bound().as_secs());
+        let pairs = [
+            ("target", self.listen.to_string()),
+            ("rate", rate.to_string()),
+            ("max-datagrams", max_datagrams.to_string()),
+            lifetime(self.plan),
+        ];
+        let mut flood = Child::role("flood", &self.layout.load, &args(&pairs, false))?;
+        flood.expect::<Value>("ready", READY_TIMEOUT)?;
+        self.flood = Some(flood);
+        Ok(())
+    }
+
+    /// Stops the flood, if one runs, and waits for it to exit.
+    pub fn stop_flood(&mut self) {
+        self.flood = None;
+    }
+
+    /// The forwarder's session figures now: ringgate's from `metrics`, the baseline's asked.
+    fn sessions(
+        &mut self,
+        metrics: &Option<Result<ringgate::Counters, String>>,
+    ) -> Option<Result<Sessions, String>> {
+        if let Some(metrics) = metrics {
+            return Some(
+                metrics
+                    .as_ref()
+                    .map(ringgate::sessions)
+                    .map_err(Clone::clone),
+            );
+        }
+        self.baseline.then(|| {
+            let snap: Value = self.forwarder.ask("snap", "snap", ANSWER_TIMEOUT)?;
+            Ok(baseline_sessions(&snap))
+        })
+    }
+
     pub fn sample(&mut self, window_command: &str) -> Result<Sample, String> {
         let metrics = self.metrics.map(ringgate::scrape);
+        let sessions = self.sessions(&metrics);
         let generator: GeneratorSnap = self.loadgen.ask(window_command, "snap", ANSWER_TIMEOUT)?;
+        let (flood, flood_ticks) = match &mut self.flood {
+            Some(child) => (
+                child.ask::<FloodSnap>("snap", "snap", ANSWER_TIMEOUT)?,
+                procfs::cpu_ticks(child.pid())?,
+            ),
+            None => (FloodSnap::default(), 0),
+        };
         // The backend's count and the forwarder's CPU time are read back to back: they are the
         // numerator and denominator of CPU per packet.
         let backend: BackendSnap = self.backend.ask("snap", "snap", ANSWER_TIMEOUT)?;
@@ -107,14 +179,34 @@ impl<'a> Rig<'a> {
                 procfs::udp_drops(loadgen)? + procfs::udp_drops(backend_pid)?,
             ),
             ("backlog_drops_machine_wide", procfs::backlog_drops()?),
+            ("flood_sent", flood.sent),
+            ("flood_send_failed", flood.send_failed),
+            ("flood_cpu_ticks", flood_ticks),
         ];
         Ok(Sample {
             at,
             counts: counts.into(),
             cpus,
             metrics,
+            sessions,
         })
     }
+}
+
+/// The baseline's `snap` as session figures: it counts sessions created and new clients
+/// dropped (at its session limit or for want of a socket, told here as `max_sessions`), and
+/// holds `sessions`; it has no unconfirmed sessions to evict and no per-source budget.
+fn baseline_sessions(snap: &Value) -> Sessions {
+    let figure = |value: &Value| value.as_f64();
+    let figures = [
+        ("created", figure(&snap["stats"]["created"])),
+        ("max_sessions", figure(&snap["stats"]["dropped"])),
+        ("open", figure(&snap["sessions"])),
+    ];
+    figures
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
 }
 
 /// `--name value` pairs (and `--echo`) for a role.

@@ -1,7 +1,8 @@
 //! Running a real ringgate binary under the driver: free ports, the command line the issue
 //! fixes (plus any `--ringgate-arg`), readiness by polling `GET /readyz` with a deadline, and
-//! its Prometheus counters (`ringgate_packets_total`, `ringgate_drops_total`) scraped around the
-//! measured window. Every failure comes back as text for the table, naming ringgate's log.
+//! its Prometheus counters (`ringgate_packets_total`, `ringgate_drops_total`, the sessions
+//! created and closed, and the `ringgate_sessions` gauge) scraped around the measured window.
+//! Every failure comes back as text for the table, naming ringgate's log.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,11 +17,53 @@ use crate::proc::Child;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const HTTP_TIMEOUT: Duration = Duration::from_millis(500);
-/// The metric families the driver records, by name prefix.
-const RECORDED_METRICS: [&str; 2] = ["ringgate_packets_total", "ringgate_drops_total"];
+/// The metric families the driver records (the last a gauge, whose delta is its net change).
+const RECORDED_METRICS: [&str; 5] = [
+    "ringgate_packets_total",
+    "ringgate_drops_total",
+    "ringgate_sessions_created_total",
+    "ringgate_sessions_closed_total",
+    "ringgate_sessions",
+];
 
 /// Recorded counters, by series (name with labels).
 pub type Counters = BTreeMap<String, f64>;
+
+/// A forwarder's session figures by short name: `open` (sessions held now) and counters of
+/// sessions `created`, closed as `evicted` or `unreplied`, and new sources dropped as
+/// `bad_source`, `rate_limited`, `max_sessions` or `fd_reserve`. A forwarder (or an older
+/// ringgate build) that does not count one leaves it out.
+pub type Sessions = BTreeMap<&'static str, f64>;
+
+/// Where ringgate exposes each session figure.
+const SESSION_SERIES: [(&str, &str); 8] = [
+    ("open", "ringgate_sessions"),
+    ("created", "ringgate_sessions_created_total"),
+    (
+        "evicted",
+        "ringgate_sessions_closed_total{reason=\"evicted\"}",
+    ),
+    (
+        "unreplied",
+        "ringgate_sessions_closed_total{reason=\"unreplied\"}",
+    ),
+    ("bad_source", "ringgate_drops_total{reason=\"bad_source\"}"),
+    (
+        "rate_limited",
+        "ringgate_drops_total{reason=\"rate_limited\"}",
+    ),
+    (
+        "max_sessions",
+        "ringgate_drops_total{reason=\"max_sessions\"}",
+    ),
+    ("fd_reserve", "ringgate_drops_total{reason=\"fd_reserve\"}"),
+];
+
+/// ringgate's session figures among its recorded counters.
+pub fn sessions(counters: &Counters) -> Sessions {
+    let figure = |&(name, series): &(&'static str, &str)| Some((name, *counters.get(series)?));
+    SESSION_SERIES.iter().filter_map(figure).collect()
+}
 
 /// A free port from the kernel, released for ringgate to take; nobody else on loopback grabs
 /// it in between during a bench run.
@@ -135,7 +178,8 @@ pub fn scrape(metrics: SocketAddr) -> Result<Counters, String> {
 }
 
 fn parse_counters(text: &str) -> Counters {
-    let recorded = |line: &&str| RECORDED_METRICS.iter().any(|name| line.starts_with(name));
+    let family = |line: &str| line.split(['{', ' ']).next().unwrap_or("").to_string();
+    let recorded = |line: &&str| RECORDED_METRICS.contains(&family(line).as_str());
     let series = |line: &str| {
         let (series, value) = line.rsplit_once(' ')?;
         Some((series.trim().to_string(), value.trim().parse().ok()?))
@@ -148,12 +192,19 @@ checks! {
         let text = "# HELP ringgate_packets_total Packets.\n\
                     # TYPE ringgate_packets_total counter\n\
                     ringgate_packets_total{direction=\"upstream\"} 1234\n\
-                    ringgate_drops_total{reason=\"session_limit\"} 5\n\
+                    ringgate_drops_total{reason=\"rate_limited\"} 5\n\
                     ringgate_sessions 64\n\
+                    ringgate_sessions_created_total 70\n\
+                    ringgate_sessions_closed_total{reason=\"evicted\"} 6\n\
+                    ringgate_sessions_other 1\n\
+                    ringgate_workers_ready 1\n\
                     # EOF\n";
         let counters = parse_counters(text);
-        assert_eq!(counters.len(), 2);
+        assert_eq!(counters.len(), 5);
         assert_eq!(counters["ringgate_packets_total{direction=\"upstream\"}"], 1234.0);
-        assert_eq!(counters["ringgate_drops_total{reason=\"session_limit\"}"], 5.0);
+        assert_eq!(counters["ringgate_drops_total{reason=\"rate_limited\"}"], 5.0);
+        let sessions = sessions(&counters);
+        let expected = [("created", 70.0), ("evicted", 6.0), ("open", 64.0), ("rate_limited", 5.0)];
+        assert_eq!(sessions, expected.into());
     }
 }

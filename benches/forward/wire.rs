@@ -77,6 +77,15 @@ pub struct GeneratorReport {
     pub rtt: Option<Rtt>,
 }
 
+/// The flood's counts so far, its answer to `snap`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FloodSnap {
+    /// Forged datagrams handed to the kernel.
+    pub sent: u64,
+    /// Datagrams a send refused; they are not retried.
+    pub send_failed: u64,
+}
+
 /// The backend's counts so far, its answer to `snap`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BackendSnap {
