@@ -7,12 +7,15 @@
 pub mod admission;
 pub mod config;
 pub mod datagram;
+pub mod handover;
 pub mod host_check;
 pub mod logtext;
 pub mod metrics;
+pub mod notify;
 pub mod pp2;
 pub mod proxy;
 pub mod ratelimit;
+pub mod relaunch;
 pub mod route;
 pub mod session;
 pub mod stats;

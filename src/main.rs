@@ -1,18 +1,50 @@
-//! The `ringgate` binary: parse arguments, start the pinned workers, wait for a signal.
+//! The `ringgate` binary: parse arguments, start the pinned workers, then wait: for a signal
+//! (SIGTERM/SIGINT stop, draining first with `--drain-timeout`; SIGUSR2 starts the next
+//! process to take over), or for a takeover to finish (exit 0).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
 use ringgate::config::{Cli, LogFormat};
+use ringgate::notify::notify;
+use ringgate::proxy::Hooks;
+use ringgate::relaunch::Relaunch;
 use ringgate::route::Routes;
 use ringgate::{Proxy, host_check};
 
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    HandedOver,
+}
+
 fn main() -> ExitCode {
+    // Recorded first: after a package upgrade replaces the file, this is the path to run.
+    let relaunch = Relaunch::current();
+    // RINGGATE_ENV_FILE: settings that override the environment, read again by the process a
+    // reload (SIGUSR2) starts, so that edits to it take effect without dropping anyone.
+    let from_file = match std::env::var_os(ENV_FILE) {
+        Some(path) => match load_env_file(std::path::Path::new(&path)) {
+            Ok(keys) => keys,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read {ENV_FILE}={}: {e}",
+                    path.to_string_lossy()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
+    let relaunch = relaunch.map(|r| r.forgetting(from_file));
     // The real environment wins over .env: dotenvy never overrides a variable already set.
     // Like udp-gate, only ./.env is read, never one in a parent directory.
     let dotenv = dotenvy::from_path(".env");
@@ -42,7 +74,7 @@ fn main() -> ExitCode {
     }
     // Registered before the workers start, so a signal during start-up is not lost. SIGHUP and
     // SIGUSR1 would kill the process by default: a stray `kill -HUP` must not drop every player.
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(signals) => signals,
         Err(e) => {
             error!(error = %e, "cannot install signal handlers");
@@ -65,7 +97,19 @@ fn main() -> ExitCode {
         Routes::Redis(settings) => (Vec::new(), Some(settings.addr)),
     };
     let backends = format!("[{}]", backends.join(", "));
-    let proxy = match Proxy::start(config) {
+    let (control, drain_timeout, takeover) = (
+        config.control.clone(),
+        config.drain_timeout,
+        config.takeover.is_some(),
+    );
+    let (events, waiting) = mpsc::channel();
+    let handed_over = events.clone();
+    let hooks = Hooks {
+        handed_over: Some(Box::new(move |_| {
+            let _ = handed_over.send(Event::HandedOver);
+        })),
+    };
+    let proxy = match Proxy::start_with(config, hooks) {
         Ok(proxy) => proxy,
         Err(e) => {
             error!("{e}");
@@ -93,23 +137,130 @@ fn main() -> ExitCode {
         metrics = ?proxy.metrics_addr(),
         "ready"
     );
-    let signal = signals.forever().find(|&signal| match signal {
-        SIGHUP => {
-            warn!("SIGHUP ignored: ringgate reads its settings only at start; restart it to change them");
-            false
+    // systemd: serving (after a takeover, the takeover said so, naming this process).
+    if !takeover && let Err(e) = notify("READY=1") {
+        warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if events.send(Event::Signal(signal)).is_err() {
+                return;
+            }
         }
-        SIGUSR1 => {
-            warn!("SIGUSR1 ignored: it has no meaning to ringgate");
-            false
-        }
-        _ => true,
     });
-    info!(?signal, "shutting down");
+    let relaunching = Arc::new(AtomicBool::new(false));
+    let stop = loop {
+        match waiting.recv() {
+            Ok(Event::HandedOver) => break None,
+            Ok(Event::Signal(SIGHUP)) => warn!(
+                "SIGHUP ignored: ringgate reads its settings only at start; to change them \
+                 without dropping anyone, start the new settings with SIGUSR2 (or --takeover)"
+            ),
+            Ok(Event::Signal(SIGUSR1)) => warn!("SIGUSR1 ignored: it has no meaning to ringgate"),
+            Ok(Event::Signal(SIGUSR2)) => {
+                relaunch_for_takeover(relaunch.as_ref().ok(), control.as_deref(), &relaunching)
+            }
+            Ok(Event::Signal(signal)) => break Some(signal),
+            Err(_) => break None,
+        }
+    };
+    if let Some(signal) = stop {
+        info!(signal, "shutting down");
+        if !drain_timeout.is_zero() {
+            drain(&proxy, drain_timeout, &waiting);
+        }
+    }
     match proxy.shutdown() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "worker failed during shutdown");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The variable naming a settings file that overrides the environment.
+const ENV_FILE: &str = "RINGGATE_ENV_FILE";
+
+/// Loads `path` over the environment; returns the variables it set.
+fn load_env_file(path: &std::path::Path) -> Result<Vec<String>, dotenvy::Error> {
+    let keys = dotenvy::from_path_iter(path)?
+        .map(|item| item.map(|(key, _)| key))
+        .collect::<Result<Vec<_>, _>>()?;
+    dotenvy::from_path_override(path)?;
+    Ok(keys)
+}
+
+/// SIGTERM with `--drain-timeout`: no new sessions, not ready, until every session has gone
+/// idle or the timeout passes (or another SIGTERM/SIGINT comes, or a takeover finishes).
+fn drain(proxy: &Proxy, timeout: Duration, events: &mpsc::Receiver<Event>) {
+    proxy.drain();
+    let deadline = Instant::now() + timeout;
+    info!(
+        sessions = proxy.shared().sessions(),
+        timeout_secs = timeout.as_secs(),
+        "draining: no new sessions; established ones forward until idle"
+    );
+    loop {
+        let sessions = proxy.shared().sessions();
+        if sessions == 0 {
+            return info!("drained: no session left");
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return warn!(sessions, "drain timeout passed; closing the sessions left");
+        }
+        match events.recv_timeout(left.min(DRAIN_POLL)) {
+            Ok(Event::Signal(SIGTERM | SIGINT)) => {
+                return warn!("stopping without draining further");
+            }
+            Ok(Event::HandedOver) => return,
+            Ok(Event::Signal(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// How often a drain looks at the session count.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// SIGUSR2: starts this binary again to take over (one at a time); this process exits once it
+/// has, and serves on if it fails.
+fn relaunch_for_takeover(
+    relaunch: Option<&Relaunch>,
+    control: Option<&std::path::Path>,
+    running: &Arc<AtomicBool>,
+) {
+    let Some(control) = control else {
+        return error!(
+            "SIGUSR2 needs --control (RINGGATE_CONTROL): the new process takes over through it"
+        );
+    };
+    let Some(relaunch) = relaunch else {
+        return error!("SIGUSR2: cannot tell which binary this process was started from");
+    };
+    if running.swap(true, Ordering::AcqRel) {
+        return warn!("SIGUSR2 ignored: a takeover is already under way");
+    }
+    match relaunch.spawn(control) {
+        Ok(mut child) => {
+            info!(exe = %relaunch.exe().display(), pid = child.id(), "started the next process to take over");
+            let running = Arc::clone(running);
+            std::thread::spawn(move || {
+                // This process normally exits first; if the child exits, the takeover failed.
+                let status = child.wait();
+                running.store(false, Ordering::Release);
+                match status {
+                    Ok(status) => {
+                        warn!(%status, "the next process exited before taking over; still serving")
+                    }
+                    Err(e) => warn!(error = %e, "cannot wait for the next process"),
+                }
+            });
+        }
+        Err(e) => {
+            running.store(false, Ordering::Release);
+            error!(exe = %relaunch.exe().display(), error = %e, "SIGUSR2: cannot start the next process");
         }
     }
 }

@@ -462,7 +462,11 @@ fn help_lists_every_environment_variable() {
     }
     assert!(help.contains("LISTENER_COUNT"));
     // Every variable the CLI reads is in this list (so the tests clear it) and in README.md.
-    let cli = include_str!("../src/config/cli.rs");
+    let cli = [
+        include_str!("../src/config/cli.rs"),
+        include_str!("../src/config/upgrade.rs"),
+    ]
+    .concat();
     let readme = include_str!("../README.md");
     for declared in cli.split("env = \"").skip(1) {
         let var = &declared[..declared.find('"').unwrap()];

@@ -15,6 +15,7 @@ use super::parse::{
     CpuList, parse_backend, parse_buffers, parse_cpu_list, parse_listen, parse_rate,
     parse_ring_entries,
 };
+pub use super::upgrade::UpgradeArgs;
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::route::resolve::Dest;
@@ -258,6 +259,9 @@ pub struct Cli {
     )]
     pub backend_allow: Vec<ipnet::IpNet>,
 
+    #[command(flatten)]
+    pub upgrade: UpgradeArgs,
+
     /// How each setting was given, so that an error names what the user wrote.
     #[arg(skip)]
     pub origins: Origins,
@@ -352,6 +356,10 @@ impl Cli {
             proxy_protocol_every: self.proxy_protocol_every,
             log_summary: Duration::from_secs(self.log_summary_secs),
             log_format: self.log_format,
+            control: self.upgrade.control,
+            takeover: self.upgrade.takeover,
+            handover_timeout: Duration::from_secs(self.upgrade.handover_timeout),
+            drain_timeout: Duration::from_secs(self.upgrade.drain_timeout),
         })
     }
 }

@@ -9,8 +9,10 @@ pub mod cli;
 mod origins;
 mod parse;
 mod redis;
+mod upgrade;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{Cli, LogFormat};
@@ -59,6 +61,14 @@ pub struct Config {
     pub proxy_protocol_every: bool,
     /// How often to log a summary of drops (zero: never).
     pub log_summary: Duration,
+    /// The control socket takeovers connect to (`--control`).
+    pub control: Option<PathBuf>,
+    /// Take over from the ringgate whose control socket this is (`--takeover`).
+    pub takeover: Option<PathBuf>,
+    /// How long a takeover may keep this process paused before it resumes.
+    pub handover_timeout: Duration,
+    /// How long SIGTERM lets established sessions drain (zero: exit at once).
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -90,6 +100,10 @@ impl Config {
             proxy_protocol: false,
             proxy_protocol_every: false,
             log_summary: Duration::from_secs(60),
+            control: None,
+            takeover: None,
+            handover_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::ZERO,
         }
     }
 

@@ -13,6 +13,7 @@ mod text;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -37,13 +38,27 @@ pub struct MetricsServer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     local: SocketAddr,
+    /// The listening socket's descriptor, open until the server stops (a takeover passes it).
+    fd: RawFd,
 }
 
 impl MetricsServer {
-    /// Binds `settings.addr` and serves from a thread of its own.
-    pub fn start(settings: Settings, shared: Arc<Shared>) -> io::Result<MetricsServer> {
-        let listener = limits_listener(settings.addr)?;
+    /// Serves on `listener` (one handed over by a takeover), or binds `settings.addr`, from a
+    /// thread of its own.
+    pub fn start(
+        settings: Settings,
+        listener: Option<std::net::TcpListener>,
+        shared: Arc<Shared>,
+    ) -> io::Result<MetricsServer> {
+        let listener = match listener {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                listener
+            }
+            None => limits_listener(settings.addr)?,
+        };
         let local = listener.local_addr()?;
+        let fd = listener.as_raw_fd();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -64,11 +79,16 @@ impl MetricsServer {
             stop: Some(stop),
             thread: Some(thread),
             local,
+            fd,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    pub fn listener_fd(&self) -> RawFd {
+        self.fd
     }
 
     pub fn stop(mut self) {

@@ -157,6 +157,18 @@ impl Router for Fixed {
             || self.names.as_ref().is_some_and(|n| n.knows(addr))
     }
 
+    /// A session placed on `backend` by another process counts as placed here, on the first
+    /// backend with that address (a backend given by name is matched by its address now).
+    fn adopt(&mut self, backend: SocketAddr) -> Option<Lease> {
+        let names = self.names.as_ref();
+        let index = self.backends.iter().position(|b| match b {
+            Dest::Addr(addr) => *addr == backend,
+            Dest::Name(_) => names.is_some_and(|n| n.knows(backend)),
+        })?;
+        self.sessions[index] += 1;
+        Some(Lease(index as u32))
+    }
+
     /// Forgets one session placed on the backend `lease` names.
     fn release(&mut self, lease: Lease) {
         if let Some(count) = self.sessions.get_mut(lease.0 as usize) {

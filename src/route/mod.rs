@@ -185,6 +185,12 @@ pub trait Router {
     /// pushed to `io.out` now or in a later batch.
     fn request(&mut self, ticket: Ticket, io: &mut Io<'_>);
 
+    /// A session another process placed on `backend` arrives (a takeover): count it as placed
+    /// here, and return its lease.
+    fn adopt(&mut self, _backend: SocketAddr) -> Option<Lease> {
+        None
+    }
+
     /// A session this router placed with `lease` has closed.
     fn release(&mut self, _lease: Lease) {}
 

@@ -37,6 +37,7 @@ use crate::sys::sockaddr::RawSockAddr;
 use crate::user_data::GENERATION_MASK;
 pub use crate::user_data::Key;
 
+mod adopt;
 mod find;
 mod ingress;
 mod ops;
@@ -47,6 +48,7 @@ mod tests_hostile;
 mod traffic;
 mod unconfirmed;
 
+pub use adopt::{Arriving, Leaving};
 pub use ingress::Limits;
 pub use ops::RecvEnd;
 pub use traffic::{Reply, Upstream};
@@ -233,19 +235,7 @@ impl<U: AsRawFd> Sessions<U> {
             prefix_every: false,
             prefix_sent: false,
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize].session = Some(session);
-                slot
-            }
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    session: Some(session),
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
+        let slot = self.take_slot(session);
         self.by_client.insert(client, slot);
         self.live += 1;
         self.held_total += 1;

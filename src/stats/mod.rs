@@ -63,6 +63,7 @@ counters! {
     DropRateLimited => ("ringgate_drops", Some(("reason", "rate_limited")), DROPS),
     DropEvicted => ("ringgate_drops", Some(("reason", "evicted")), DROPS),
     DropShutdown => ("ringgate_drops", Some(("reason", "shutdown")), DROPS),
+    DropDraining => ("ringgate_drops", Some(("reason", "draining")), DROPS),
     SessionsCreated => ("ringgate_sessions_created", None, "Sessions opened"),
     ClosedIdle => ("ringgate_sessions_closed", Some(("reason", "idle")), CLOSED),
     ClosedUnreplied => ("ringgate_sessions_closed", Some(("reason", "unreplied")), CLOSED),

@@ -79,6 +79,10 @@ pub struct Shared {
     /// Readiness also needs every worker's router connections up (`--ready-requires-redis`).
     pub ready_requires_links: bool,
     pub stop: AtomicBool,
+    /// With `stop`: stop without closing sessions (another process serves them).
+    pub let_go: AtomicBool,
+    /// Draining (SIGTERM with `--drain-timeout`): no new sessions, not ready.
+    pub draining: AtomicBool,
     /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
     /// `wmem_max` do not cap ringgate's socket buffers.
     pub buffers_forced: AtomicBool,
@@ -100,14 +104,17 @@ impl Shared {
             router,
             links,
             stop: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            let_go: AtomicBool::new(false),
             buffers_forced: AtomicBool::new(false),
         }
     }
 
-    /// Every worker has armed its receive and no stop was requested; with
+    /// Every worker has armed its receive and neither a stop nor a drain was requested; with
     /// `ready_requires_links`, every worker's router connections are up too.
     pub fn is_ready(&self) -> bool {
         !self.stop.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
             && self.armed.load(Ordering::Acquire) == self.workers
             && (!self.ready_requires_links || self.links_up() == self.links_total())
     }

@@ -4,7 +4,8 @@
 //! operations point at (`driver`), the memory it lends to stream and timer operations
 //! (`lent`), the provided buffer ring (`buf_ring`), the `msghdr`s of receives and replies
 //! (`msghdr`) and their control messages (`cmsg`), socket addresses as the kernel lays them out (`sockaddr`), sockets (`socket`),
-//! the wake-up `eventfd` and process limits (`limits`). Everything exported from here is safe to
+//! the wake-up `eventfd`, process limits (`limits`) and descriptors passed to another process
+//! (`passfd`). Everything exported from here is safe to
 //! call: the invariants that make the `unsafe` inside hold are kept by the types, not by their
 //! callers.
 //!
@@ -20,6 +21,7 @@ pub mod eventfd;
 pub mod lent;
 pub mod limits;
 pub mod msghdr;
+pub mod passfd;
 pub mod setup;
 pub mod sockaddr;
 pub mod socket;

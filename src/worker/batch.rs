@@ -47,15 +47,21 @@ impl Worker {
     }
 
     pub(super) fn arm_listener(&mut self) {
-        if self.stopping.is_some() {
+        if self.stopping.is_some() || self.handover.frozen() {
             return;
         }
         let fd = self.listener.as_raw_fd();
         let result = self.driver.recv_multishot(fd, Op::ListenRecv.encode());
+        if result.is_ok() {
+            self.handover.listener_armed = true;
+        }
         self.pushed(result, Deferred::ArmListener);
     }
 
     pub(super) fn arm_session(&mut self, key: Key) {
+        if self.handover.frozen() {
+            return;
+        }
         let Some(fd) = self.sessions.arm_recv(key) else {
             return;
         };

@@ -8,7 +8,7 @@
 //! session, then waits for the ring to drain.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
@@ -52,6 +52,7 @@ impl Worker {
         for h in closed.held {
             self.drop_buffer(h.bid, drop_reason);
         }
+        self.drop_carried(key, drop_reason);
         if let Some(slot) = closed.backend_slot {
             self.counters.backends.closed(slot);
         }
@@ -97,14 +98,18 @@ impl Worker {
             return;
         }
         self.arm_tick();
+        // Pausing for a takeover: sessions are not closed under it.
+        if self.handover.frozen() {
+            return;
+        }
         let mut keys = std::mem::take(&mut self.scratch);
-        if let Some(cutoff) = super::idle_cutoff(self.tick, self.unreplied_ticks) {
+        if let Some(cutoff) = idle_cutoff(self.tick, self.unreplied_ticks) {
             self.sessions.collect_unreplied(cutoff, &mut keys);
             for key in keys.drain(..) {
                 self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedUnreplied));
             }
         }
-        if let Some(cutoff) = super::idle_cutoff(self.tick, self.idle_ticks) {
+        if let Some(cutoff) = idle_cutoff(self.tick, self.idle_ticks) {
             self.sessions.collect_idle(cutoff, &mut keys);
             for key in keys.drain(..) {
                 self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedIdle));
@@ -130,13 +135,20 @@ impl Worker {
         }
     }
 
-    /// The wake-up eventfd fired: a stop was requested (or a spurious wake, re-armed).
+    /// The wake-up eventfd fired: a stop was requested, or a takeover asks the worker to
+    /// pause (or a spurious wake, re-armed).
     pub(super) fn on_wake(&mut self) {
-        if !self.shared.stop.load(Ordering::Acquire) {
-            return self.arm_wake();
-        }
         if self.stopping.is_some() {
             return;
+        }
+        if !self.shared.stop.load(Ordering::Acquire) {
+            self.check_control();
+            return self.arm_wake();
+        }
+        // A takeover that failed after this process took the sockets: the old process serves
+        // them again, so nothing may be closed.
+        if self.shared.let_go.load(Ordering::Acquire) {
+            return self.let_go();
         }
         self.stopping = Some(Instant::now());
         debug!(
@@ -154,5 +166,37 @@ impl Worker {
         }
         self.scratch = all;
         self.deferred.retain(|d| matches!(d, Deferred::Cancel(_)));
+    }
+}
+
+/// Reaper ticks in `idle` (rounded up, so a session is never reaped early).
+pub(super) fn idle_ticks(idle: Duration, tick: Duration) -> u32 {
+    let ticks = idle.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
+/// The reaper's cutoff at `tick`: sessions last active before it are idle. `None` until the
+/// worker has run for a whole idle timeout.
+fn idle_cutoff(tick: u32, idle_ticks: u32) -> Option<u32> {
+    tick.checked_sub(idle_ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_timeout_is_counted_in_whole_ticks_rounded_up() {
+        let tick = Duration::from_millis(125);
+        assert_eq!(idle_ticks(Duration::from_secs(1), tick), 8);
+        assert_eq!(idle_ticks(Duration::from_millis(1001), tick), 9);
+        assert_eq!(idle_ticks(Duration::MAX, Duration::from_nanos(1)), u32::MAX);
+    }
+
+    #[test]
+    fn nothing_is_idle_before_a_whole_timeout_has_passed() {
+        assert_eq!(idle_cutoff(7, 8), None);
+        assert_eq!(idle_cutoff(8, 8), Some(0));
+        assert_eq!(idle_cutoff(20, 8), Some(12));
     }
 }

@@ -24,8 +24,10 @@
 mod batch;
 mod closing;
 mod downstream;
+mod handover;
 mod recv;
 mod upstream;
+mod warnings;
 
 use std::fs::File;
 use std::io;
@@ -33,6 +35,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
@@ -41,7 +44,7 @@ use tracing::{error, info, warn};
 
 use crate::admission::Admission;
 use crate::config::Config;
-use crate::ratelimit::{LineBudget, RateLimited};
+use crate::handover::{Freeze, Import};
 use crate::route::resolve::Resolver;
 use crate::route::{self, Io, Outcome, Router};
 use crate::session::{Key, Limits, Sessions};
@@ -52,6 +55,7 @@ use crate::sys::msghdr::PAYLOAD_OFFSET;
 use crate::sys::setup::{RingConfig, TaskRun};
 use crate::sys::{eventfd, socket};
 use crate::user_data::Op;
+use warnings::Warnings;
 
 /// How long a stopping worker waits for the kernel to finish its cancelled operations.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -59,6 +63,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 /// receive re-armed on a socket with nothing queued takes no buffer and completes nothing, so
 /// the buffers it was counted against are free for the next ones at once.
 const REARM_RETRY: Duration = Duration::from_millis(1);
+
+/// The tick a worker's reaper starts counting from: a session adopted from another process may
+/// have been idle, or alive, for up to this many ticks.
+const TICK_ORIGIN: u32 = 1 << 24;
 
 /// What a worker hands back to the thread that started it once it is built.
 pub struct Started {
@@ -79,43 +87,6 @@ enum Deferred {
     Cancel(u64),
 }
 
-/// Warnings that may repeat per datagram, each logged at most once a second.
-struct Warnings {
-    socket: RateLimited,
-    recv: RateLimited,
-    send: RateLimited,
-    source: RateLimited,
-    full: RateLimited,
-    oversize: RateLimited,
-    /// One per backend slot (`stats::backends`).
-    unreachable: Vec<RateLimited>,
-    /// `new session` and `session closed` lines (`None`: `--log-sessions off`).
-    sessions: Option<LineBudget>,
-}
-
-impl Warnings {
-    fn new(log_sessions: bool) -> Warnings {
-        Warnings {
-            socket: RateLimited::default(),
-            recv: RateLimited::default(),
-            send: RateLimited::default(),
-            source: RateLimited::default(),
-            full: RateLimited::default(),
-            oversize: RateLimited::default(),
-            unreachable: (0..=usize::from(crate::stats::backends::OTHER))
-                .map(|_| RateLimited::default())
-                .collect(),
-            sessions: log_sessions
-                .then(|| LineBudget::new(SESSION_LINES_PER_SEC, SESSION_LINES_BURST)),
-        }
-    }
-}
-
-/// Session lines a worker logs at most, a second and at once: udp-gate's moderators read them
-/// to map a player to a backend port, but a flood of spoofed sources must not flood the log.
-const SESSION_LINES_PER_SEC: f64 = 100.0;
-const SESSION_LINES_BURST: f64 = 200.0;
-
 pub struct Worker {
     driver: Driver,
     listener: Socket,
@@ -133,8 +104,10 @@ pub struct Worker {
     index: usize,
     deferred: Vec<Deferred>,
     scratch: Vec<Key>,
-    /// The reaper's tick count: the only clock the packet path reads.
+    /// The reaper's tick count: the only clock the packet path reads. It starts at
+    /// [`TICK_ORIGIN`], so that sessions adopted from another process keep their past.
     tick: u32,
+    tick_len: Duration,
     idle_ticks: u32,
     unreplied_ticks: u32,
     max_payload: usize,
@@ -146,18 +119,35 @@ pub struct Worker {
     socket_size: socket::BufferSize,
     stopping: Option<Instant>,
     warnings: Warnings,
+    /// A takeover's state in this worker (`handover`).
+    handover: handover::State,
+}
+
+/// Where a worker's listening socket comes from.
+pub enum Listen {
+    /// Bind this address (a concrete port for every worker but the first, which may bind
+    /// port 0).
+    Bind(SocketAddr),
+    /// Take it, and every session, from the process being taken over; it listens on `local`.
+    Adopt {
+        local: SocketAddr,
+        import: Receiver<Import>,
+    },
 }
 
 impl Worker {
-    /// Builds worker `index` listening on `listen` (a concrete port for every worker but the
-    /// first, which may bind port 0).
+    /// Builds worker `index`: its ring and router, then its listening socket. `built` hears
+    /// of it as soon as it can serve; a worker that adopts its sockets hears of that first, and
+    /// then waits for them. `control` brings a takeover's requests (`--control`).
     pub fn new(
         config: &Config,
         index: usize,
-        listen: SocketAddr,
+        listen: Listen,
         shared: Arc<Shared>,
         resolver: Option<Resolver>,
-    ) -> io::Result<(Worker, Started)> {
+        control: Option<Receiver<Freeze>>,
+        built: impl FnOnce(Started),
+    ) -> io::Result<Worker> {
         let tick = config.tick();
         let router = route::build(&config.routes, index, Instant::now(), resolver);
         let lent = router.resources();
@@ -177,17 +167,45 @@ impl Worker {
             bytes: config.socket_buffer_bytes,
             force: true,
         };
-        let (listener, forced) = socket::listener(listen, socket_size)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind --listen {listen}: {e}")))?;
-        socket_size.force = forced;
-        shared.buffers_forced.store(forced, Ordering::Relaxed);
-        let local = listener
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("listener has no IP address"))?;
         let wake = eventfd::eventfd()?;
         let waker = File::from(wake.try_clone()?);
         let task_run = driver.task_run();
+        let (listener, forced, import) = match listen {
+            Listen::Bind(addr) => {
+                let (listener, forced) = socket::listener(addr, socket_size).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot bind --listen {addr}: {e}"))
+                })?;
+                let local = local_of(&listener)?;
+                built(Started {
+                    local,
+                    waker,
+                    task_run,
+                });
+                (listener, forced, None)
+            }
+            Listen::Adopt { local, import } => {
+                built(Started {
+                    local,
+                    waker,
+                    task_run,
+                });
+                let import = import.recv().map_err(|_| {
+                    io::Error::other("the takeover ended before this worker's part")
+                })?;
+                let listener = Socket::from(import.listener);
+                if local_of(&listener)? != local {
+                    return Err(io::Error::other(
+                        "the listening socket handed over is not the one asked for",
+                    ));
+                }
+                // This process's socket buffer setting applies from now on.
+                let forced = socket::set_buffers(&listener, socket_size)?;
+                (listener, forced, Some((import.sessions, import.adopted)))
+            }
+        };
+        socket_size.force = forced;
+        shared.buffers_forced.store(forced, Ordering::Relaxed);
+        let local = local_of(&listener)?;
         if index == 0 {
             info!(
                 task_run = task_run.name(),
@@ -204,7 +222,7 @@ impl Worker {
             held_max: config.held_max(),
         };
         let admission = Admission::new(local, shared.local_ips.clone(), config.new_sessions_per_ip);
-        let worker = Worker {
+        let mut worker = Worker {
             driver,
             listener,
             wake,
@@ -219,9 +237,10 @@ impl Worker {
             index,
             deferred: Vec::new(),
             scratch: Vec::new(),
-            tick: 0,
-            idle_ticks: idle_ticks(config.idle_timeout, tick),
-            unreplied_ticks: idle_ticks(config.unreplied_timeout, tick),
+            tick: TICK_ORIGIN,
+            tick_len: tick,
+            idle_ticks: closing::idle_ticks(config.idle_timeout, tick),
+            unreplied_ticks: closing::idle_ticks(config.unreplied_timeout, tick),
             max_payload: config.buffer_size_bytes as usize,
             local,
             proxy_protocol: config.proxy_protocol,
@@ -229,13 +248,12 @@ impl Worker {
             socket_size,
             stopping: None,
             warnings: Warnings::new(config.log_sessions),
+            handover: handover::State::new(control),
         };
-        let started = Started {
-            local,
-            waker,
-            task_run,
-        };
-        Ok((worker, started))
+        if let Some((sessions, adopted)) = import {
+            worker.adopt(sessions, adopted);
+        }
+        Ok(worker)
     }
 
     /// Runs until shutdown is requested and every operation has drained. A worker that fails
@@ -253,7 +271,7 @@ impl Worker {
     }
 
     fn serve(&mut self, armed: &mut bool) -> io::Result<()> {
-        self.arm_listener();
+        self.arm_receives();
         self.arm_tick();
         self.arm_wake();
         // The router starts at once (Redis connects now, not at the first completion).
@@ -262,6 +280,7 @@ impl Worker {
         self.driver.submit()?;
         self.shared.armed.fetch_add(1, Ordering::Release);
         *armed = true;
+        self.report_adopted();
 
         let mut batch = Vec::with_capacity(1024);
         loop {
@@ -273,6 +292,8 @@ impl Worker {
                 .any(|d| matches!(d, Deferred::ArmListener | Deferred::ArmSession(_)));
             let waited = match (self.stopping, rearms_waiting) {
                 (Some(_), _) => self.driver.submit_and_wait_for(Duration::from_millis(50)),
+                // Pausing for a takeover: check soon whether it is quiet yet.
+                (None, _) if self.handover.frozen() => self.driver.submit_and_wait_for(REARM_RETRY),
                 (None, true) => self.driver.submit_and_wait_for(REARM_RETRY),
                 (None, false) => self.driver.submit_and_wait(),
             };
@@ -289,6 +310,7 @@ impl Worker {
                 self.dispatch(&cqe);
             }
             self.end_batch();
+            self.settle();
             if let Some(since) = self.stopping {
                 if self.driver.in_flight() == 0 {
                     break;
@@ -356,34 +378,9 @@ impl Worker {
     }
 }
 
-/// Reaper ticks in `idle` (rounded up, so a session is never reaped early).
-fn idle_ticks(idle: Duration, tick: Duration) -> u32 {
-    let ticks = idle.as_nanos().div_ceil(tick.as_nanos().max(1));
-    u32::try_from(ticks).unwrap_or(u32::MAX)
-}
-
-/// The reaper's cutoff at `tick`: sessions last active before it are idle. `None` until the
-/// worker has run for a whole idle timeout.
-fn idle_cutoff(tick: u32, idle_ticks: u32) -> Option<u32> {
-    tick.checked_sub(idle_ticks)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_idle_timeout_is_counted_in_whole_ticks_rounded_up() {
-        let tick = Duration::from_millis(125);
-        assert_eq!(idle_ticks(Duration::from_secs(1), tick), 8);
-        assert_eq!(idle_ticks(Duration::from_millis(1001), tick), 9);
-        assert_eq!(idle_ticks(Duration::MAX, Duration::from_nanos(1)), u32::MAX);
-    }
-
-    #[test]
-    fn nothing_is_idle_before_a_whole_timeout_has_passed() {
-        assert_eq!(idle_cutoff(7, 8), None);
-        assert_eq!(idle_cutoff(8, 8), Some(0));
-        assert_eq!(idle_cutoff(20, 8), Some(12));
-    }
+fn local_of(socket: &Socket) -> io::Result<SocketAddr> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("listener has no IP address"))
 }

@@ -58,16 +58,20 @@ impl Worker {
     }
 
     /// A multishot receive ended: arm it again after the batch, unless the worker is stopping
-    /// or the session is closing (which its end may just have freed).
+    /// or pausing, or the session is closing (which its end may just have freed).
     fn recv_ended(&mut self, on: On) {
         let rearm = match on {
-            On::Listener => Deferred::ArmListener,
+            On::Listener => {
+                self.handover.listener_armed = false;
+                Deferred::ArmListener
+            }
             On::Session(key) => match self.sessions.recv_ended(key) {
                 RecvEnd::Rearm => Deferred::ArmSession(key),
                 RecvEnd::Closing | RecvEnd::Gone => return,
             },
         };
-        if self.stopping.is_none() {
+        // Pausing for a takeover: the receive stays ended until the decision.
+        if self.stopping.is_none() && !self.handover.frozen() {
             self.counters.bump(Counter::RecvRearms);
             self.deferred.push(rearm);
         }

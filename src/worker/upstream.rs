@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
@@ -56,6 +57,9 @@ impl Worker {
     /// the table is full, and asks the router where it goes; its first datagram waits, held.
     fn create_session(&mut self, dgram: Datagram, first: Held, victim: Option<Key>) {
         let client = dgram.source;
+        if self.shared.draining.load(Ordering::Relaxed) {
+            return self.drop_buffer(first.bid, Counter::DropDraining);
+        }
         let now_ms =
             u32::try_from(self.now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
         let router = &self.router;
@@ -87,13 +91,23 @@ impl Worker {
         // the datagram's pktinfo says.
         let wildcard = self.local.ip().is_unspecified();
         let local = if wildcard { dgram.dest } else { None };
-        let prefix = self.proxy_protocol.then(|| {
-            let server = SocketAddr::new(local.unwrap_or(self.local.ip()), self.local.port());
-            pp2::header(client, server).into_boxed_slice()
-        });
+        let prefix = self.prefix_for(client, local);
         self.sessions
             .arrived_at(key, local, prefix, self.proxy_protocol_every);
         self.route(|router, io| router.request(key.ticket(), io));
+    }
+
+    /// The PROXY protocol header of a new session of `client` that sent to `local` (a
+    /// wildcard listener's address), with `--proxy-protocol v2`.
+    pub(super) fn prefix_for(
+        &self,
+        client: SocketAddr,
+        local: Option<std::net::IpAddr>,
+    ) -> Option<Box<[u8]>> {
+        self.proxy_protocol.then(|| {
+            let server = SocketAddr::new(local.unwrap_or(self.local.ip()), self.local.port());
+            pp2::header(client, server).into_boxed_slice()
+        })
     }
 
     fn forward_up(&mut self, key: Key, bid: u16, len: u32) {
@@ -194,6 +208,8 @@ impl Worker {
         }
         self.counters.bump(Counter::SessionsCreated);
         self.arm_session(key);
+        // An adopted session's datagrams from before the takeover go first.
+        self.send_carried(key);
         for h in held {
             self.forward_up(key, h.bid, h.len);
         }

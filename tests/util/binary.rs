@@ -49,6 +49,10 @@ pub const VARS: &[&str] = &[
     "RINGGATE_PROXY_PROTOCOL_EVERY",
     "RINGGATE_PUBLISH_SESSIONS",
     "RINGGATE_PUBLISH_SESSIONS_PREFIX",
+    "RINGGATE_CONTROL",
+    "RINGGATE_TAKEOVER",
+    "RINGGATE_HANDOVER_TIMEOUT",
+    "RINGGATE_DRAIN_TIMEOUT",
 ];
 
 pub fn ringgate(dir: &Path) -> Command {
@@ -57,6 +61,8 @@ pub fn ringgate(dir: &Path) -> Command {
     for var in VARS {
         cmd.env_remove(var);
     }
+    // Nor may a test's ringgate talk to a systemd the test runs under.
+    cmd.env_remove("NOTIFY_SOCKET");
     cmd
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod load;
 pub mod spoof;
 
 use std::io::{Read, Write};

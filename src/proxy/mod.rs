@@ -5,6 +5,13 @@
 //! listen address has port 0 it picks the port, and the others join its reuseport group on that
 //! concrete port. Workers share only [`Shared`]: read-only-after-start flags and each worker's
 //! published counters.
+//!
+//! With `--takeover`, the workers build their rings and then adopt the listening sockets and
+//! sessions of the process being taken over instead of binding (`takeover`); with `--control`,
+//! this process serves takeovers itself (`crate::handover::give`).
+
+mod preflight;
+mod takeover;
 
 use std::fmt;
 use std::fs::File;
@@ -12,21 +19,23 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::handover::give::{Control, HandedOver, Served};
+use crate::handover::{Freeze, WorkerLink};
 use crate::metrics::{self, MetricsServer};
 use crate::route::resolve::Resolver;
 use crate::route::{self, Routes};
 use crate::stats::Shared;
 use crate::summary::Summary;
 use crate::sys::setup::TaskRun;
-use crate::sys::{eventfd, limits, socket};
-use crate::worker::{Started, Worker};
+use crate::sys::{eventfd, limits};
+use crate::worker::{Listen, Started, Worker};
 
 /// Why ringgate could not start; the message names the cause and, where there is one, the fix.
 #[derive(Debug)]
@@ -44,6 +53,15 @@ struct WorkerThread {
     handle: JoinHandle<io::Result<()>>,
     waker: File,
     task_run: TaskRun,
+    /// Where a takeover's pause requests go (`--control`).
+    freeze: Option<mpsc::Sender<Freeze>>,
+}
+
+/// What the owner of a running ringgate hears of.
+#[derive(Default)]
+pub struct Hooks {
+    /// Another process took over everything (through `--control`): time to exit.
+    pub handed_over: Option<Box<dyn Fn(HandedOver) + Send>>,
 }
 
 /// A running ringgate.
@@ -53,19 +71,35 @@ pub struct Proxy {
     workers: Vec<WorkerThread>,
     metrics: Option<MetricsServer>,
     summary: Option<Summary>,
+    control: Option<Control>,
 }
 
 impl Proxy {
-    pub fn start(mut config: Config) -> Result<Proxy, StartError> {
+    pub fn start(config: Config) -> Result<Proxy, StartError> {
+        Proxy::start_with(config, Hooks::default())
+    }
+
+    pub fn start_with(mut config: Config, hooks: Hooks) -> Result<Proxy, StartError> {
         if matches!(&config.routes, Routes::Fixed(backends) if backends.is_empty()) {
             return Err(StartError(
                 "no route source: give --backend ADDR, or Redis settings".into(),
             ));
         }
-        config.listen = check_listen(config.listen)?;
-        if let Routes::Redis(settings) = &config.routes {
-            check_redis(settings)?;
+        if config.takeover.is_none() {
+            config.listen = preflight::check_listen(config.listen)?;
         }
+        if let Routes::Redis(settings) = &config.routes {
+            preflight::check_redis(settings)?;
+        }
+        // Asked before anything is built: a refusal (worker count, listen address) costs the
+        // running process nothing.
+        let mut taking = match &config.takeover {
+            Some(path) => Some(
+                crate::handover::take::Taking::connect(path, config.listen, config.workers)
+                    .map_err(StartError)?,
+            ),
+            None => None,
+        };
         let nofile = match limits::raise_nofile() {
             Ok(nofile) => nofile,
             Err(e) => {
@@ -105,22 +139,56 @@ impl Proxy {
         };
         let config = Arc::new(config);
         let mut proxy = Proxy {
-            local: config.listen,
+            local: taking.as_ref().map_or(config.listen, |t| t.local),
             shared: Arc::clone(&shared),
             workers: Vec::with_capacity(config.workers),
             metrics: None,
             summary: None,
+            control: None,
         };
+        let mut imports = Vec::new();
         for index in 0..config.workers {
-            let listen = proxy.local;
-            match spawn_worker(&config, index, listen, &shared, resolver.clone()) {
-                Ok((thread, local)) => {
+            let listen = match &taking {
+                Some(t) => {
+                    let (give, import) = mpsc::sync_channel(1);
+                    imports.push(give);
+                    Listen::Adopt {
+                        local: t.local,
+                        import,
+                    }
+                }
+                None => Listen::Bind(proxy.local),
+            };
+            let (freeze, control) = match &config.control {
+                Some(_) => {
+                    let (give, take) = mpsc::channel();
+                    (Some(give), Some(take))
+                }
+                None => (None, None),
+            };
+            match spawn_worker(&config, index, listen, &shared, resolver.clone(), control) {
+                Ok((mut thread, local)) => {
+                    thread.freeze = freeze;
                     proxy.local = local;
                     proxy.workers.push(thread);
                 }
                 Err(e) => {
                     let _ = proxy.stop();
                     return Err(e);
+                }
+            }
+        }
+        let mut inherited = None;
+        if let Some(taking) = taking.take() {
+            match takeover::finish(taking, std::mem::take(&mut imports), &config) {
+                Ok(metrics) => inherited = metrics,
+                Err(why) => {
+                    // The old process serves everything again; close nothing it holds.
+                    proxy.shared.let_go.store(true, Ordering::Release);
+                    let _ = proxy.stop();
+                    return Err(StartError(format!(
+                        "takeover failed: {why}; the running ringgate keeps serving"
+                    )));
                 }
             }
         }
@@ -136,7 +204,9 @@ impl Proxy {
                     .map(|ids| ids.into_iter().map(|c| c.id).collect())
                     .unwrap_or_default(),
             };
-            match MetricsServer::start(settings, Arc::clone(&shared)) {
+            let listener =
+                inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr || addr.port() == 0));
+            match MetricsServer::start(settings, listener, Arc::clone(&shared)) {
                 Ok(server) => proxy.metrics = Some(server),
                 Err(e) => {
                     let _ = proxy.stop();
@@ -152,7 +222,48 @@ impl Proxy {
                 }
             }
         }
+        if let Some(path) = &config.control {
+            let served = Served {
+                listen: config.listen,
+                local: proxy.local,
+                workers: proxy.worker_links(),
+                metrics: proxy.metrics.as_ref().map(MetricsServer::listener_fd),
+                timeout: config.handover_timeout,
+                handed_over: hooks.handed_over,
+            };
+            // After a takeover the old process still listens on the path: replace it.
+            let replace = config.takeover.is_some();
+            match Control::start(path, served, replace) {
+                Ok(control) => proxy.control = Some(control),
+                Err(e) => {
+                    let _ = proxy.stop();
+                    return Err(StartError(format!(
+                        "cannot listen on --control {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
         Ok(proxy)
+    }
+
+    /// How the control socket reaches each worker.
+    fn worker_links(&self) -> Vec<WorkerLink> {
+        self.workers
+            .iter()
+            .filter_map(|w| {
+                Some(WorkerLink {
+                    freeze: w.freeze.clone()?,
+                    waker: w.waker.try_clone().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops taking new clients (SIGTERM with `--drain-timeout`): established sessions
+    /// forward on, and `/readyz` answers 503.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
     }
 
     /// The address clients send to (with the port the kernel chose, if port 0 was asked for).
@@ -180,6 +291,9 @@ impl Proxy {
     }
 
     fn stop(&mut self) -> io::Result<()> {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
         self.shared.stop.store(true, Ordering::Release);
         for w in &self.workers {
             if let Err(e) = eventfd::signal(&w.waker) {
@@ -211,66 +325,13 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if !self.workers.is_empty() || self.metrics.is_some() || self.summary.is_some() {
+        if !self.workers.is_empty()
+            || self.metrics.is_some()
+            || self.summary.is_some()
+            || self.control.is_some()
+        {
             let _ = self.stop();
         }
-    }
-}
-
-/// One handshake with Redis before listening: wrong settings stop ringgate here, with a message
-/// naming them; an unreachable Redis does not (new clients wait for it, bounded).
-fn check_redis(settings: &route::redis::Settings) -> Result<(), StartError> {
-    use route::redis::preflight::{Preflight, preflight};
-    match preflight(settings, REDIS_PREFLIGHT_TIMEOUT) {
-        Ok(()) => {
-            info!(redis = %settings.addr, "Redis answered");
-            Ok(())
-        }
-        Err(Preflight::Refused(why)) => Err(StartError(format!(
-            "Redis at {} refused ringgate: {why}",
-            settings.addr
-        ))),
-        Err(Preflight::Unreachable(why)) => {
-            warn!(redis = %settings.addr, error = %crate::logtext::escaped(why.as_bytes(), 200),
-                  "Redis is not answering; starting anyway: new clients wait for it, and \
-                   established sessions never need it");
-            Ok(())
-        }
-    }
-}
-
-/// How long the start-up handshake with Redis may take.
-const REDIS_PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Makes sure nobody else holds the listen address (a reuseport group would silently share
-/// it), and falls back from the dual-stack wildcard to IPv4 on a host without IPv6.
-fn check_listen(listen: SocketAddr) -> Result<SocketAddr, StartError> {
-    if listen.port() == 0 {
-        return Ok(listen);
-    }
-    match socket::probe_bind(listen) {
-        Ok(()) => Ok(listen),
-        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) && listen.ip().is_unspecified() => {
-            warn!("IPv6 is not available on this host; listening on IPv4 only");
-            let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
-            socket::probe_bind(v4)
-                .map(|()| v4)
-                .map_err(|e| in_use(v4, &e))
-        }
-        Err(e) => Err(in_use(listen, &e)),
-    }
-}
-
-fn in_use(listen: SocketAddr, e: &io::Error) -> StartError {
-    if e.kind() == io::ErrorKind::AddrInUse {
-        StartError(format!(
-            "cannot listen on {listen} (--listen/PROXY_ADDR): the address is in use by another \
-             process (another ringgate or udp-gate?); stop it, or choose another port"
-        ))
-    } else {
-        StartError(format!(
-            "cannot listen on {listen} (--listen/PROXY_ADDR): {e}"
-        ))
     }
 }
 
@@ -278,11 +339,12 @@ fn in_use(listen: SocketAddr, e: &io::Error) -> StartError {
 fn spawn_worker(
     config: &Arc<Config>,
     index: usize,
-    listen: SocketAddr,
+    listen: Listen,
     shared: &Arc<Shared>,
     resolver: Option<Resolver>,
+    control: Option<Receiver<Freeze>>,
 ) -> Result<(WorkerThread, SocketAddr), StartError> {
-    let (tx, rx) = mpsc::sync_channel::<Result<Started, String>>(1);
+    let (tx, rx) = mpsc::sync_channel::<Result<Started, String>>(2);
     let cpu = config
         .cpus
         .as_ref()
@@ -300,14 +362,17 @@ fn spawn_worker(
                 )));
                 return Ok(());
             }
-            match Worker::new(&config, index, listen, shared, resolver) {
-                Ok((worker, started)) => {
-                    let _ = tx.send(Ok(started));
-                    worker.run()
-                }
+            let built = tx.clone();
+            let built = move |started| {
+                let _ = built.send(Ok(started));
+            };
+            match Worker::new(&config, index, listen, shared, resolver, control, built) {
+                Ok(worker) => worker.run(),
                 Err(e) => {
+                    // Before it was built, the starting thread hears why; after (a takeover's
+                    // part that did not arrive or fit), the takeover fails on its own.
                     let _ = tx.send(Err(e.to_string()));
-                    Ok(())
+                    Err(e)
                 }
             }
         })
@@ -318,6 +383,7 @@ fn spawn_worker(
                 handle,
                 waker: started.waker,
                 task_run: started.task_run,
+                freeze: None,
             },
             started.local,
         )),

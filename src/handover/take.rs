@@ -1,0 +1,206 @@
+//! The new process's side: connect to the old process's control socket, ask, receive every
+//! worker's sockets and sessions, and confirm once they are armed.
+//!
+//! Each worker's part goes to that worker as soon as it has arrived whole, so the first worker
+//! arms its receives while the others' parts are still on the wire.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::state::SessionLine;
+use super::wire::{Link, truncated};
+use super::{Adopted, Import, VERSION};
+use crate::user_data::SLOTS_MAX;
+
+/// How long the old process may take to answer `HELLO` and `READY`.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A takeover the old process agreed to.
+pub struct Taking {
+    link: Link,
+    /// Where the old process listens (its bound port, if it asked for port 0).
+    pub local: SocketAddr,
+    pub old_pid: u32,
+    workers: usize,
+}
+
+/// What arrived besides the workers' parts.
+#[derive(Debug)]
+pub struct Received {
+    pub metrics: Option<OwnedFd>,
+    pub sessions: usize,
+    pub fds: usize,
+    /// When the old process paused its workers (wall clock: both processes share it).
+    pub frozen_at: SystemTime,
+}
+
+impl Taking {
+    /// Connects to `path` and asks to take over `listen` with `workers` workers.
+    pub fn connect(path: &Path, listen: SocketAddr, workers: usize) -> Result<Taking, String> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            format!(
+                "cannot connect to {} (--takeover): {e}; is a ringgate with --control {0} running?",
+                path.display()
+            )
+        })?;
+        let mut link = Link::new(stream);
+        link.send(&format!(
+            "HELLO {VERSION} listen={listen} workers={workers}"
+        ))
+        .map_err(|e| format!("cannot ask for a takeover: {e}"))?;
+        let answer = link
+            .line(Instant::now() + ANSWER_TIMEOUT)
+            .map_err(|e| format!("no answer to the takeover request: {e}"))?;
+        if let Some(why) = answer.strip_prefix("REFUSE ") {
+            return Err(format!("the running ringgate refused the takeover: {why}"));
+        }
+        let (local, old_pid) =
+            parse_ok(&answer, workers).ok_or_else(|| format!("unexpected answer {answer:?}"))?;
+        Ok(Taking {
+            link,
+            local,
+            old_pid,
+            workers,
+        })
+    }
+
+    /// Says the rings are built and receives the state: worker `i`'s part goes to
+    /// `workers[i]`, each told to report to `adopted` once armed.
+    pub fn receive(
+        &mut self,
+        workers: &[SyncSender<Import>],
+        adopted: &SyncSender<Adopted>,
+        timeout: Duration,
+    ) -> Result<Received, String> {
+        let deadline = Instant::now() + timeout;
+        self.link.send("GO").map_err(|e| e.to_string())?;
+        let mut got = Received {
+            metrics: None,
+            sessions: 0,
+            fds: 0,
+            frozen_at: UNIX_EPOCH,
+        };
+        let mut next_worker = 0;
+        loop {
+            let line = self.line(deadline)?;
+            let mut words = line.split(' ');
+            match words.next() {
+                Some("W") => {
+                    let index: usize = words
+                        .next()
+                        .and_then(|w| w.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    let count = words
+                        .next()
+                        .and_then(|w| w.strip_prefix("sessions="))
+                        .and_then(|w| w.parse::<usize>().ok())
+                        .filter(|&n| n < SLOTS_MAX as usize)
+                        .ok_or_else(|| format!("bad worker line {line:?}"))?;
+                    if index != next_worker || index >= self.workers {
+                        return Err(format!("worker {index} out of order"));
+                    }
+                    next_worker += 1;
+                    let listener = self.fd()?;
+                    let sessions = self.sessions(count, deadline)?;
+                    got.fds += 1 + sessions.iter().filter(|(_, fd)| fd.is_some()).count();
+                    got.sessions += count;
+                    let import = Import {
+                        listener,
+                        sessions,
+                        adopted: adopted.clone(),
+                    };
+                    workers[index]
+                        .send(import)
+                        .map_err(|_| format!("worker {index} is gone"))?;
+                }
+                Some("M") => {
+                    got.metrics = Some(self.fd()?);
+                    got.fds += 1;
+                }
+                Some("END") => {
+                    let us = words
+                        .next()
+                        .and_then(|w| w.strip_prefix("frozen_us="))
+                        .and_then(|w| w.parse::<u64>().ok())
+                        .ok_or_else(|| format!("bad end line {line:?}"))?;
+                    got.frozen_at = UNIX_EPOCH + Duration::from_micros(us);
+                    if next_worker != self.workers {
+                        return Err(format!("{next_worker} of {} workers sent", self.workers));
+                    }
+                    return Ok(got);
+                }
+                _ => return Err(format!("unexpected line {:?}", truncated(&line))),
+            }
+        }
+    }
+
+    /// Says every receive is armed, and waits for the old process to let go (`BYE`). An
+    /// error means the old process serves on, and this one must stop. Once it has let go,
+    /// `serving` runs (telling systemd which process serves now) before the old process is
+    /// told it may exit (`SERVING`), so that systemd never sees the service's main process
+    /// exit without a successor.
+    pub fn finish(mut self, serving: impl FnOnce()) -> Result<(), String> {
+        self.link
+            .send("READY")
+            .map_err(|e| format!("cannot send READY: {e}"))?;
+        let bye = self.line(Instant::now() + ANSWER_TIMEOUT)?;
+        if bye != "BYE" {
+            return Err(format!("expected BYE, got {:?}", truncated(&bye)));
+        }
+        serving();
+        // The old process exits on this, or on its own a little later if it never comes.
+        let _ = self.link.send("SERVING");
+        Ok(())
+    }
+
+    fn sessions(
+        &mut self,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<(SessionLine, Option<OwnedFd>)>, String> {
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let first = self.line(deadline)?;
+            let mut failure = None;
+            let line = SessionLine::decode_all(&first, || {
+                self.line(deadline).map_err(|e| failure = Some(e)).ok()
+            });
+            let line = match (line, failure) {
+                (_, Some(e)) => return Err(e),
+                (Some(line), None) => line,
+                (None, None) => return Err(format!("bad session line {:?}", truncated(&first))),
+            };
+            let fd = if line.has_socket() {
+                Some(self.fd()?)
+            } else {
+                None
+            };
+            sessions.push((line, fd));
+        }
+        Ok(sessions)
+    }
+
+    fn line(&mut self, deadline: Instant) -> Result<String, String> {
+        self.link.line(deadline).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => "the old process stopped answering".to_owned(),
+            _ => e.to_string(),
+        })
+    }
+
+    fn fd(&mut self) -> Result<OwnedFd, String> {
+        self.link.fd().map_err(|e| e.to_string())
+    }
+}
+
+fn parse_ok(line: &str, workers: usize) -> Option<(SocketAddr, u32)> {
+    let mut words = line.strip_prefix("OK ")?.split(' ');
+    let local = words.next()?.strip_prefix("listen=")?.parse().ok()?;
+    let n: usize = words.next()?.strip_prefix("workers=")?.parse().ok()?;
+    let pid = words.next()?.strip_prefix("pid=")?.parse().ok()?;
+    (n == workers).then_some((local, pid))
+}
