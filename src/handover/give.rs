@@ -163,8 +163,10 @@ fn hand_over(mut link: Link, served: &Served) -> Result<HandedOver, String> {
         let _ = link.send(&format!("REFUSE {why}"));
         return Err(format!("refused: {why}"));
     }
+    // How many descriptors this process holds: the new one makes room for them before GO.
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     link.send(&format!(
-        "OK listen={} workers={} pid={}",
+        "OK listen={} workers={} pid={} fds={fds}",
         served.local,
         served.workers.len(),
         std::process::id()

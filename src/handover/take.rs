@@ -15,10 +15,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::state::SessionLine;
 use super::wire::{Link, truncated};
 use super::{Adopted, Import, VERSION};
+use tracing::debug;
+
+use crate::sys::limits;
 use crate::user_data::SLOTS_MAX;
 
 /// How long the old process may take to answer `HELLO` and `READY`.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Descriptors this process holds besides the old one's (rings, eventfds, its own sockets).
+const DESCRIPTOR_SLACK: u64 = 256;
 
 /// A takeover the old process agreed to.
 pub struct Taking {
@@ -61,6 +66,14 @@ impl Taking {
         }
         let (local, old_pid) =
             parse_ok(&answer, workers).ok_or_else(|| format!("unexpected answer {answer:?}"))?;
+        // Room for the old process's descriptors (and sessions it opens until it pauses) now,
+        // rather than growth step by step while it is paused.
+        if let Some(fds) = parse_fds(&answer) {
+            let room = fds + fds / 4 + DESCRIPTOR_SLACK;
+            if let Err(e) = limits::reserve_descriptors(link.as_fd(), room) {
+                debug!(error = %e, "cannot make room for the descriptors in advance");
+            }
+        }
         Ok(Taking {
             link,
             local,
@@ -197,10 +210,36 @@ impl Taking {
     }
 }
 
+/// The `fds=` an `OK` line may end with: how many descriptors the old process holds.
+fn parse_fds(line: &str) -> Option<u64> {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix("fds=")?.parse().ok())
+}
+
 fn parse_ok(line: &str, workers: usize) -> Option<(SocketAddr, u32)> {
     let mut words = line.strip_prefix("OK ")?.split(' ');
     let local = words.next()?.strip_prefix("listen=")?.parse().ok()?;
     let n: usize = words.next()?.strip_prefix("workers=")?.parse().ok()?;
     let pid = words.next()?.strip_prefix("pid=")?.parse().ok()?;
     (n == workers).then_some((local, pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ok_line_is_read_with_or_without_its_descriptor_count() {
+        let ok = "OK listen=127.0.0.1:19132 workers=2 pid=7 fds=1003";
+        let local: SocketAddr = "127.0.0.1:19132".parse().unwrap();
+        assert_eq!(parse_ok(ok, 2), Some((local, 7)));
+        assert_eq!(parse_fds(ok), Some(1003));
+        // An older process says no count; the takeover goes on without making room first.
+        let older = "OK listen=127.0.0.1:19132 workers=2 pid=7";
+        assert_eq!(
+            (parse_ok(older, 2), parse_fds(older)),
+            (Some((local, 7)), None)
+        );
+        assert_eq!(parse_ok(ok, 3), None, "another worker count");
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,9 @@ pub fn truncated(line: &str) -> String {
 
 pub struct Link {
     stream: UnixStream,
+    /// Bytes received; those before `read` are lines already returned.
     inbox: Vec<u8>,
+    read: usize,
     fds: VecDeque<OwnedFd>,
     /// Lines and descriptors waiting to be sent as one message.
     outbox: Vec<u8>,
@@ -36,6 +38,7 @@ impl Link {
         Link {
             stream,
             inbox: Vec::new(),
+            read: 0,
             fds: VecDeque::new(),
             outbox: Vec::new(),
             out_fds: Vec::new(),
@@ -79,39 +82,48 @@ impl Link {
     /// stream, a line over [`LINE_MAX`] or one that is not UTF-8 is an error.
     pub fn line(&mut self, deadline: Instant) -> io::Result<String> {
         loop {
-            if let Some(end) = self.inbox.iter().position(|&b| b == b'\n') {
-                let rest = self.inbox.split_off(end + 1);
-                let mut line = std::mem::replace(&mut self.inbox, rest);
-                line.pop();
+            let unread = &self.inbox[self.read..];
+            if let Some(end) = unread.iter().position(|&b| b == b'\n') {
+                let line = unread[..end].to_vec();
+                self.read += end + 1;
                 return String::from_utf8(line)
                     .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"));
             }
-            if self.inbox.len() > LINE_MAX {
+            if unread.len() > LINE_MAX {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
             }
+            // Lines already returned go before more is received (never a copy per line).
+            self.inbox.drain(..self.read);
+            self.read = 0;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
             }
             self.stream
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            let mut buf = vec![0u8; CHUNK_BYTES];
+            let filled = self.inbox.len();
+            self.inbox.resize(filled + CHUNK_BYTES, 0);
             let mut fds = Vec::new();
-            let n = match passfd::recv(&self.stream, &mut buf, &mut fds) {
+            let received = passfd::recv(&self.stream, &mut self.inbox[filled..], &mut fds);
+            self.fds.extend(fds);
+            let n = match received {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.inbox.truncate(filled);
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.inbox.truncate(filled);
+                    return Err(e);
+                }
             };
-            self.fds.extend(fds);
+            self.inbox.truncate(filled + n);
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the other process closed the connection",
                 ));
             }
-            self.inbox.extend_from_slice(&buf[..n]);
         }
     }
 
@@ -123,6 +135,11 @@ impl Link {
                 "a line came without its descriptor",
             )
         })
+    }
+
+    /// The connection's descriptor, for settings of this process that need one.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 
     /// Bounds writes: a reader that stops reading cannot hold the writer for longer.

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::cvt;
 
@@ -25,6 +26,27 @@ pub fn raise_nofile() -> io::Result<u64> {
         lim.rlim_cur = lim.rlim_max;
     }
     Ok(lim.rlim_cur)
+}
+
+/// Grows this process's descriptor table to hold descriptor numbers up to `count` now (capped
+/// by the open-files limit), by duplicating `fd` to a number at least that high and closing the
+/// copy; the kernel never shrinks the table. Receiving thousands of descriptors at once (a
+/// takeover) would otherwise grow it step by step, and in a process with several threads each
+/// step waits for an RCU grace period: milliseconds each, while the old process is paused.
+pub fn reserve_descriptors(fd: BorrowedFd<'_>, count: u64) -> io::Result<()> {
+    let highest = count.min(nofile()?.saturating_sub(1));
+    let Ok(highest) = libc::c_int::try_from(highest) else {
+        return Ok(());
+    };
+    if highest <= 2 {
+        return Ok(());
+    }
+    // SAFETY: `fd` is open for the call (it is borrowed); F_DUPFD_CLOEXEC only creates a new
+    // descriptor, which the next line takes ownership of.
+    let copy = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, highest) })?;
+    // SAFETY: `copy` was just created by the call above and nothing else knows it.
+    drop(unsafe { OwnedFd::from_raw_fd(copy) });
+    Ok(())
 }
 
 /// The soft `RLIMIT_NOFILE` in force.
@@ -117,6 +139,19 @@ pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn making_room_for_descriptors_leaves_none_open() {
+        // The copy goes to the lowest free number at or above the one asked for: with nothing
+        // else that high, exactly it.
+        let open = |n: u64| std::path::Path::new(&format!("/proc/self/fd/{n}")).exists();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        reserve_descriptors(std::os::fd::AsFd::as_fd(&file), 2_000).unwrap();
+        assert!(!open(2_000));
+        // Above the open-files limit it asks for the highest number the limit allows.
+        reserve_descriptors(std::os::fd::AsFd::as_fd(&file), u64::MAX).unwrap();
+        assert!(!open(nofile().unwrap() - 1));
+    }
 
     #[test]
     fn the_host_has_a_loopback_address() {
