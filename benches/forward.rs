@@ -10,8 +10,9 @@
 //! build against cargo's), and everything, per-flow loss included, as JSON in
 //! `target/bench/forward.json`.
 //!
-//! Contestants: `ringgate` (the real binary, `CARGO_BIN_EXE_ringgate`, and any other build
-//! given with `--ringgate-bin`), `baseline` (the tokio forwarder a competent developer would
+//! Contestants: `ringgate` (the real binary, `CARGO_BIN_EXE_ringgate`, any other build given
+//! with `--ringgate-bin`, and cargo's build with other arguments given with `--variant`, such as
+//! the PROXY protocol pair `--proxy-protocol` adds), `baseline` (the tokio forwarder a competent developer would
 //! write, `forward/baseline.rs`) and `floor` (a bare `recvmmsg`/`sendmmsg` relay with no
 //! sessions, the kernel's limit for a userspace forwarder). With N workers each gets N
 //! SO_REUSEPORT sockets and N threads, pinned to the first N `--forwarder-cpus`.
@@ -28,13 +29,17 @@
 //! gives the established loss and RTT p99 (against the quiet run's), the flood's rate, the
 //! forwarder's sessions created, evicted, expired unreplied and new sources dropped per second,
 //! and its CPU per new session. Forging sources needs a raw socket, so root: without it the
-//! flood steps are marked not run.
+//! flood steps are marked not run. Or the takeover scenario: 1,000 flows at 150k datagrams/s,
+//! a third echoed (50k round trips/s) and the rest sunk (100k/s), while a second ringgate takes
+//! over from the first with `--takeover` mid-window; its table gives the datagrams lost by kind
+//! of flow, the longest time the backend went without a datagram, the longest round trip, and
+//! the time the takeover took. ringgate only.
 //!
 //! Modes: `cargo bench --bench forward` is the smoke run (64 flows at 50k pps, 1 s per
 //! contestant, about 6 s); `-- --full` runs every step of the issues, flood included (about 3
 //! minutes per worker count; `--only flood` for the flood alone); `-- --flows N --rate R
 //! --payload B --echo` runs one custom step, `-- --flood R` one custom flood step and its quiet
-//! run; `-- --help` lists every option. Under `cargo test --benches` (no `--bench` flag) it runs
+//! run, `-- --takeover [--rate R]` one takeover step; `-- --help` lists every option. Under `cargo test --benches` (no `--bench` flag) it runs
 //! its self-checks and a brief plumbing run, and writes no JSON.
 
 #![forbid(unsafe_code)]
@@ -208,6 +213,10 @@ fn drive(cli: &Cli) -> Result<(), String> {
     if let Some(flood) = report::flood_table(&runs) {
         println!();
         print!("{flood}");
+    }
+    if let Some(takeover) = report::takeover_table(&runs) {
+        println!();
+        print!("{takeover}");
     }
     println!(
         "CPU us/pkt = forwarder utime+stime over the window / datagrams delivered to the backend (echo steps: per round trip, two forwards); clock tick {} ms",

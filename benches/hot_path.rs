@@ -23,6 +23,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringgate::datagram;
 use ringgate::session::{Held, Ingress, Key, Limits, Sessions};
+use ringgate::sys::cmsg::CONTROL_LEN;
 use ringgate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
 use ringgate::sys::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 use ringgate::user_data::Op;
@@ -125,7 +126,8 @@ fn session_table(c: &mut Criterion) {
 }
 
 /// A receive buffer laid out the way the kernel fills it for ringgate's `recv_header()`:
-/// `io_uring_recvmsg_out`, the address field, then the payload.
+/// `io_uring_recvmsg_out`, the address field, the control field (no control message: the
+/// listener's destination address is absent here), then the payload.
 fn kernel_buffer(from: SocketAddr, payload_len: usize) -> Vec<u8> {
     let raw = RawSockAddr::encode(from);
     let mut buffer = Vec::with_capacity(PAYLOAD_OFFSET + payload_len);
@@ -136,6 +138,7 @@ fn kernel_buffer(from: SocketAddr, payload_len: usize) -> Vec<u8> {
     let mut name = [0u8; SOCKADDR_MAX];
     name[..raw.as_bytes().len()].copy_from_slice(raw.as_bytes());
     buffer.extend(name);
+    buffer.extend([0u8; CONTROL_LEN]);
     assert_eq!(
         buffer.len(),
         PAYLOAD_OFFSET,

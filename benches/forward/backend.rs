@@ -1,18 +1,23 @@
 //! The backend role: the static upstream every forwarder sends to. `--threads` sockets share
 //! one port through SO_REUSEPORT, one receiving thread each (pinned to the role's CPUs), with
 //! `recvmmsg` batches, per-flow counters, loss by sequence number, and optionally an echo of
-//! every datagram back to where it came from (the forwarder's upstream socket for the session).
+//! every datagram back to where it came from (the forwarder's upstream socket for the session),
+//! or only those of the first `--echo-flows` flows (the takeover scenario's mix of echo and
+//! sink load). A PROXY protocol v2 header in front of a datagram is stripped before it is counted
+//! or echoed, as a backend behind `--proxy-protocol v2` would. Each thread also keeps the
+//! longest time it went without a datagram since the window opened: a forwarding pause.
 //!
 //! Each thread keeps its own counters and is their only writer; the control thread only reads
 //! and sums them. The kernel hashes a forwarder's upstream socket to one backend socket, so a
 //! flow's sequence numbers are all seen by one thread.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use crate::os::{self, Batch};
 use crate::proc::{self, RoleArgs};
-use crate::wire::{BackendReport, BackendSnap, Counter, Header, Ready};
+use crate::wire::{BackendReport, BackendSnap, Counter, Header, Ready, strip_proxy_v2};
 use nix::sys::socket::{MsgFlags, SockaddrStorage};
 
 /// Buffer per datagram: above the largest payload the plan sends (1200 B), so a datagram that a
@@ -27,6 +32,9 @@ pub struct Args {
     flows: usize,
     #[arg(long)]
     echo: bool,
+    /// With --echo, echo only the flows numbered below this
+    #[arg(long)]
+    echo_flows: Option<usize>,
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -47,9 +55,26 @@ struct Counters {
     /// Truncated datagrams, those without a header or naming no flow of the run, and errors.
     odd: Counter,
     echo_failed: Counter,
+    /// Datagrams that came with a PROXY protocol v2 header.
+    proxied: Counter,
+    /// Nanoseconds (since the role's epoch) of the last batch received, 0 before the first.
+    last_ns: Counter,
+    /// The longest gap between batches since the window opened; the control thread zeroes it.
+    longest_gap_ns: AtomicU64,
 }
 
 impl Counters {
+    /// A batch arrived at `now_ns`; the gap since the previous one counts if it ended after the
+    /// window opened at `window_ns`, from then at the earliest.
+    fn arrived(&self, now_ns: u64, window_ns: u64) {
+        let last = self.last_ns.get();
+        if last > 0 && now_ns > window_ns {
+            let gap = now_ns - last.max(window_ns);
+            self.longest_gap_ns.fetch_max(gap, Relaxed);
+        }
+        self.last_ns.raise_to(now_ns);
+    }
+
     fn count(&self, datagram: &[u8]) {
         let header = Header::read(datagram);
         let Some((flow, seq)) =
@@ -72,6 +97,13 @@ fn snapshot(threads: &[Counters]) -> BackendSnap {
         expected: sum(|t| &t.expected),
         odd: sum(|t| &t.odd),
         echo_failed: sum(|t| &t.echo_failed),
+        proxied: sum(|t| &t.proxied),
+        longest_gap_us: threads
+            .iter()
+            .map(|t| t.longest_gap_ns.load(Relaxed))
+            .max()
+            .unwrap_or(0) as f64
+            / 1_000.0,
     }
 }
 
@@ -99,19 +131,37 @@ pub fn run(args: Args) -> Result<(), String> {
         expected: Counter::default(),
         odd: Counter::default(),
         echo_failed: Counter::default(),
+        proxied: Counter::default(),
+        last_ns: Counter::default(),
+        longest_gap_ns: AtomicU64::new(0),
     };
     let counters: &'static [Counters] = Vec::leak((0..threads).map(new).collect());
     let flows = args.flows;
+    let epoch = Instant::now();
+    // Until the window opens, gaps are not counted (the load's start is not a pause).
+    let window: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(u64::MAX)));
     proc::serve_commands(args.role.lifetime(), move |command| match command {
-        "snap" => proc::say("snap", &snapshot(counters)),
+        "window-start" => {
+            window.store(epoch.elapsed().as_nanos() as u64, Relaxed);
+            counters
+                .iter()
+                .for_each(|t| t.longest_gap_ns.store(0, Relaxed));
+            proc::say("snap", &snapshot(counters))
+        }
+        "snap" | "window-end" => proc::say("snap", &snapshot(counters)),
         "report" => proc::say("report", &report(counters, flows)),
         other => eprintln!("backend: unknown command `{other}`"),
     });
+    let echo_flows = match (args.echo, args.echo_flows) {
+        (false, _) => 0,
+        (true, flows) => flows.unwrap_or(usize::MAX),
+    };
     for (index, socket) in sockets.into_iter().enumerate() {
-        let (role, echo) = (args.role.clone(), args.echo);
+        let role = args.role.clone();
         std::thread::spawn(move || {
             role.pin_thread(index);
-            serve(&socket, &counters[index], echo)
+            let clock = Clock { epoch, window };
+            serve(&socket, &counters[index], echo_flows, clock)
         });
     }
     proc::say("ready", &Ready { listen });
@@ -121,7 +171,14 @@ pub fn run(args: Args) -> Result<(), String> {
     }
 }
 
-fn serve(socket: &UdpSocket, counters: &Counters, echo: bool) {
+/// The role's epoch, and when the window opened (nanoseconds since it).
+#[derive(Clone, Copy)]
+struct Clock {
+    epoch: Instant,
+    window: &'static AtomicU64,
+}
+
+fn serve(socket: &UdpSocket, counters: &Counters, echo_flows: usize, clock: Clock) {
     let mut batch: Batch<SockaddrStorage> = Batch::new(64, DATAGRAM_BUFFER_BYTES);
     loop {
         let received = match batch.recv(socket, MsgFlags::MSG_WAITFORONE) {
@@ -134,15 +191,25 @@ fn serve(socket: &UdpSocket, counters: &Counters, echo: bool) {
                 continue;
             }
         };
+        let now_ns = clock.epoch.elapsed().as_nanos() as u64;
+        counters.arrived(now_ns, clock.window.load(Relaxed));
         for i in 0..received {
-            counters.count(batch.received(i));
+            let payload = strip_proxy_v2(batch.received(i));
+            if payload.len() < batch.received(i).len() {
+                counters.proxied.add(1);
+            }
+            counters.count(payload);
             if batch.truncated(i) {
                 counters.odd.add(1);
+            }
+            let echo = Header::read(payload).is_some_and(|h| (h.flow as usize) < echo_flows);
+            if !echo {
+                continue;
             }
             // A `send_to` per echo: nix's sendmmsg to many addresses cannot report how many
             // went out without reading memory it never initialised.
             let to = batch.source(i).and_then(socket_addr);
-            if echo && to.is_none_or(|to| socket.send_to(batch.received(i), to).is_err()) {
+            if to.is_none_or(|to| socket.send_to(payload, to).is_err()) {
                 counters.echo_failed.add(1);
             }
         }

@@ -16,10 +16,10 @@ pub struct Cli {
     /// Added by `cargo bench`; without it the run is the plumbing check of `cargo test --benches`
     #[arg(long, hide = true)]
     pub bench: bool,
-    /// Every step: 50k/100k/200k pps x 64/1024 flows, echo at 100k, max, and the flood
-    /// scenario (flood-quiet, flood-10k, -50k, -100k, -max) [default: a smoke run of 64 flows
-    /// at 50k pps]
-    #[arg(long, conflicts_with_all = ["flows", "rate", "payload", "echo", "flood"])]
+    /// Every step: 50k/100k/200k pps x 64/1024 flows, echo at 100k, max, the flood scenario
+    /// (flood-quiet, flood-10k, -50k, -100k, -max) and the takeover scenario
+    /// (takeover-1000f-150k) [default: a smoke run of 64 flows at 50k pps]
+    #[arg(long, conflicts_with_all = ["flows", "rate", "payload", "echo", "flood", "takeover"])]
     pub full: bool,
     /// With --full: only the steps whose name contains TEXT (e.g. 1024f, echo, flood); a flood
     /// step brings its quiet reference run along
@@ -30,6 +30,11 @@ pub struct Cli {
     /// max), after a quiet run of the same load; needs root for a raw socket
     #[arg(long, value_name = "R")]
     pub flood: Option<Rate>,
+    /// One custom takeover step: --flows (default 1000) at --rate (default 150k), a third of
+    /// the flows echoed and the rest sunk, while a second ringgate takes over from the first
+    /// (`--takeover`) in the middle of the window; ringgate contestants only
+    #[arg(long, conflicts_with_all = ["flood", "echo"])]
+    pub takeover: bool,
     /// One custom step: this many flows, each its own client socket and loopback address
     /// [default: 64]
     #[arg(long, value_name = "N", value_parser = at_least(1))]
@@ -69,6 +74,14 @@ pub struct Cli {
     /// to its position, 1, 2...); repeatable
     #[arg(long, value_name = "[LABEL=]PATH")]
     pub ringgate_bin: Vec<String>,
+    /// Another contestant: cargo's ringgate with these arguments, as ringgate+LABEL, e.g.
+    /// --variant pp=--proxy-protocol=v2; repeatable
+    #[arg(long, value_name = "LABEL=ARG[,ARG...]")]
+    pub variant: Vec<String>,
+    /// Add the PROXY protocol variants: ringgate+pp (--proxy-protocol v2) and ringgate+pp-every
+    /// (and --proxy-protocol-every); the backend strips the header
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// An extra argument for every ringgate contestant, e.g. --ringgate-arg=--task-run=default;
     /// repeatable
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]

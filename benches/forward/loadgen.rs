@@ -184,6 +184,7 @@ pub fn run(args: Args) -> Result<(), String> {
             p50_us: micros(0.50),
             p99_us: micros(0.99),
             p999_us: micros(0.999),
+            max_us: rtt.max() as f64 / 1_000.0,
         }),
     };
     proc::say("report", &report);

@@ -7,11 +7,13 @@
 //! backend received in the same window, so sessions made during warm-up and packets still
 //! queued after the window do not count. The flood scenario adds what its window saw of the
 //! flood and of the forwarder's sessions ([`FloodFigures`]); CPU per new session, which needs
-//! the quiet run beside it, is the report's. Every child is owned by a guard that stops and reaps
-//! it however this returns.
+//! the quiet run beside it, is the report's. The takeover scenario adds the datagrams lost
+//! over the whole run, by kind of flow, the longest time the backend went without a datagram
+//! and what the takeover took ([`TakeoverFigures`]). Every child is owned by a guard that stops
+//! and reaps it however this returns.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 use crate::cli::Rate;
 use crate::plan::{Contestant, Layout, Plan, Scenario, Step};
 use crate::procfs;
-use crate::rig::{ANSWER_TIMEOUT, Rig, Sample};
+use crate::rig::{ANSWER_TIMEOUT, Handover, Rig, Sample};
 use crate::wire::{BackendReport, BackendSnap, GeneratorReport, Rtt};
 
 /// Without echo, the wait before the backend's final count, so datagrams still queued in the
@@ -129,6 +131,21 @@ pub struct FloodFigures {
     pub sessions_error: Option<String>,
 }
 
+/// What the takeover scenario saw. Losses are over the whole run (warm-up included), after
+/// draining: a datagram of an echo flow is lost if its echo never came back.
+#[derive(Debug, Serialize)]
+pub struct TakeoverFigures {
+    pub handover: Handover,
+    pub sunk_sent: u64,
+    pub sunk_lost: u64,
+    pub echo_sent: u64,
+    pub echo_lost: u64,
+    /// The longest time no datagram reached the backend over the window.
+    pub longest_gap_ms: f64,
+    /// The longest round trip over the window.
+    pub rtt_max_ms: Option<f64>,
+}
+
 #[derive(Serialize)]
 pub struct Measurement {
     pub window_secs: f64,
@@ -154,6 +171,8 @@ pub struct Measurement {
     pub per_flow: FlowLoss,
     /// The flood scenario's figures (`None` in other scenarios).
     pub flood: Option<FloodFigures>,
+    /// The takeover scenario's figures (`None` in other scenarios).
+    pub takeover: Option<TakeoverFigures>,
     /// Raw counts and the forwarder's own counters, for the JSON.
     pub details: Value,
 }
@@ -173,14 +192,17 @@ pub fn run(
         contestant.name()
     ));
     let mut rig = Rig::start(step, contestant, layout, plan, &log)?;
+    let none = |(before, after)| (before, after, None);
     let window = match step.scenario {
-        Scenario::Steady => steady(&mut rig),
+        Scenario::Steady => steady(&mut rig).map(none),
         Scenario::Flood {
             new_sources_per_sec,
-        } => flood(&mut rig, new_sources_per_sec),
+        } => flood(&mut rig, new_sources_per_sec).map(none),
+        Scenario::Takeover { .. } => takeover(&mut rig, &log.with_extension("successor.log")),
     };
-    let measured =
-        window.and_then(|(before, after)| finish(rig, contestant, before, after, context));
+    let measured = window.and_then(|(before, after, handover)| {
+        finish(rig, contestant, [before, after], handover, context)
+    });
     measured.map_err(|reason| (Missing::Failed, reason))
 }
 
@@ -213,6 +235,48 @@ fn flood(rig: &mut Rig, new_sources_per_sec: Option<Rate>) -> Result<(Sample, Sa
     rig.check_alive("the measured window")?;
     rig.stop_flood();
     Ok((before, after))
+}
+
+/// Warm-up, then the measured window with a takeover in its middle: a successor started with
+/// `--takeover` and logging to `log`, followed once the first ringgate has exited.
+fn takeover(rig: &mut Rig, log: &Path) -> Result<(Sample, Sample, Option<Handover>), String> {
+    std::thread::sleep(rig.plan.warmup);
+    rig.check_alive("warm-up")?;
+    let before = rig.sample("window-start")?;
+    std::thread::sleep(rig.plan.measure / 2);
+    let handover = rig.take_over(log)?;
+    std::thread::sleep(rig.plan.measure.saturating_sub(before.at.elapsed()));
+    let after = rig.sample("window-end")?;
+    rig.check_alive("the measured window after the takeover")?;
+    Ok((before, after, Some(handover)))
+}
+
+/// The takeover figures: `sent` and `arrived` per flow, the first `echo_flows` of them echoed.
+fn takeover_figures(
+    handover: Handover,
+    (sent, arrived): (&[u64], &[u64]),
+    echo_flows: usize,
+    after: &Sample,
+    rtt: Option<Rtt>,
+) -> TakeoverFigures {
+    let split = echo_flows.min(sent.len());
+    let lost = |range: std::ops::Range<usize>| -> (u64, u64) {
+        let pairs = sent[range.clone()].iter().zip(&arrived[range]);
+        pairs.fold((0, 0), |(s, l), (&sent, &arrived)| {
+            (s + sent, l + sent.saturating_sub(arrived))
+        })
+    };
+    let ((echo_sent, echo_lost), (sunk_sent, sunk_lost)) =
+        (lost(0..split), lost(split..sent.len()));
+    TakeoverFigures {
+        handover,
+        sunk_sent,
+        sunk_lost,
+        echo_sent,
+        echo_lost,
+        longest_gap_ms: after.longest_gap_us / 1e3,
+        rtt_max_ms: rtt.map(|rtt| rtt.max_us / 1e3),
+    }
 }
 
 /// The flood figures of a window whose counts changed by `delta`.
@@ -259,8 +323,8 @@ fn busy_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
 fn finish(
     mut rig: Rig,
     contestant: &Contestant,
-    before: Sample,
-    after: Sample,
+    [before, after]: [Sample; 2],
+    handover: Option<Handover>,
     context: &Context,
 ) -> Result<Measurement, String> {
     let peak_rss_kib = procfs::peak_rss_kib(rig.forwarder.pid()).ok();
@@ -298,11 +362,24 @@ fn finish(
         .step
         .flood()
         .map(|_| flood_figures(&delta, &before, &after, usage("flood_cpu_ticks")));
-    let arrived = if rig.step.echo {
-        generator.echoed.unwrap_or_default()
-    } else {
-        backend.received
+    let echoed = generator.echoed.clone().unwrap_or_default();
+    let arrived = match rig.step.echo_flows() {
+        // The echo flows' arrivals are their echoes, the others' what reached the backend.
+        Some(split) => (0..generator.sent.len())
+            .map(|flow| match flow < split {
+                true => echoed.get(flow).copied().unwrap_or(0),
+                false => backend.received.get(flow).copied().unwrap_or(0),
+            })
+            .collect(),
+        None if rig.step.echo => echoed,
+        None => backend.received,
     };
+    let takeover = handover
+        .zip(rig.step.echo_flows())
+        .map(|(handover, split)| {
+            let flows = (&generator.sent[..], &arrived[..]);
+            takeover_figures(handover, flows, split, &after, generator.rtt)
+        });
     let metrics_deltas = match (before.metrics, after.metrics) {
         (Some(Ok(before)), Some(Ok(after))) => {
             let delta = |(series, value): (&String, &f64)| {
@@ -331,6 +408,7 @@ fn finish(
         rtt: generator.rtt,
         per_flow: FlowLoss::new(generator.sent, arrived),
         flood,
+        takeover,
         details: json!({
             "window_counts": delta,
             "generator_send_failed": generator.send_failed,

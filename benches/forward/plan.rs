@@ -23,7 +23,16 @@ pub enum Scenario {
     /// `new_sources_per_sec` (`flood.rs`), which opens the window `FLOOD_SETTLE` into the
     /// flood; `None` is the quiet reference run: the same load and timeline with no flood.
     Flood { new_sources_per_sec: Option<Rate> },
+    /// The step's flows at its rate, the first `echo_flows` of them echoed by the backend and
+    /// the rest sunk, while a second ringgate takes every socket and session over from the
+    /// first (`--takeover`) in the middle of the measured window. ringgate only.
+    Takeover { echo_flows: usize },
 }
+
+/// The takeover scenario's load by default (the issue's): 1,000 sessions, a third of them
+/// echoing, at 150k datagrams/s in all: 50k round trips/s and 100k/s sunk at the backend.
+pub const TAKEOVER_FLOWS: usize = 1_000;
+pub const TAKEOVER_RATE: Rate = Rate::Pps(150_000);
 
 /// How long a flood runs before the measured window opens (the quiet run waits as long): the
 /// flood reaches its rate, and where file descriptors cap the table it fills (a 20 000-fd limit
@@ -74,6 +83,25 @@ impl Step {
         floods.map(step).collect()
     }
 
+    /// A takeover step: `flows` at `rate`, a third of the flows echoing.
+    pub fn takeover(flows: usize, rate: Rate) -> Step {
+        let scenario = Scenario::Takeover {
+            echo_flows: flows.div_ceil(3),
+        };
+        Step {
+            scenario,
+            ..Step::steady(flows, rate, true)
+        }
+    }
+
+    /// How many flows the backend echoes, if not all (the takeover scenario).
+    pub fn echo_flows(&self) -> Option<usize> {
+        match self.scenario {
+            Scenario::Takeover { echo_flows } => Some(echo_flows),
+            _ => None,
+        }
+    }
+
     /// The quiet reference of a flood step (itself for the quiet run); `None` for others.
     pub fn quiet(&self) -> Option<Step> {
         let Scenario::Flood { .. } = self.scenario else {
@@ -91,7 +119,7 @@ impl Step {
     /// New sources per second of a flood step (`Some(None)` for the quiet run).
     pub fn flood(&self) -> Option<Option<Rate>> {
         match self.scenario {
-            Scenario::Steady => None,
+            Scenario::Steady | Scenario::Takeover { .. } => None,
             Scenario::Flood {
                 new_sources_per_sec,
             } => Some(new_sources_per_sec),
@@ -101,14 +129,18 @@ impl Step {
     /// How long the scenario runs before its window opens, besides the warm-up.
     pub fn settle(&self) -> Duration {
         match self.scenario {
-            Scenario::Steady => Duration::ZERO,
+            Scenario::Steady | Scenario::Takeover { .. } => Duration::ZERO,
             Scenario::Flood { .. } => FLOOD_SETTLE,
         }
     }
 
     /// A short unique label such as `64f-50k`, `64f-100k-echo`, `1024f-max-1200B`, or for the
-    /// flood scenario `flood-quiet`, `flood-50k` or `flood-max-128f-100k-echo`.
+    /// flood scenario `flood-quiet`, `flood-50k` or `flood-max-128f-100k-echo`, and for the
+    /// takeover scenario `takeover-1000f-150k`.
     pub fn name(&self) -> String {
+        if let Scenario::Takeover { .. } = self.scenario {
+            return format!("takeover-{}f-{}", self.flows, self.rate);
+        }
         let echo = if self.echo { "-echo" } else { "" };
         let payload = match self.payload_bytes {
             DEFAULT_PAYLOAD_BYTES => String::new(),
@@ -143,13 +175,25 @@ fn full_steps() -> Vec<Step> {
         .flatten()
         .chain([echo, Step::steady(DEFAULT_FLOWS, Rate::Max, false)])
         .chain(floods)
+        .chain([Step::takeover(TAKEOVER_FLOWS, TAKEOVER_RATE)])
         .collect()
 }
 
+/// The variants `--proxy-protocol` adds, as `--variant` would take them.
+const PROXY_PROTOCOL_VARIANTS: [&str; 2] = [
+    "pp=--proxy-protocol=v2",
+    "pp-every=--proxy-protocol=v2,--proxy-protocol-every",
+];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Contestant {
-    /// The real binary: cargo's build (`ringgate`) or another (`ringgate:LABEL`).
-    Ringgate { name: String, bin: PathBuf },
+    /// The real binary: cargo's build (`ringgate`), another build (`ringgate:LABEL`), or
+    /// cargo's build with more arguments (`ringgate+LABEL`).
+    Ringgate {
+        name: String,
+        bin: PathBuf,
+        args: Vec<String>,
+    },
     /// The tokio forwarder a competent developer would write (`baseline.rs`).
     Baseline,
     /// A bare recvmmsg/sendmmsg relay with no sessions (`floor.rs`).
@@ -167,6 +211,9 @@ impl Contestant {
 
     /// Why this contestant cannot run `step`, if it cannot.
     pub fn cannot_run(&self, step: &Step) -> Option<&'static str> {
+        if step.echo_flows().is_some() && !matches!(self, Contestant::Ringgate { .. }) {
+            return Some("only ringgate hands its sockets and sessions over");
+        }
         match (self, step.flood()) {
             (Contestant::Floor, Some(_)) => {
                 Some("the floor keeps no sessions for a flood of new sources to fill")
@@ -183,8 +230,26 @@ impl Contestant {
 fn contestants(cli: &Cli, current: PathBuf) -> Result<Vec<Contestant>, String> {
     let mut all = vec![Contestant::Ringgate {
         name: "ringgate".into(),
-        bin: current,
+        bin: current.clone(),
+        args: Vec::new(),
     }];
+    let proxy_protocol = cli
+        .proxy_protocol
+        .then(|| PROXY_PROTOCOL_VARIANTS.map(String::from));
+    for spec in proxy_protocol
+        .into_iter()
+        .flatten()
+        .chain(cli.variant.iter().cloned())
+    {
+        let Some((label, args)) = spec.split_once('=') else {
+            return Err(format!("--variant {spec}: expected LABEL=ARG[,ARG...]"));
+        };
+        all.push(Contestant::Ringgate {
+            name: format!("ringgate+{label}"),
+            bin: current.clone(),
+            args: args.split(',').map(String::from).collect(),
+        });
+    }
     for (position, spec) in cli.ringgate_bin.iter().enumerate() {
         let (label, path) = spec.split_once('=').unwrap_or(("", spec));
         let label = if label.is_empty() {
@@ -195,6 +260,7 @@ fn contestants(cli: &Cli, current: PathBuf) -> Result<Vec<Contestant>, String> {
         all.push(Contestant::Ringgate {
             name: format!("ringgate:{label}"),
             bin: path.into(),
+            args: Vec::new(),
         });
     }
     all.extend([Contestant::Baseline, Contestant::Floor]);
@@ -309,7 +375,8 @@ impl Plan {
             || cli.rate.is_some()
             || cli.payload.is_some()
             || cli.echo
-            || cli.flood.is_some();
+            || cli.flood.is_some()
+            || cli.takeover;
         let (mode, (warmup, measure)) = match (cli.full, custom, cli.bench) {
             (true, ..) => (Mode::Full, (1.0, 3.0)),
             (_, true, _) => (Mode::Custom, (1.0, 3.0)),
@@ -323,6 +390,13 @@ impl Plan {
                 let rate = cli.rate.unwrap_or(DEFAULT_RATE);
                 let payload_bytes = cli.payload.unwrap_or(DEFAULT_PAYLOAD_BYTES);
                 match cli.flood {
+                    _ if cli.takeover => vec![Step {
+                        payload_bytes,
+                        ..Step::takeover(
+                            cli.flows.unwrap_or(TAKEOVER_FLOWS),
+                            cli.rate.unwrap_or(TAKEOVER_RATE),
+                        )
+                    }],
                     Some(flood) => Step::floods(flows, rate, payload_bytes, &[flood]),
                     None => vec![Step {
                         payload_bytes,
@@ -398,11 +472,16 @@ checks! {
         let names = |plan: Plan| -> Vec<String> { plan.steps.iter().map(Step::name).collect() };
         let full = names(plan(&["--full", "--bench"]).unwrap());
         assert_eq!(full[2..], ["64f-200k", "1024f-50k", "1024f-100k", "1024f-200k", "64f-100k-echo", "64f-max",
-            "flood-quiet", "flood-10k", "flood-50k", "flood-100k", "flood-max"]);
+            "flood-quiet", "flood-10k", "flood-50k", "flood-100k", "flood-max", "takeover-1000f-150k"]);
         let custom = plan(&["--flows", "10000", "--rate", "max", "--payload", "1200", "--bench"]).unwrap();
         assert_eq!(custom.steps[0].name(), "10000f-max-1200B");
         assert_eq!(plan(&["--full", "--only", "1024f", "--bench"]).unwrap().steps.len(), 3);
-        assert_eq!(names(plan(&["--full", "--only", "flood", "--bench"]).unwrap()), full[8..]);
+        assert_eq!(names(plan(&["--full", "--only", "flood", "--bench"]).unwrap()), full[8..13]);
+        let takeover = plan(&["--takeover", "--rate", "30k", "--bench"]).unwrap();
+        assert_eq!(names(takeover), ["takeover-1000f-30k"]);
+        let step = &plan(&["--full", "--only", "takeover", "--bench"]).unwrap().steps[0];
+        assert_eq!((step.echo, step.echo_flows(), step.flood()), (true, Some(334), None));
+        assert!(Contestant::Baseline.cannot_run(step).is_some() && Contestant::Floor.cannot_run(step).is_some());
         assert_eq!(names(plan(&["--full", "--only", "flood-50k", "--bench"]).unwrap()), ["flood-quiet", "flood-50k"]);
         assert_eq!(names(plan(&["--full", "--only", "echo", "--bench"]).unwrap()), ["64f-100k-echo"]);
         let flood = plan(&["--flood", "20k", "--bench"]).unwrap();
@@ -417,7 +496,8 @@ checks! {
         assert!(Contestant::Floor.cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0]).is_some());
         assert!(Contestant::Baseline.cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0]).is_none());
         for bad in [&["--only", "1024f"][..], &["--full", "--only", "none"], &["--full", "--echo"], &["--workers", "3"],
-            &["--full", "--flood", "10k"], &["--flood", "0"],
+            &["--full", "--flood", "10k"], &["--flood", "0"], &["--takeover", "--flood", "10k"],
+            &["--takeover", "--echo"],
             &["--workers", "0"], &["--forwarder-cpus", "7"], &["--payload", "19"], &["--load-threads", "0"]] {
             assert!(plan(bad).is_err(), "{bad:?}");
         }
@@ -430,6 +510,19 @@ checks! {
         let names: Vec<&str> = plan.contestants.iter().map(Contestant::name).collect();
         assert_eq!(names, ["ringgate:old", "baseline"]);
         assert_eq!(plan.ringgate_args, ["--task-run=default"]);
+        let cli = Cli::from_args(&["--proxy-protocol", "--variant", "fast=--task-run=default,--buffers=8192"]).unwrap();
+        let plan = Plan::new(&cli, &[0, 1], "rg".into()).unwrap();
+        let variants: Vec<(&str, Vec<String>)> = plan.contestants.iter().filter_map(|c| match c {
+            Contestant::Ringgate { name, args, .. } if !args.is_empty() => Some((name.as_str(), args.clone())),
+            _ => None,
+        }).collect();
+        let strings = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
+        assert_eq!(variants, [
+            ("ringgate+pp", strings(&["--proxy-protocol=v2"])),
+            ("ringgate+pp-every", strings(&["--proxy-protocol=v2", "--proxy-protocol-every"])),
+            ("ringgate+fast", strings(&["--task-run=default", "--buffers=8192"])),
+        ]);
+        assert!(Plan::new(&Cli::from_args(&["--variant", "nolabel"]).unwrap(), &[0], "rg".into()).is_err());
         let cli = Cli::from_args(&["--ringgate-bin", "/x", "--forwarders", "ringgate:2"]).unwrap();
         assert!(Plan::new(&cli, &[0], "rg".into()).is_err());
     }

@@ -448,6 +448,55 @@ pub fn flood_table(runs: &[Run]) -> Option<String> {
     Some(out)
 }
 
+const TAKEOVER_HEADER: &str = "step|workers|forwarder|sunk sent|sunk lost|echo sent|echo lost|\
+    longest gap ms|RTT max ms|RTT p99 us|handover ms|logged pause ms|note";
+
+fn takeover_cells(run: &Run) -> Vec<String> {
+    let mut row = vec![
+        run.step.name(),
+        run.layout.workers.to_string(),
+        run.contestant.name().to_string(),
+    ];
+    let Some((m, t)) = run.measured().and_then(|m| Some((m, m.takeover.as_ref()?))) else {
+        row.push(run.missing_headline());
+        return row;
+    };
+    row.extend([
+        t.sunk_sent.to_string(),
+        t.sunk_lost.to_string(),
+        t.echo_sent.to_string(),
+        t.echo_lost.to_string(),
+        format!("{:.1}", t.longest_gap_ms),
+        or_dash(t.rtt_max_ms.map(|ms| format!("{ms:.1}"))),
+        or_dash(m.rtt.map(|rtt| format!("{:.1}", rtt.p99_us))),
+        format!("{:.1}", t.handover.handover_ms),
+        or_dash(t.handover.logged_pause_ms.map(|ms| format!("{ms:.1}"))),
+        notes(run, m).join("; "),
+    ]);
+    row
+}
+
+/// The takeover table and its legend, or `None` when the plan has no takeover step.
+pub fn takeover_table(runs: &[Run]) -> Option<String> {
+    let runs = runs.iter().filter(|run| run.step.echo_flows().is_some());
+    let ringgate = runs.filter(|run| matches!(run.contestant, Contestant::Ringgate { .. }));
+    let rows: Vec<Vec<String>> = ringgate.map(takeover_cells).collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut out = render(TAKEOVER_HEADER, rows.into_iter(), &TEXT_COLUMNS);
+    out.push_str(
+        "takeover: a second ringgate started with --takeover in the middle of the window takes every socket and \
+         session over from the first, which must exit 0.\n\
+         sent/lost = datagrams over the whole run, warm-up included, after draining: sunk flows as counted by the \
+         backend, echo flows (the first third) by their echoes; a lost echo is a lost round trip.\n\
+         longest gap = the longest time no datagram reached the backend over the window (the forwarding pause, \
+         as the backend saw it); handover = from starting the successor to the first ringgate's exit; logged pause \
+         = the successor's pause_ms, from the first ringgate pausing to the last receive armed.\n",
+    );
+    Some(out)
+}
+
 fn flood_json(row: &FloodRow) -> Value {
     let run = row.run;
     let mut value = match (&run.outcome, run.measured().and_then(|m| m.flood.as_ref())) {
@@ -494,8 +543,9 @@ fn run_json(run: &Run, plan: &Plan) -> Value {
     value["step_spec"] = json!(run.step);
     value["workers"] = json!(run.layout.workers);
     value["forwarder"] = json!(run.contestant.name());
-    if let Contestant::Ringgate { bin, .. } = &run.contestant {
-        value["ringgate"] = json!({ "bin": bin, "extra_args": plan.ringgate_args });
+    if let Contestant::Ringgate { bin, args, .. } = &run.contestant {
+        let extra: Vec<&String> = plan.ringgate_args.iter().chain(args).collect();
+        value["ringgate"] = json!({ "bin": bin, "extra_args": extra });
     }
     value
 }

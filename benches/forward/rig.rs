@@ -4,11 +4,12 @@
 //! window: the generator's, backend's and flood's counts over the control protocol, CPU time
 //! and socket drops from /proc, and the forwarder's session figures (ringgate's counters, the
 //! baseline's own). Its guards stop and reap every child however the run ends: the load first,
-//! then the forwarder, then the backend it feeds.
+//! then the forwarder, then the backend it feeds. In the takeover scenario the rig starts the
+//! successor ringgate and, once the first has handed over and exited, follows it instead.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,9 +29,25 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The count bound of a `max` flood per second of its lifetime: more than one thread can
 /// forge, so it only stops a runaway.
 const FLOOD_MAX_PPS_BOUND: u64 = 10_000_000;
+/// How long a takeover may take, from starting the successor to the first ringgate's exit.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the driver looks whether the first ringgate has exited during a takeover.
+const TAKEOVER_POLL: Duration = Duration::from_millis(1);
+
+/// What the driver saw of a takeover.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Handover {
+    /// From starting the successor to the first ringgate's exit (0, as it must be).
+    pub handover_ms: f64,
+    /// The pause the successor logged (`pause_ms=`): from the first ringgate pausing its
+    /// workers to the successor's last receive armed.
+    pub logged_pause_ms: Option<f64>,
+}
 /// Counters at one edge of the measured window, by the names the JSON gives their deltas.
 pub struct Sample {
     pub at: Instant,
+    /// The backend's longest time without a datagram since the window opened.
+    pub longest_gap_us: f64,
     pub counts: BTreeMap<&'static str, u64>,
     /// (busy, total) ticks of the forwarder's and the load's CPU sets.
     pub cpus: [(u64, u64); 2],
@@ -48,6 +65,13 @@ pub struct Rig<'a> {
     flood: Option<Child>,
     pub loadgen: Child,
     pub forwarder: Child,
+    /// CPU ticks of forwarders that have exited (a takeover's first ringgate), added to the
+    /// current one's so that the window's CPU time spans both.
+    exited_forwarder_ticks: u64,
+    /// ringgate's command line, for a successor.
+    ringgate: Option<ringgate::CommandLine>,
+    /// The control socket a takeover goes through (the takeover scenario only).
+    control: Option<PathBuf>,
     metrics: Option<SocketAddr>,
     /// The forwarder's listening address: the load's target, and the flood's.
     listen: SocketAddr,
@@ -72,14 +96,21 @@ impl<'a> Rig<'a> {
     ) -> Result<Rig<'a>, (Missing, String)> {
         let (backend, backend_addr) =
             start_backend(step, layout, plan).map_err(|e| (Missing::Failed, e))?;
-        let started = start_forwarder(contestant, backend_addr, layout, plan, log);
-        let (forwarder, listen, metrics) = started.map_err(|e| (Missing::FailedToStart, e))?;
+        let control = step.echo_flows().map(|_| {
+            std::env::temp_dir().join(format!("ringgate-bench-{}.sock", std::process::id()))
+        });
+        let started = start_forwarder(contestant, backend_addr, layout, plan, log, &control);
+        let (forwarder, ringgate, listen, metrics) =
+            started.map_err(|e| (Missing::FailedToStart, e))?;
         let loadgen =
             start_loadgen(step, layout, plan, listen).map_err(|e| (Missing::Failed, e))?;
         Ok(Rig {
             flood: None,
             loadgen,
             forwarder,
+            exited_forwarder_ticks: 0,
+            ringgate,
+            control,
             metrics,
             listen,
             baseline: *contestant == Contestant::Baseline,
@@ -115,6 +146,56 @@ impl<'a> Rig<'a> {
         flood.expect::<Value>("ready", READY_TIMEOUT)?;
         self.flood = Some(flood);
         Ok(())
+    }
+
+    /// Starts a second ringgate with the first's command line plus `--takeover`, logging to
+    /// `log`; waits until the first has handed everything over and exited 0, and until the
+    /// successor is ready; from then on the rig measures the successor.
+    pub fn take_over(&mut self, log: &Path) -> Result<Handover, String> {
+        let (Some(line), Some(control)) = (&self.ringgate, &self.control) else {
+            return Err("only ringgate takes over".into());
+        };
+        let more = ["--takeover".to_string(), control.display().to_string()];
+        let args = [&line.args[..], &more[..]].concat();
+        let cpus = &self.layout.forwarder;
+        let started = Instant::now();
+        let mut next = Child::program("ringgate (successor)", &line.binary, &args, cpus, log)?;
+        let mut old_ticks = procfs::cpu_ticks(self.forwarder.pid())?;
+        loop {
+            if let Some(status) = self.forwarder.exited() {
+                if !status.success() {
+                    return Err(format!(
+                        "the first ringgate exited ({status}) in the takeover"
+                    ));
+                }
+                break;
+            }
+            if let Some(status) = next.exited() {
+                return Err(format!(
+                    "the successor exited ({status}) before taking over{}",
+                    ringgate::last_log_line(log)
+                ));
+            }
+            if started.elapsed() > TAKEOVER_TIMEOUT {
+                return Err(format!(
+                    "the first ringgate still runs {TAKEOVER_TIMEOUT:?} into the takeover{}",
+                    ringgate::last_log_line(log)
+                ));
+            }
+            // Its CPU time up to its exit (the last reading before it is reaped).
+            if let Ok(ticks) = procfs::cpu_ticks(self.forwarder.pid()) {
+                old_ticks = ticks;
+            }
+            std::thread::sleep(TAKEOVER_POLL);
+        }
+        let handover_ms = started.elapsed().as_secs_f64() * 1e3;
+        ringgate::wait_ready(&mut next, line.metrics, log)?;
+        self.exited_forwarder_ticks += old_ticks;
+        self.forwarder = next;
+        Ok(Handover {
+            handover_ms,
+            logged_pause_ms: ringgate::logged_pause_ms(log),
+        })
     }
 
     /// Stops the flood, if one runs, and waits for it to exit.
@@ -154,8 +235,9 @@ impl<'a> Rig<'a> {
         };
         // The backend's count and the forwarder's CPU time are read back to back: they are the
         // numerator and denominator of CPU per packet.
-        let backend: BackendSnap = self.backend.ask("snap", "snap", ANSWER_TIMEOUT)?;
-        let forwarder_ticks = procfs::cpu_ticks(self.forwarder.pid())?;
+        let backend: BackendSnap = self.backend.ask(window_command, "snap", ANSWER_TIMEOUT)?;
+        let forwarder_ticks =
+            procfs::cpu_ticks(self.forwarder.pid())? + self.exited_forwarder_ticks;
         let at = Instant::now();
         // The other clocks next, while they describe the same instant; the socket tables last,
         // as reading them takes milliseconds with 10 000 flows.
@@ -185,6 +267,7 @@ impl<'a> Rig<'a> {
         ];
         Ok(Sample {
             at,
+            longest_gap_us: backend.longest_gap_us,
             counts: counts.into(),
             cpus,
             metrics,
@@ -241,6 +324,8 @@ fn start_backend(step: &Step, layout: &Layout, plan: &Plan) -> Result<(Child, So
         ("threads", plan.load_threads.to_string()),
         lifetime(plan),
     ];
+    let echo_flows = step.echo_flows().map(|n| ("echo-flows", n.to_string()));
+    let pairs = [&pairs[..], echo_flows.as_slice()].concat();
     start_role("backend", &cpus, &args(&pairs, step.echo))
 }
 
@@ -263,7 +348,12 @@ fn start_loadgen(
     Ok(loadgen)
 }
 
-type Started = (Child, SocketAddr, Option<SocketAddr>);
+type Started = (
+    Child,
+    Option<ringgate::CommandLine>,
+    SocketAddr,
+    Option<SocketAddr>,
+);
 
 fn start_forwarder(
     contestant: &Contestant,
@@ -271,6 +361,7 @@ fn start_forwarder(
     layout: &Layout,
     plan: &Plan,
     log: &Path,
+    control: &Option<PathBuf>,
 ) -> Result<Started, String> {
     let common = [
         ("backend", backend.to_string()),
@@ -278,10 +369,15 @@ fn start_forwarder(
         lifetime(plan),
     ];
     let (role, pairs) = match contestant {
-        Contestant::Ringgate { bin, .. } => {
-            let (child, listen, metrics) =
-                ringgate::start(bin, &plan.ringgate_args, backend, layout, log)?;
-            return Ok((child, listen, Some(metrics)));
+        Contestant::Ringgate { bin, args, .. } => {
+            let mut extra = [&plan.ringgate_args[..], args].concat();
+            if let Some(control) = control {
+                extra.extend(["--control".into(), control.display().to_string()]);
+            }
+            let line = ringgate::command_line(bin, &extra, backend, layout)?;
+            let child = ringgate::start(&line, layout, log)?;
+            let (listen, metrics) = (line.listen, line.metrics);
+            return Ok((child, Some(line), listen, Some(metrics)));
         }
         // Idle timeout and buffer size as on ringgate's command line.
         Contestant::Baseline => (
@@ -298,5 +394,5 @@ fn start_forwarder(
         &layout.forwarder,
         &args(&[&common[..], &pairs].concat(), false),
     )?;
-    Ok((child, listen, None))
+    Ok((child, None, listen, None))
 }

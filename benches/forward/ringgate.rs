@@ -1,13 +1,14 @@
 //! Running a real ringgate binary under the driver: free ports, the command line the issue
 //! fixes (plus any `--ringgate-arg`), readiness by polling `GET /readyz` with a deadline, and
 //! its Prometheus counters (`ringgate_packets_total`, `ringgate_drops_total`, the sessions
-//! created and closed, and the `ringgate_sessions` gauge) scraped around the measured window.
-//! Every failure comes back as text for the table, naming ringgate's log.
+//! created and closed, and the `ringgate_sessions` gauge) scraped around the measured window,
+//! and the pause a successor logs after a takeover. Every failure comes back as text for the
+//! table, naming ringgate's log.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::plan::Layout;
@@ -77,7 +78,7 @@ fn free_port(udp: bool) -> Result<SocketAddr, String> {
 }
 
 /// The last non-empty line of ringgate's log, to say in the table why it failed.
-fn last_log_line(log: &Path) -> String {
+pub fn last_log_line(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     match text.lines().rev().find(|line| !line.trim().is_empty()) {
         Some(line) => format!("; last line of {}: {}", log.display(), line.trim()),
@@ -85,15 +86,23 @@ fn last_log_line(log: &Path) -> String {
     }
 }
 
-/// Starts `binary` with one worker per forwarder CPU, forwarding to `backend`; returns it, its
-/// listening address and its metrics address once /readyz answers 200.
-pub fn start(
+/// A ringgate command line for one run, and the addresses it names.
+#[derive(Clone, Debug)]
+pub struct CommandLine {
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// The command line of `binary` with one worker per forwarder CPU, forwarding to `backend`,
+/// on free ports, plus `extra`.
+pub fn command_line(
     binary: &Path,
     extra: &[String],
     backend: SocketAddr,
     layout: &Layout,
-    log: &Path,
-) -> Result<(Child, SocketAddr, SocketAddr), String> {
+) -> Result<CommandLine, String> {
     if !binary.exists() {
         return Err(format!("no binary at {}", binary.display()));
     }
@@ -108,12 +117,30 @@ pub fn start(
         ("--buffer-size", "2048".into()),
         ("--metrics", metrics.to_string()),
     ];
-    let args: Vec<String> = args
+    let args = args
         .into_iter()
         .flat_map(|(name, value)| [name.to_string(), value])
         .chain(extra.iter().cloned())
         .collect();
-    let mut child = Child::program("ringgate", binary, &args, &layout.forwarder, log)?;
+    Ok(CommandLine {
+        binary: binary.into(),
+        args,
+        listen,
+        metrics,
+    })
+}
+
+/// Starts `line` logging to `log`, and returns it once /readyz on its metrics address answers
+/// 200.
+pub fn start(line: &CommandLine, layout: &Layout, log: &Path) -> Result<Child, String> {
+    let mut child = Child::program("ringgate", &line.binary, &line.args, &layout.forwarder, log)?;
+    wait_ready(&mut child, line.metrics, log)?;
+    Ok(child)
+}
+
+/// Polls `GET /readyz` on `metrics` until 200, while `child` runs, for at most
+/// `READY_TIMEOUT`.
+pub fn wait_ready(child: &mut Child, metrics: SocketAddr, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last_answer = "no answer".to_string();
     while Instant::now() < deadline {
@@ -124,7 +151,7 @@ pub fn start(
             ));
         }
         match http_get(metrics, "/readyz") {
-            Ok((200, _)) => return Ok((child, listen, metrics)),
+            Ok((200, _)) => return Ok(()),
             Ok((status, _)) => last_answer = format!("HTTP {status}"),
             Err(e) => last_answer = e,
         }
@@ -134,6 +161,22 @@ pub fn start(
         "/readyz not 200 within {READY_TIMEOUT:?} (last: {last_answer}){}",
         last_log_line(log)
     ))
+}
+
+/// The pause a successor logged in its `took over from the running ringgate` line
+/// (`pause_ms=`), if `log` has it yet.
+pub fn logged_pause_ms(log: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|line| line.contains("took over"))?;
+    parse_pause_ms(line)
+}
+
+fn parse_pause_ms(line: &str) -> Option<f64> {
+    let value = line.split_once("pause_ms=")?.1;
+    let value = value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .next()?;
+    value.trim_matches('"').parse().ok()
 }
 
 /// A minimal HTTP/1.0 GET on loopback; returns the status code and the body.
@@ -206,5 +249,12 @@ checks! {
         let sessions = sessions(&counters);
         let expected = [("created", 70.0), ("evicted", 6.0), ("open", 64.0), ("rate_limited", 5.0)];
         assert_eq!(sessions, expected.into());
+    }
+
+    a_successors_pause_is_read_from_its_log_line {
+        let line = "2026-11-27T15:00:00Z  INFO ringgate::proxy::takeover: took over from the running ringgate sessions=1000 pending=0 refused=0 fds=1001 old_pid=7 pause_ms=3.25";
+        assert_eq!(parse_pause_ms(line), Some(3.25));
+        assert_eq!(parse_pause_ms("\"pause_ms\":3.25"), None);
+        assert_eq!(parse_pause_ms("sessions=1"), None);
     }
 }

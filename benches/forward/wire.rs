@@ -64,6 +64,7 @@ pub struct Rtt {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    pub max_us: f64,
 }
 
 /// The generator's answer to `finish`, once sending stopped and echoes drained: per flow.
@@ -95,6 +96,11 @@ pub struct BackendSnap {
     /// Truncated datagrams, those without a header or naming no flow of the run, and errors.
     pub odd: u64,
     pub echo_failed: u64,
+    /// Datagrams that came with a PROXY protocol v2 header (stripped before counting).
+    pub proxied: u64,
+    /// The longest time no datagram arrived, over the measured window (from `window-start`),
+    /// in microseconds: a forwarding pause shows here.
+    pub longest_gap_us: f64,
 }
 
 /// The backend's answer to `report`: per flow.
@@ -102,6 +108,24 @@ pub struct BackendSnap {
 pub struct BackendReport {
     pub received: Vec<u64>,
     pub expected: Vec<u64>,
+}
+
+/// The PROXY protocol v2 signature (its specification, section 2.2).
+const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// What follows a PROXY protocol v2 header at the front of `datagram` (a forwarder's
+/// `--proxy-protocol v2`), or all of it when there is none: the backend counts and echoes the
+/// generator's payload as a real backend behind such a forwarder would, without the header. A
+/// header whose length runs past the datagram leaves it whole (counted odd, as garbage).
+pub fn strip_proxy_v2(datagram: &[u8]) -> &[u8] {
+    let Some(length) = datagram
+        .strip_prefix(&PROXY_V2_SIGNATURE[..])
+        .and_then(|rest| rest.get(2..4))
+    else {
+        return datagram;
+    };
+    let total = 16 + usize::from(u16::from_be_bytes([length[0], length[1]]));
+    datagram.get(total..).unwrap_or(datagram)
 }
 
 /// A counter with one writer thread and any number of readers: the writer's load-then-store is
@@ -133,5 +157,17 @@ checks! {
         assert_eq!(Header::read(&payload), Some(header));
         assert!(payload[HEADER_LEN..].iter().all(|&b| b == 0));
         assert_eq!(Header::read(&payload[..HEADER_LEN - 1]), None);
+    }
+
+    proxy_v2_headers_are_stripped_and_nothing_else_is {
+        // A PROXY v2 PROXY command over UDP/IPv4 (family 0x12): 12 bytes of addresses.
+        let mut datagram = PROXY_V2_SIGNATURE.to_vec();
+        datagram.extend([0x21, 0x12, 0, 12]);
+        datagram.extend([127, 1, 0, 1, 127, 0, 0, 1, 0x30, 0x39, 0x4a, 0x38]);
+        datagram.extend(b"payload");
+        assert_eq!(strip_proxy_v2(&datagram), b"payload");
+        assert_eq!(strip_proxy_v2(b"payload"), b"payload");
+        let cut = &datagram[..20];
+        assert_eq!(strip_proxy_v2(cut), cut);
     }
 }
