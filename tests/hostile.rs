@@ -35,6 +35,11 @@ fn assert_nothing_circulates(proxy: &ringgate::Proxy, expected: (u64, u64)) {
     assert_eq!(traffic(proxy), expected, "datagrams are still circulating");
 }
 
+/// A raw socket and an answering backend, or `None` (the test says it skips) without root.
+fn spoofing(test: &str) -> Option<(Spoofer, Backend)> {
+    can_spoof(test).then(|| (Spoofer::new().unwrap(), Backend::start(LOCAL4, true)))
+}
+
 /// Every datagram the backend got, after a round trip has flushed what came before it.
 fn drain(backend: &Backend) -> Vec<(SocketAddr, Vec<u8>)> {
     backend.received.try_iter().collect()
@@ -42,11 +47,11 @@ fn drain(backend: &Backend) -> Vec<(SocketAddr, Vec<u8>)> {
 
 #[test]
 fn one_spoofed_datagram_from_a_forbidden_source_starts_nothing() {
-    if !can_spoof("one_spoofed_datagram_from_a_forbidden_source_starts_nothing") {
+    let Some((spoof, backend)) =
+        spoofing("one_spoofed_datagram_from_a_forbidden_source_starts_nothing")
+    else {
         return;
-    }
-    let spoof = Spoofer::new().unwrap();
-    let backend = Backend::start(LOCAL4, true);
+    };
     let proxy = start(config(LOCAL4, &[backend.addr]));
     let listen = proxy.local_addr();
     let forbidden = [
@@ -79,11 +84,11 @@ fn one_spoofed_datagram_from_a_forbidden_source_starts_nothing() {
 
 #[test]
 fn a_wildcard_listener_knows_every_local_address_as_its_own() {
-    if !can_spoof("a_wildcard_listener_knows_every_local_address_as_its_own") {
+    let Some((spoof, backend)) =
+        spoofing("a_wildcard_listener_knows_every_local_address_as_its_own")
+    else {
         return;
-    }
-    let spoof = Spoofer::new().unwrap();
-    let backend = Backend::start(LOCAL4, true);
+    };
     let proxy = start(config("0.0.0.0:0", &[backend.addr]));
     let port = proxy.local_addr().port();
     let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -127,11 +132,9 @@ fn a_route_back_to_the_client_is_closed_as_a_loop() {
 
 #[test]
 fn a_spoofed_flood_cannot_lock_players_out() {
-    if !can_spoof("a_spoofed_flood_cannot_lock_players_out") {
+    let Some((spoof, backend)) = spoofing("a_spoofed_flood_cannot_lock_players_out") else {
         return;
-    }
-    let spoof = Spoofer::new().unwrap();
-    let backend = Backend::start(LOCAL4, true);
+    };
     let mut cfg = config(LOCAL4, &[backend.addr]);
     cfg.sessions_max = 200;
     cfg.metrics = Some(addr("127.0.0.1:0"));
@@ -180,6 +183,76 @@ fn a_spoofed_flood_cannot_lock_players_out() {
     );
     // The cap, plus the slack evicted sessions hold while they close.
     assert!(proxy.shared().sessions() <= 200 + 200 / 8 + 16);
+}
+
+#[test]
+fn a_flood_past_the_workers_budget_is_dropped_and_a_retrying_newcomer_gets_in() {
+    let Some((spoof, backend)) =
+        spoofing("a_flood_past_the_workers_budget_is_dropped_and_a_retrying_newcomer_gets_in")
+    else {
+        return;
+    };
+    let mut cfg = config(LOCAL4, &[backend.addr]);
+    cfg.new_sessions_per_worker = Some(RateLimit {
+        per_sec: 100.0,
+        burst: 100.0,
+    });
+    let proxy = start(cfg);
+    let listen = proxy.local_addr();
+    let players: Vec<_> = (0..10).map(|_| udp(LOCAL4)).collect();
+    let mut ports = Vec::new();
+    for p in &players {
+        assert_eq!(round_trip(p, &proxy, b"play"), b"play");
+        ports.push(drain(&backend).last().unwrap().0.port());
+    }
+    let created_before = count(&proxy, Counter::SessionsCreated);
+    // New sources far past the budget (about 50,000 a second), for at most 3 s, while a
+    // newcomer asks to be let in and the players play on.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = std::sync::Arc::clone(&stop);
+    let flood = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0u32;
+        while !flooding.load(std::sync::atomic::Ordering::Relaxed)
+            && started.elapsed() < Duration::from_secs(3)
+            && sent < 150_000
+        {
+            for _ in 0..50 {
+                let [_, b, c, d] = sent.to_be_bytes();
+                let source = SocketAddr::from(([127, 100 + b, c, d], 10_000));
+                spoof.send(source, listen, b"flood");
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (sent, started.elapsed())
+    });
+    wait_for("the flood to spend the budget", || {
+        count(&proxy, Counter::DropSessionBudget) > 1_000
+    });
+    // Its first datagram finds the budget spent; resent 100 ms later, it is let in.
+    let newcomer = udp(LOCAL4);
+    let took = round_trip_within(&newcomer, listen, b"let me in", Duration::from_secs(1));
+    drain(&backend);
+    for (p, port) in players.iter().zip(&ports) {
+        assert_eq!(round_trip(p, &proxy, b"still"), b"still");
+        assert_eq!(
+            backend.next().0.port(),
+            *port,
+            "a player's session was replaced"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, lasted) = flood.join().unwrap();
+    assert!(took.is_some(), "the newcomer got no answer within 1 s");
+    // The first budget's burst and its refill while the flood lasted, and the newcomer.
+    let created = count(&proxy, Counter::SessionsCreated) - created_before;
+    let bound = 100 + (100.0 * lasted.as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        created <= bound,
+        "{created} sessions created from {sent} new sources in {lasted:?} (bound {bound})"
+    );
+    assert!(count(&proxy, Counter::DropSessionBudget) >= u64::from(sent) / 2);
 }
 
 #[test]

@@ -353,14 +353,16 @@ fn flood_rows(runs: &[Run]) -> Vec<FloodRow<'_>> {
 
 const FLOOD_HEADER: &str = "step|workers|forwarder|flood/s|rt/s|rt loss%|lossy flows|RTT p50 us|\
     RTT p99 us|p99 vs quiet|created/s|evicted/s|unreplied/s|bad_source/s|rate_limited/s|\
-    max_sessions/s|fd_reserve/s|sessions|fwd %core|CPU us/new session|load CPU busy%|note";
+    session_budget/s|max_sessions/s|fd_reserve/s|sessions|fwd %core|CPU us/new session|\
+    load CPU busy%|note";
 /// The session figures of the flood table's columns, in order.
-const FLOOD_SESSION_COLUMNS: [&str; 7] = [
+const FLOOD_SESSION_COLUMNS: [&str; 8] = [
     "created",
     "evicted",
     "unreplied",
     "bad_source",
     "rate_limited",
+    "session_budget",
     "max_sessions",
     "fd_reserve",
 ];

@@ -17,7 +17,7 @@ use crate::proc::Child;
 /// How long ringgate may take to answer 200 on /readyz.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-const HTTP_TIMEOUT: Duration = Duration::from_millis(500);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The metric families the driver records (the last a gauge, whose delta is its net change).
 const RECORDED_METRICS: [&str; 5] = [
     "ringgate_packets_total",
@@ -32,12 +32,12 @@ pub type Counters = BTreeMap<String, f64>;
 
 /// A forwarder's session figures by short name: `open` (sessions held now) and counters of
 /// sessions `created`, closed as `evicted` or `unreplied`, and new sources dropped as
-/// `bad_source`, `rate_limited`, `max_sessions` or `fd_reserve`. A forwarder (or an older
-/// ringgate build) that does not count one leaves it out.
+/// `bad_source`, `rate_limited`, `session_budget`, `max_sessions` or `fd_reserve`. A forwarder
+/// (or an older ringgate build) that does not count one leaves it out.
 pub type Sessions = BTreeMap<&'static str, f64>;
 
 /// Where ringgate exposes each session figure.
-const SESSION_SERIES: [(&str, &str); 8] = [
+const SESSION_SERIES: [(&str, &str); 9] = [
     ("open", "ringgate_sessions"),
     ("created", "ringgate_sessions_created_total"),
     (
@@ -58,6 +58,10 @@ const SESSION_SERIES: [(&str, &str); 8] = [
         "ringgate_drops_total{reason=\"max_sessions\"}",
     ),
     ("fd_reserve", "ringgate_drops_total{reason=\"fd_reserve\"}"),
+    (
+        "session_budget",
+        "ringgate_drops_total{reason=\"session_budget\"}",
+    ),
 ];
 
 /// ringgate's session figures among its recorded counters.

@@ -3,15 +3,18 @@
 //!
 //! In order: the source must be a plausible unicast client that is not ringgate itself nor one
 //! of its backends ([`source`], `bad_source`); it must be within its address's budget of new
-//! sessions ([`rate`], `rate_limited`). Established sessions never pass through here: the cost
+//! sessions ([`rate`], `rate_limited`) and within the worker's ([`budget`], `session_budget`),
+//! which bounds the CPU all newcomers together may take. Established sessions never pass through here: the cost
 //! falls on newcomers only. What happens when the table is full (evicting the oldest
 //! unconfirmed session) is the session table's decision.
 
+pub mod budget;
 pub mod rate;
 pub mod source;
 
 use std::net::{IpAddr, SocketAddr};
 
+use self::budget::{Budget, Verdict};
 use self::rate::{Limiter, RateLimit};
 use self::source::Own;
 use crate::stats::Counter;
@@ -19,15 +22,22 @@ use crate::stats::Counter;
 pub struct Admission {
     own: Own,
     limiter: Option<Limiter>,
+    budget: Option<Budget>,
 }
 
 impl Admission {
     /// `listen` and the host's `local` addresses; `per_ip` new sessions per source address
-    /// (`None`: unlimited).
-    pub fn new(listen: SocketAddr, local: Vec<IpAddr>, per_ip: Option<RateLimit>) -> Admission {
+    /// and `per_worker` in all (`None`: unlimited).
+    pub fn new(
+        listen: SocketAddr,
+        local: Vec<IpAddr>,
+        per_ip: Option<RateLimit>,
+        per_worker: Option<RateLimit>,
+    ) -> Admission {
         Admission {
             own: Own::new(listen, local),
             limiter: per_ip.map(Limiter::new),
+            budget: per_worker.map(Budget::new),
         }
     }
 
@@ -54,14 +64,14 @@ impl Admission {
         if self.bad_source(source, is_backend) {
             return Err(Counter::DropBadSource);
         }
-        let admitted = match &mut self.limiter {
-            Some(limiter) => limiter.admit(source.ip(), now_ms),
-            None => true,
-        };
-        if admitted {
-            Ok(())
-        } else {
-            Err(Counter::DropRateLimited)
+        if let Some(limiter) = &mut self.limiter
+            && !limiter.admit(source.ip(), now_ms)
+        {
+            return Err(Counter::DropRateLimited);
+        }
+        match self.budget.as_mut().map(|b| b.admit(source, now_ms)) {
+            Some(Verdict::Dropped) => Err(Counter::DropSessionBudget),
+            Some(Verdict::Admitted) | None => Ok(()),
         }
     }
 }
@@ -85,6 +95,10 @@ mod tests {
                 per_sec: 1.0,
                 burst: 1.0,
             }),
+            Some(RateLimit {
+                per_sec: 1.0,
+                burst: 2.0,
+            }),
         );
         for bad in [
             "127.0.0.1:7000",
@@ -102,6 +116,12 @@ mod tests {
         assert_eq!(
             admission.admit(a("1.2.3.4:6"), 1, is_backend),
             Err(Counter::DropRateLimited)
+        );
+        // Another address has its own budget, but the worker's is spent after two sessions.
+        assert_eq!(admission.admit(a("5.6.7.8:5"), 1, is_backend), Ok(()));
+        assert_eq!(
+            admission.admit(a("9.9.9.9:5"), 1, is_backend),
+            Err(Counter::DropSessionBudget)
         );
     }
 }

@@ -20,12 +20,30 @@ pub struct RateLimit {
     pub burst: f32,
 }
 
+/// A token bucket: `RateLimit::burst` tokens when new, refilled at `per_sec`.
 #[derive(Clone, Copy, Default)]
-struct Bucket {
+pub struct Bucket {
     tokens: f32,
     /// Milliseconds since the limiter started when `tokens` was last brought up to date; 0 for
     /// a bucket never used (it starts full).
     at_ms: u32,
+}
+
+impl Bucket {
+    /// Spends a token at `now_ms` (milliseconds since the limiter started) if there is one.
+    pub fn take(&mut self, limit: RateLimit, now_ms: u32) -> bool {
+        let now_ms = now_ms.max(1);
+        let tokens = if self.at_ms == 0 {
+            limit.burst
+        } else {
+            let elapsed = now_ms.saturating_sub(self.at_ms) as f32 / 1000.0;
+            (self.tokens + elapsed * limit.per_sec).min(limit.burst)
+        };
+        self.at_ms = now_ms;
+        let admitted = tokens >= 1.0;
+        self.tokens = if admitted { tokens - 1.0 } else { tokens };
+        admitted
+    }
 }
 
 pub struct Limiter {
@@ -47,22 +65,7 @@ impl Limiter {
     /// started); if so, it has spent a token.
     pub fn admit(&mut self, source: IpAddr, now_ms: u32) -> bool {
         let index = self.hasher.hash_one(prefix(source)) as usize % BUCKETS;
-        let b = &mut self.buckets[index];
-        let now_ms = now_ms.max(1);
-        let tokens = if b.at_ms == 0 {
-            self.limit.burst
-        } else {
-            let elapsed = now_ms.saturating_sub(b.at_ms) as f32 / 1000.0;
-            (b.tokens + elapsed * self.limit.per_sec).min(self.limit.burst)
-        };
-        b.at_ms = now_ms;
-        if tokens >= 1.0 {
-            b.tokens = tokens - 1.0;
-            true
-        } else {
-            b.tokens = tokens;
-            false
-        }
+        self.buckets[index].take(self.limit, now_ms)
     }
 }
 

@@ -86,6 +86,13 @@ pub struct Cli {
           default_value = "50/100", value_parser = parse_rate)]
     pub new_sessions_per_ip: Option<RateLimit>,
 
+    /// New sessions per worker, RATE per second with a BURST: bounds the CPU newcomers (a
+    /// spoofed flood) can take from established sessions; a source dropped at the budget that
+    /// sends again within 5 s draws on a second budget of the same size; 0 disables
+    #[arg(long, env = "RINGGATE_NEW_SESSIONS_PER_WORKER", value_name = "RATE[/BURST]",
+          default_value = "5000", value_parser = parse_rate)]
+    pub new_sessions_per_worker: Option<RateLimit>,
+
     /// Sessions per worker; when full, a new client evicts the oldest unconfirmed session, or
     /// is dropped and counted
     #[arg(long, env = "RINGGATE_MAX_SESSIONS", value_name = "N", default_value_t = 65_536,
@@ -341,6 +348,7 @@ impl Cli {
             idle_timeout: Duration::from_secs(self.idle_timeout),
             unreplied_timeout: Duration::from_secs(self.unreplied_timeout),
             new_sessions_per_ip: self.new_sessions_per_ip.filter(|r| r.per_sec > 0.0),
+            new_sessions_per_worker: self.new_sessions_per_worker.filter(|r| r.per_sec > 0.0),
             sessions_max: self.max_sessions as usize,
             pending_max: self.pending_max as usize,
             buffer_size_bytes: self.buffer_size,

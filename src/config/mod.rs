@@ -36,6 +36,8 @@ pub struct Config {
     pub unreplied_timeout: Duration,
     /// New sessions per source address (`None`: unlimited).
     pub new_sessions_per_ip: Option<RateLimit>,
+    /// New sessions per worker, all sources together (`None`: unlimited).
+    pub new_sessions_per_worker: Option<RateLimit>,
     /// Sessions per worker.
     pub sessions_max: usize,
     /// Datagrams held per session while its route is looked up.
@@ -84,6 +86,10 @@ impl Config {
             new_sessions_per_ip: Some(RateLimit {
                 per_sec: 50.0,
                 burst: 100.0,
+            }),
+            new_sessions_per_worker: Some(RateLimit {
+                per_sec: 5_000.0,
+                burst: 5_000.0,
             }),
             sessions_max: 65_536,
             pending_max: 8,

@@ -61,6 +61,7 @@ counters! {
     DropBadAddress => ("ringgate_drops", Some(("reason", "bad_address")), DROPS),
     DropBadSource => ("ringgate_drops", Some(("reason", "bad_source")), DROPS),
     DropRateLimited => ("ringgate_drops", Some(("reason", "rate_limited")), DROPS),
+    DropSessionBudget => ("ringgate_drops", Some(("reason", "session_budget")), DROPS),
     DropEvicted => ("ringgate_drops", Some(("reason", "evicted")), DROPS),
     DropShutdown => ("ringgate_drops", Some(("reason", "shutdown")), DROPS),
     DropDraining => ("ringgate_drops", Some(("reason", "draining")), DROPS),

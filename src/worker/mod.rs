@@ -221,7 +221,12 @@ impl Worker {
             pending_max: config.pending_max,
             held_max: config.held_max(),
         };
-        let admission = Admission::new(local, shared.local_ips.clone(), config.new_sessions_per_ip);
+        let admission = Admission::new(
+            local,
+            shared.local_ips.clone(),
+            config.new_sessions_per_ip,
+            config.new_sessions_per_worker,
+        );
         let mut worker = Worker {
             driver,
             listener,
