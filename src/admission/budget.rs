@@ -56,8 +56,8 @@ impl Budget {
         }
     }
 
-    /// Admits a new session from `source` at `now_ms` (milliseconds since the worker started)
-    /// if a budget has room for it.
+    /// Admits a new session from `source` at `now_ms` (milliseconds since the worker started,
+    /// wrapping) if a budget has room for it.
     pub fn admit(&mut self, source: SocketAddr, now_ms: u32) -> Verdict {
         if self.first.take(self.limit, now_ms) {
             return Verdict::Admitted;
@@ -65,7 +65,7 @@ impl Budget {
         let hash = self.hasher.hash_one(source);
         let slot = &mut self.seen[hash as usize % REMEMBERED];
         let tag = ((hash >> 32) as u32).max(1);
-        let returning = slot.tag == tag && now_ms.saturating_sub(slot.at_ms) <= RETRY_WINDOW_MS;
+        let returning = slot.tag == tag && now_ms.wrapping_sub(slot.at_ms) <= RETRY_WINDOW_MS;
         if returning && self.retry.take(self.limit, now_ms) {
             *slot = Seen::default();
             return Verdict::Admitted;
@@ -127,6 +127,19 @@ mod tests {
             b.admit(source(n), 1_000);
         }
         assert_eq!(b.admit(player, 1_000), Verdict::Dropped);
+    }
+
+    #[test]
+    fn a_retry_is_recognised_across_the_millisecond_clock_wrapping() {
+        let mut b = budget(1.0);
+        let player = source(7);
+        let before_wrap = u32::MAX - 100;
+        assert_eq!(b.admit(source(1), before_wrap), Verdict::Admitted);
+        assert_eq!(b.admit(player, before_wrap), Verdict::Dropped);
+        assert_eq!(
+            b.admit(player, before_wrap.wrapping_add(200)),
+            Verdict::Admitted
+        );
     }
 
     #[test]

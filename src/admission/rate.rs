@@ -30,13 +30,15 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Spends a token at `now_ms` (milliseconds since the limiter started) if there is one.
+    /// Spends a token at `now_ms` (milliseconds since the limiter started, wrapping) if there
+    /// is one. A bucket left alone for a whole wrap (49.7 days) refills by less than it should,
+    /// once.
     pub fn take(&mut self, limit: RateLimit, now_ms: u32) -> bool {
         let now_ms = now_ms.max(1);
         let tokens = if self.at_ms == 0 {
             limit.burst
         } else {
-            let elapsed = now_ms.saturating_sub(self.at_ms) as f32 / 1000.0;
+            let elapsed = now_ms.wrapping_sub(self.at_ms) as f32 / 1000.0;
             (self.tokens + elapsed * limit.per_sec).min(limit.burst)
         };
         self.at_ms = now_ms;
@@ -117,6 +119,22 @@ mod tests {
         assert!(!l.admit(ip("10.0.0.1"), 100));
         assert!(l.admit(ip("10.0.0.1"), 201), "one token back after 200 ms");
         assert!(!l.admit(ip("10.0.0.1"), 202));
+    }
+
+    #[test]
+    fn buckets_refill_across_the_millisecond_clock_wrapping() {
+        let limit = RateLimit {
+            per_sec: 1.0,
+            burst: 1.0,
+        };
+        let mut b = Bucket::default();
+        let before_wrap = u32::MAX - 500;
+        assert!(b.take(limit, before_wrap));
+        assert!(!b.take(limit, before_wrap.wrapping_add(500)));
+        assert!(
+            b.take(limit, before_wrap.wrapping_add(1_000)),
+            "a second later, past the wrap, there is a token again"
+        );
     }
 
     #[test]

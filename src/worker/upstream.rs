@@ -60,8 +60,9 @@ impl Worker {
         if self.shared.draining.load(Ordering::Relaxed) {
             return self.drop_buffer(first.bid, Counter::DropDraining);
         }
-        let now_ms =
-            u32::try_from(self.now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
+        // Milliseconds since the worker started, wrapping every 49.7 days: the budgets compare
+        // two such times with wrapping arithmetic, so they keep refilling however long it runs.
+        let now_ms = self.now.duration_since(self.started).as_millis() as u32;
         let router = &self.router;
         if let Err(reason) = self
             .admission
