@@ -18,9 +18,12 @@ use super::rate::{Bucket, RateLimit};
 
 /// How long a source dropped at the budget is remembered as one that may retry.
 pub const RETRY_WINDOW_MS: u32 = 5_000;
-/// Remembered sources per worker: 8 bytes each, 64 KiB in all. A flood overwrites entries,
-/// which costs a genuine client its place only when another source hashes to its slot.
-pub const REMEMBERED: usize = 8 * 1024;
+/// Remembered sources per worker: 8 bytes each, 512 KiB in all, in sets of two. A new source
+/// takes the older entry of its set, so an entry lasts until two newer sources land in its
+/// set: under a flood of R new sources a second, most entries last longer than
+/// `REMEMBERED / R` seconds (a second at 65,000 a second), time enough for a client's
+/// retransmission.
+pub const REMEMBERED: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Default)]
 struct Seen {
@@ -29,12 +32,12 @@ struct Seen {
     at_ms: u32,
 }
 
-pub struct Budget {
+pub struct Budget<S = RandomState> {
     limit: RateLimit,
     first: Bucket,
     retry: Bucket,
-    seen: Box<[Seen]>,
-    hasher: RandomState,
+    seen: Box<[[Seen; 2]]>,
+    hasher: S,
 }
 
 /// Whether a newcomer may open a session.
@@ -46,13 +49,21 @@ pub enum Verdict {
 }
 
 impl Budget {
+    /// A budget whose memory of sources is keyed at random, so that a spoofer cannot aim
+    /// at a client's entry.
     pub fn new(limit: RateLimit) -> Budget {
+        Budget::with_hasher(limit, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> Budget<S> {
+    pub fn with_hasher(limit: RateLimit, hasher: S) -> Budget<S> {
         Budget {
             limit,
             first: Bucket::default(),
             retry: Bucket::default(),
-            seen: vec![Seen::default(); REMEMBERED].into_boxed_slice(),
-            hasher: RandomState::new(),
+            seen: vec![[Seen::default(); 2]; REMEMBERED / 2].into_boxed_slice(),
+            hasher,
         }
     }
 
@@ -63,31 +74,46 @@ impl Budget {
             return Verdict::Admitted;
         }
         let hash = self.hasher.hash_one(source);
-        let slot = &mut self.seen[hash as usize % REMEMBERED];
+        let set = &mut self.seen[hash as usize % (REMEMBERED / 2)];
         let tag = ((hash >> 32) as u32).max(1);
-        let returning = slot.tag == tag && now_ms.wrapping_sub(slot.at_ms) <= RETRY_WINDOW_MS;
-        if returning && self.retry.take(self.limit, now_ms) {
-            *slot = Seen::default();
+        let age = |seen: &Seen| now_ms.wrapping_sub(seen.at_ms);
+        let same = set.iter().position(|seen| seen.tag == tag);
+        if let Some(at) = same
+            && age(&set[at]) <= RETRY_WINDOW_MS
+            && self.retry.take(self.limit, now_ms)
+        {
+            set[at] = Seen::default();
             return Verdict::Admitted;
         }
-        *slot = Seen { tag, at_ms: now_ms };
+        // Remembered (again) from now: in its own entry, else an empty one, else the one
+        // remembered longest ago.
+        let at = same.unwrap_or(match (set[0].tag, set[1].tag) {
+            (0, _) => 0,
+            (_, 0) => 1,
+            _ => usize::from(age(&set[1]) > age(&set[0])),
+        });
+        set[at] = Seen { tag, at_ms: now_ms };
         Verdict::Dropped
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::hash::{BuildHasherDefault, DefaultHasher};
+
     use super::*;
 
     fn source(n: u32) -> SocketAddr {
         SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 40_000))
     }
 
-    fn budget(per_sec: f32) -> Budget {
-        Budget::new(RateLimit {
+    /// With a fixed key, so that which sources share a set is the same in every run.
+    fn budget(per_sec: f32) -> Budget<BuildHasherDefault<DefaultHasher>> {
+        let limit = RateLimit {
             per_sec,
             burst: per_sec,
-        })
+        };
+        Budget::with_hasher(limit, BuildHasherDefault::default())
     }
 
     #[test]
@@ -113,19 +139,20 @@ mod tests {
             b.admit(source(n), 1);
         }
         assert_eq!(b.admit(player, 1), Verdict::Dropped);
-        // More flood, every source new; then the player retransmits a second later.
-        let flood: usize = (100..5_000)
-            .filter(|&n| b.admit(source(n), 500) == Verdict::Admitted)
-            .count();
+        // More flood, every source new, spending the budget as it refills; the player
+        // retransmits a second later, just after the flood has taken the refill again.
+        let flood = |b: &mut Budget<_>, sources: std::ops::Range<u32>, at: u32| {
+            let admitted = sources.filter(|&n| b.admit(source(n), at) == Verdict::Admitted);
+            admitted.count()
+        };
+        let refilled = flood(&mut b, 100..5_000, 500) + flood(&mut b, 5_000..6_000, 1_000);
         assert!(
-            flood <= 50,
-            "the flood gets only the refilled budget: {flood}"
+            refilled <= 100,
+            "the flood gets only the refilled budget: {refilled}"
         );
         assert_eq!(b.admit(player, 1_000), Verdict::Admitted);
         // Once admitted it is forgotten: another drop starts over.
-        for n in 5_000..6_000 {
-            b.admit(source(n), 1_000);
-        }
+        flood(&mut b, 6_000..7_000, 1_000);
         assert_eq!(b.admit(player, 1_000), Verdict::Dropped);
     }
 
