@@ -460,3 +460,95 @@ fn sigusr2_applies_an_edited_settings_file_and_sessions_keep_their_backends() {
     );
     stop_orphan(third);
 }
+
+/// Plays the old process up to `READY`, handing over `listener` with no session; returns the
+/// connection, which the caller closes instead of saying `BYE`.
+fn old_that_never_lets_go(
+    control: &std::os::unix::net::UnixListener,
+    listener: &std::net::UdpSocket,
+) -> UnixStream {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let (stream, _) = control.accept().unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let listen = listener.local_addr().unwrap();
+    assert!(
+        line.starts_with(&format!("HELLO 1 listen={listen} workers=1")),
+        "{line}"
+    );
+    let ok = format!("OK listen={listen} workers=1 pid=1 fds=4\n");
+    (&stream).write_all(ok.as_bytes()).unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "GO\n");
+    let part = b"W 0 sessions=0\n";
+    let fds = [listener.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(part)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(sent, part.len());
+    (&stream).write_all(b"END frozen_us=0\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    stream
+}
+
+#[test]
+fn a_new_process_reads_and_sends_nothing_until_the_old_one_lets_go() {
+    let dir = tempdir("no-bye");
+    let control_path = dir.join("control.sock");
+    let control = std::os::unix::net::UnixListener::bind(&control_path).unwrap();
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let backend = Backend::start(LOCAL4, true);
+    let mut cmd = ringgate(&dir);
+    cmd.args(["--no-pin", "--workers", "1", "--listen"])
+        .arg(listener.local_addr().unwrap().to_string())
+        .args(["--backend", &backend.addr.to_string()])
+        .arg("--takeover")
+        .arg(&control_path);
+    let mut next = Running::spawn(cmd);
+    let link = old_that_never_lets_go(&control, &listener);
+
+    // The new process has adopted the listener and said READY; a datagram for it now must wait
+    // in the socket, because the old process may still resume. Absence cannot be awaited: a
+    // bounded wait, long past the few milliseconds a forwarded datagram takes here.
+    let client = player(0);
+    client
+        .send_to(b"wait for me", listener.local_addr().unwrap())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // No BYE: the old process "resumed". The new one stops, having taken nothing.
+    drop(link);
+    let status = exit_of(&mut next);
+    assert!(!status.success(), "the new process must fail: {status}");
+    assert!(
+        next.log(Duration::from_millis(0))
+            .iter()
+            .any(|l| l.contains("takeover failed")),
+        "it says why"
+    );
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = listener
+        .recv_from(&mut buf)
+        .expect("the datagram is still in the old process's socket");
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"wait for me"[..], client.local_addr().unwrap())
+    );
+    assert!(
+        backend.received.try_recv().is_err(),
+        "nothing reached the backend"
+    );
+}

@@ -22,6 +22,8 @@ use super::wire::{Link, truncated};
 use super::{Decision, Export, Freeze, VERSION, WorkerLink};
 use crate::sys::{eventfd, passfd};
 
+/// How long sending `BYE` may take.
+const BYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connecting process may take to say `HELLO`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the new process may take to confirm it serves, after `BYE`.
@@ -55,7 +57,8 @@ pub struct HandedOver {
 /// The control socket, served on its own thread.
 pub struct Control {
     listener: UnixListener,
-    thread: Option<JoinHandle<()>>,
+    /// Ends `true` once it has handed over.
+    thread: Option<JoinHandle<bool>>,
     path: PathBuf,
     inode: u64,
 }
@@ -78,14 +81,16 @@ impl Control {
         })
     }
 
-    /// Stops serving; the socket file is removed unless another process has bound the path
-    /// since (the one that took over).
+    /// Stops serving; the socket file is removed unless this process has handed over (the
+    /// next one binds the path again, and a check of whose file it is would race with that)
+    /// or another process has bound the path since.
     pub fn stop(mut self) {
         let _ = socket2::SockRef::from(&self.listener.as_fd()).shutdown(std::net::Shutdown::Both);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+        let handed_over = self
+            .thread
+            .take()
+            .is_some_and(|thread| thread.join().unwrap_or(false));
+        if !handed_over && std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -113,12 +118,13 @@ fn bind(path: &Path, replace: bool) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn serve(listener: &UnixListener, served: &Served) {
+/// Serves takeovers until stopped (`false`) or one succeeds (`true`).
+fn serve(listener: &UnixListener, served: &Served) -> bool {
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
             // Shut down (stop), or out of descriptors: either way, not a takeover.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return false,
             Err(e) => {
                 warn!(error = %e, "control socket: cannot accept");
                 std::thread::sleep(Duration::from_millis(100));
@@ -143,11 +149,12 @@ fn serve(listener: &UnixListener, served: &Served) {
                 if let Some(tell) = &served.handed_over {
                     tell(done);
                 }
-                return;
+                return true;
             }
             Err(why) => warn!("takeover failed: {why}; still serving everything"),
         }
     }
+    false
 }
 
 /// One takeover, from `HELLO` to `BYE`. An error means the workers are serving (again).
@@ -192,7 +199,10 @@ fn hand_over(mut link: Link, served: &Served) -> Result<HandedOver, String> {
         if ready != "READY" {
             return Err(format!("expected READY, got {:?}", truncated(&ready)));
         }
-        // The point of no return: once BYE is out, the new process serves.
+        // The point of no return: once BYE is out, the new process serves. Four bytes on a
+        // connection that has just answered: a peer that cannot take them has failed.
+        link.write_timeout(BYE_TIMEOUT)
+            .map_err(|e| format!("cannot send BYE: {e}"))?;
         link.send("BYE")
             .map_err(|e| format!("cannot send BYE: {e}"))?;
         Ok(counts)

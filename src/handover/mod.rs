@@ -14,13 +14,17 @@
 //!    queue. Then, per worker, `W I sessions=K` with the listening socket attached and K
 //!    sessions ([`state`]), each open one with its socket attached; `M` with the metrics
 //!    listener if there is one; `END frozen_us=T`.
-//! 4. The new process adopts everything, arms every receive, and new → old `READY`; old → new
-//!    `BYE`, and the old process closes its copies of the descriptors without a word to anyone
-//!    (no shutdown, no session-closed note) and exits 0.
+//! 4. The new process adopts everything, arming nothing and sending nothing, and new → old
+//!    `READY`; old → new `BYE`, and the old process closes its copies of the descriptors
+//!    without a word to anyone (no shutdown, no session-closed note). The new process arms
+//!    every receive (the datagrams queued meanwhile are read at once), routes the sessions
+//!    that were waiting, and new → old `SERVING`; the old process exits 0.
 //!
 //! Anything else (a refusal, a timeout, a closed connection, a line that does not parse) before
-//! `BYE` is sent, and the old process resumes every worker with everything it held: nothing is
-//! lost, because nothing left its sockets. The workers' side is `worker::handover`.
+//! `BYE` is sent, and the old process resumes every worker with everything it held, while the
+//! new one stops without having read or sent a datagram: nothing is lost or sent twice,
+//! because until `BYE` only the old process ever touches the sockets' traffic. The workers'
+//! side is `worker::handover`.
 
 pub mod give;
 pub mod state;
@@ -51,9 +55,15 @@ pub struct Export {
 pub struct Import {
     pub listener: OwnedFd,
     pub sessions: Vec<(SessionLine, Option<OwnedFd>)>,
-    /// Told once the worker has armed every receive.
+    /// Told what the worker adopted; it arms nothing yet.
     pub adopted: SyncSender<Adopted>,
+    /// Once the old process has let go: where to say that every receive is armed. Closed
+    /// without a word if the takeover failed.
+    pub commit: Receiver<Armed>,
 }
+
+/// Told once a worker of the new process has armed every receive.
+pub type Armed = SyncSender<()>;
 
 /// What a worker took in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

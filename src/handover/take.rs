@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{self, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::state::SessionLine;
 use super::wire::{Link, truncated};
-use super::{Adopted, Import, VERSION};
+use super::{Adopted, Armed, Import, VERSION};
 use tracing::debug;
 
 use crate::sys::limits;
@@ -22,6 +22,8 @@ use crate::user_data::SLOTS_MAX;
 
 /// How long the old process may take to answer `HELLO` and `READY`.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most sessions a worker's part reserves room for before they have arrived.
+const CAPACITY_AHEAD: usize = 64 * 1024;
 /// Descriptors this process holds besides the old one's (rings, eventfds, its own sockets).
 const DESCRIPTOR_SLACK: u64 = 256;
 
@@ -42,6 +44,9 @@ pub struct Received {
     pub fds: usize,
     /// When the old process paused its workers (wall clock: both processes share it).
     pub frozen_at: SystemTime,
+    /// Per worker that took its part in: where to tell it to start serving, once the old
+    /// process has let go. Dropping them stops the workers without a word.
+    pub commits: Vec<SyncSender<Armed>>,
 }
 
 impl Taking {
@@ -97,6 +102,7 @@ impl Taking {
             sessions: 0,
             fds: 0,
             frozen_at: UNIX_EPOCH,
+            commits: Vec::with_capacity(self.workers),
         };
         let mut next_worker = 0;
         loop {
@@ -122,10 +128,13 @@ impl Taking {
                     let sessions = self.sessions(count, deadline)?;
                     got.fds += 1 + sessions.iter().filter(|(_, fd)| fd.is_some()).count();
                     got.sessions += count;
+                    let (commit_to, commit) = mpsc::sync_channel(1);
+                    got.commits.push(commit_to);
                     let import = Import {
                         listener,
                         sessions,
                         adopted: adopted.clone(),
+                        commit,
                     };
                     workers[index]
                         .send(import)
@@ -145,6 +154,9 @@ impl Taking {
                     if next_worker != self.workers {
                         return Err(format!("{next_worker} of {} workers sent", self.workers));
                     }
+                    if self.link.unclaimed_fds() > 0 {
+                        return Err("descriptors came that no line claimed".into());
+                    }
                     return Ok(got);
                 }
                 _ => return Err(format!("unexpected line {:?}", truncated(&line))),
@@ -152,11 +164,11 @@ impl Taking {
         }
     }
 
-    /// Says every receive is armed, and waits for the old process to let go (`BYE`). An
-    /// error means the old process serves on, and this one must stop. Once it has let go,
-    /// `serving` runs (telling systemd which process serves now) before the old process is
-    /// told it may exit (`SERVING`), so that systemd never sees the service's main process
-    /// exit without a successor.
+    /// Says everything is adopted, and waits for the old process to let go (`BYE`). An error
+    /// means the old process serves on, and this one must stop without having served. Once it
+    /// has let go, `serving` runs (starting the workers, and telling systemd which process
+    /// serves now) before the old process is told it may exit (`SERVING`), so that systemd
+    /// never sees the service's main process exit without a successor.
     pub fn finish(mut self, serving: impl FnOnce()) -> Result<(), String> {
         self.link
             .send("READY")
@@ -176,7 +188,8 @@ impl Taking {
         count: usize,
         deadline: Instant,
     ) -> Result<Vec<(SessionLine, Option<OwnedFd>)>, String> {
-        let mut sessions = Vec::with_capacity(count);
+        // The count comes from the other process: what it says is not memory yet.
+        let mut sessions = Vec::with_capacity(count.min(CAPACITY_AHEAD));
         for _ in 0..count {
             let first = self.line(deadline)?;
             let mut failure = None;

@@ -137,6 +137,11 @@ impl Link {
         })
     }
 
+    /// Descriptors received that no line has claimed yet.
+    pub fn unclaimed_fds(&self) -> usize {
+        self.fds.len()
+    }
+
     /// The connection's descriptor, for settings of this process that need one.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()

@@ -12,22 +12,21 @@
 
 mod preflight;
 mod takeover;
+mod thread;
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver};
-use std::thread::JoinHandle;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::handover::WorkerLink;
 use crate::handover::give::{Control, HandedOver, Served};
-use crate::handover::{Freeze, WorkerLink};
 use crate::metrics::{self, MetricsServer};
 use crate::route::resolve::Resolver;
 use crate::route::{self, Routes};
@@ -35,7 +34,9 @@ use crate::stats::Shared;
 use crate::summary::Summary;
 use crate::sys::setup::TaskRun;
 use crate::sys::{eventfd, limits};
-use crate::worker::{Listen, Started, Worker};
+use crate::worker::Listen;
+
+use self::thread::WorkerThread;
 
 /// Why ringgate could not start; the message names the cause and, where there is one, the fix.
 #[derive(Debug)]
@@ -48,14 +49,6 @@ impl fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
-
-struct WorkerThread {
-    handle: JoinHandle<io::Result<()>>,
-    waker: File,
-    task_run: TaskRun,
-    /// Where a takeover's pause requests go (`--control`).
-    freeze: Option<mpsc::Sender<Freeze>>,
-}
 
 /// What the owner of a running ringgate hears of.
 #[derive(Default)]
@@ -91,6 +84,14 @@ impl Proxy {
         if let Routes::Redis(settings) = &config.routes {
             preflight::check_redis(settings)?;
         }
+        // First, so that a takeover can make room for every descriptor it will receive.
+        let nofile = match limits::raise_nofile() {
+            Ok(nofile) => nofile,
+            Err(e) => {
+                warn!(error = %e, "cannot raise the open files limit");
+                1024
+            }
+        };
         // Asked before anything is built: a refusal (worker count, listen address) costs the
         // running process nothing.
         let mut taking = match &config.takeover {
@@ -99,13 +100,6 @@ impl Proxy {
                     .map_err(StartError)?,
             ),
             None => None,
-        };
-        let nofile = match limits::raise_nofile() {
-            Ok(nofile) => nofile,
-            Err(e) => {
-                warn!(error = %e, "cannot raise the open files limit");
-                1024
-            }
         };
         // Sessions never take the last descriptors: the reserve keeps health checks, metrics
         // and Redis reachable when a flood of new sources meets a low limit.
@@ -166,7 +160,7 @@ impl Proxy {
                 }
                 None => (None, None),
             };
-            match spawn_worker(&config, index, listen, &shared, resolver.clone(), control) {
+            match thread::spawn_worker(&config, index, listen, &shared, resolver.clone(), control) {
                 Ok((mut thread, local)) => {
                     thread.freeze = freeze;
                     proxy.local = local;
@@ -179,6 +173,7 @@ impl Proxy {
             }
         }
         let mut inherited = None;
+        let taking_over = taking.is_some();
         if let Some(taking) = taking.take() {
             match takeover::finish(taking, std::mem::take(&mut imports), &config) {
                 Ok(metrics) => inherited = metrics,
@@ -208,6 +203,11 @@ impl Proxy {
                 inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr || addr.port() == 0));
             match MetricsServer::start(settings, listener, Arc::clone(&shared)) {
                 Ok(server) => proxy.metrics = Some(server),
+                // After a takeover this process serves every session: stopping would drop them.
+                Err(e) if taking_over => error!(
+                    "cannot serve --metrics on {addr}: {e}; forwarding on without metrics or \
+                     health checks (fix the setting and take over again)"
+                ),
                 Err(e) => {
                     let _ = proxy.stop();
                     return Err(StartError(format!("cannot serve --metrics on {addr}: {e}")));
@@ -235,6 +235,11 @@ impl Proxy {
             let replace = config.takeover.is_some();
             match Control::start(path, served, replace) {
                 Ok(control) => proxy.control = Some(control),
+                Err(e) if taking_over => error!(
+                    "cannot listen on --control {}: {e}; forwarding on, but no further takeover \
+                     can reach this process (a restart would drop every session)",
+                    path.display()
+                ),
                 Err(e) => {
                     let _ = proxy.stop();
                     return Err(StartError(format!(
@@ -331,69 +336,6 @@ impl Drop for Proxy {
             || self.control.is_some()
         {
             let _ = self.stop();
-        }
-    }
-}
-
-/// Starts worker `index` on its own thread and waits until it is built (or failed to be).
-fn spawn_worker(
-    config: &Arc<Config>,
-    index: usize,
-    listen: Listen,
-    shared: &Arc<Shared>,
-    resolver: Option<Resolver>,
-    control: Option<Receiver<Freeze>>,
-) -> Result<(WorkerThread, SocketAddr), StartError> {
-    let (tx, rx) = mpsc::sync_channel::<Result<Started, String>>(2);
-    let cpu = config
-        .cpus
-        .as_ref()
-        .and_then(|c| c.get(index % c.len().max(1)).copied());
-    let (config, shared) = (Arc::clone(config), Arc::clone(shared));
-    let handle = std::thread::Builder::new()
-        .name(format!("ringgate-w{index}"))
-        .spawn(move || {
-            if let Some(cpu) = cpu
-                && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
-            {
-                let _ = tx.send(Err(format!(
-                    "cannot pin worker {index} to CPU {cpu} (is it in this process's cpuset?); \
-                     choose others with --cpus or pass --no-pin"
-                )));
-                return Ok(());
-            }
-            let built = tx.clone();
-            let built = move |started| {
-                let _ = built.send(Ok(started));
-            };
-            match Worker::new(&config, index, listen, shared, resolver, control, built) {
-                Ok(worker) => worker.run(),
-                Err(e) => {
-                    // Before it was built, the starting thread hears why; after (a takeover's
-                    // part that did not arrive or fit), the takeover fails on its own.
-                    let _ = tx.send(Err(e.to_string()));
-                    Err(e)
-                }
-            }
-        })
-        .map_err(|e| StartError(format!("cannot spawn worker thread {index}: {e}")))?;
-    match rx.recv() {
-        Ok(Ok(started)) => Ok((
-            WorkerThread {
-                handle,
-                waker: started.waker,
-                task_run: started.task_run,
-                freeze: None,
-            },
-            started.local,
-        )),
-        Ok(Err(why)) => {
-            let _ = handle.join();
-            Err(StartError(format!("worker {index}: {why}")))
-        }
-        Err(_) => {
-            let _ = handle.join();
-            Err(StartError(format!("worker {index} exited while starting")))
         }
     }
 }

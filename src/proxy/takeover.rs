@@ -1,17 +1,20 @@
 //! The new process's side of a takeover, once its workers' rings are built: receive the old
-//! process's state, hand each worker its part, wait until every worker has armed its receives,
-//! and let the old process go.
+//! process's state, hand each worker its part, wait until every worker has adopted it (arming
+//! nothing), and only once the old process has let go tell the workers to serve.
 
 use std::net::TcpListener;
 use std::sync::mpsc::{self, SyncSender};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::handover::take::Taking;
 use crate::handover::{Adopted, Import};
 use crate::notify::notify;
+
+/// How long the workers may take to arm their receives once told to serve.
+const ARM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Takes over through `taking`, worker `i`'s part going to `imports[i]`. Returns the metrics
 /// listener if the old process had one. An error means the old process serves on.
@@ -35,13 +38,29 @@ pub(super) fn finish(
         total.pending += report.pending;
         total.refused += report.refused;
     }
-    // From the old process's pause to this one's last receive armed: the longest any datagram
-    // waited in a socket because of the takeover.
-    let pause = SystemTime::now()
-        .duration_since(received.frozen_at)
-        .unwrap_or_default();
     let old_pid = taking.old_pid;
+    let commits = received.commits;
+    let mut pause = Duration::ZERO;
     taking.finish(|| {
+        // The old process has let go: from here this one serves, whatever happens.
+        let (armed, acks) = mpsc::sync_channel(commits.len());
+        for commit in &commits {
+            let _ = commit.send(armed.clone());
+        }
+        drop(armed);
+        let deadline = Instant::now() + ARM_TIMEOUT;
+        for _ in 0..commits.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if acks.recv_timeout(left).is_err() {
+                error!("a worker did not start serving what it took over (see its error above)");
+                break;
+            }
+        }
+        // From the old process's pause to this one's last receive armed: the longest any
+        // datagram waited in a socket because of the takeover.
+        pause = SystemTime::now()
+            .duration_since(received.frozen_at)
+            .unwrap_or_default();
         let state = format!("MAINPID={}\nREADY=1", std::process::id());
         if let Err(e) = notify(&state) {
             warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");

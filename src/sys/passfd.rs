@@ -20,6 +20,12 @@ fn space(n: usize) -> usize {
     unsafe { libc::CMSG_SPACE((n * size_of::<RawFd>()) as u32) as usize }
 }
 
+/// A zeroed control buffer of at least `bytes`, aligned for `cmsghdr` (whose `cmsg_len` is a
+/// `size_t`): its words are `u64`s.
+fn control_buffer(bytes: usize) -> Vec<u64> {
+    vec![0u64; bytes.div_ceil(size_of::<u64>())]
+}
+
 /// Sends `bytes` (at least one) with `fds` (at most [`FDS_MAX`]) attached, as one message.
 pub fn send(socket: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     if bytes.is_empty() || fds.len() > FDS_MAX {
@@ -28,7 +34,7 @@ pub fn send(socket: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> 
             "1+ bytes, at most 253 fds",
         ));
     }
-    let mut control = vec![0u8; space(fds.len())];
+    let mut control = control_buffer(space(fds.len()));
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr().cast_mut().cast(),
         iov_len: bytes.len(),
@@ -39,10 +45,11 @@ pub fn send(socket: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> 
     msg.msg_iovlen = 1;
     if !fds.is_empty() {
         msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len() as _;
-        // SAFETY: the control buffer is CMSG_SPACE(fds) bytes, room for one header and the
-        // descriptors; CMSG_FIRSTHDR of a msghdr with that buffer points inside it, and
-        // CMSG_DATA after the header, leaving exactly `fds.len()` descriptors of room.
+        msg.msg_controllen = space(fds.len()) as _;
+        // SAFETY: the control buffer is CMSG_SPACE(fds) bytes (or a few more), 8-aligned as a
+        // cmsghdr must be: room for one header and the descriptors; CMSG_FIRSTHDR of a msghdr
+        // with that buffer points at its start, and CMSG_DATA after the header, leaving exactly
+        // `fds.len()` descriptors of room, written unaligned.
         unsafe {
             let hdr = libc::CMSG_FIRSTHDR(&msg);
             (*hdr).cmsg_level = libc::SOL_SOCKET;
@@ -76,7 +83,7 @@ pub fn send(socket: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> 
 /// Receives into `buf` and appends any descriptors that came with the bytes to `fds`.
 /// Returns the bytes received (0: the peer closed).
 pub fn recv(socket: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let mut control = vec![0u8; space(FDS_MAX)];
+    let mut control = control_buffer(space(FDS_MAX));
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -86,7 +93,7 @@ pub fn recv(socket: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control.len() as _;
+    msg.msg_controllen = space(FDS_MAX) as _;
     let n = loop {
         // SAFETY: `msg` points at `buf` and `control`, both writable and alive across the
         // call, with their true lengths.
@@ -97,13 +104,15 @@ pub fn recv(socket: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::
             Err(e) => return Err(e),
         }
     };
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("descriptors were truncated"));
-    }
+    // Taken into ownership before anything else: even a truncated message (this process out
+    // of descriptors: MSG_CTRUNC) lists the ones the kernel did install, which must be closed.
+    let mut received = Vec::new();
     // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into
-    // `control`; CMSG_FIRSTHDR/CMSG_NXTHDR walk only within them, and each SCM_RIGHTS message's
-    // data holds (cmsg_len - CMSG_LEN(0)) / size_of::<RawFd>() descriptors the kernel just
-    // installed in this process, which nothing else owns yet.
+    // `control` (8-aligned, as cmsghdr needs); CMSG_FIRSTHDR/CMSG_NXTHDR walk only within
+    // them, and each SCM_RIGHTS message's data holds (cmsg_len - CMSG_LEN(0)) /
+    // size_of::<RawFd>() descriptors the kernel just installed in this process (a truncated
+    // one's cmsg_len counts only those), which nothing else owns yet; they are read
+    // unaligned.
     unsafe {
         let mut hdr = libc::CMSG_FIRSTHDR(&msg);
         while !hdr.is_null() {
@@ -111,12 +120,17 @@ pub fn recv(socket: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::
                 let bytes = (*hdr).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
                 let data = libc::CMSG_DATA(hdr).cast::<RawFd>();
                 for i in 0..bytes / size_of::<RawFd>() {
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    received.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
             }
             hdr = libc::CMSG_NXTHDR(&msg, hdr);
         }
     }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        // Dropping `received` closes what did arrive.
+        return Err(io::Error::other("descriptors were truncated"));
+    }
+    fds.extend(received);
     Ok(n)
 }
 

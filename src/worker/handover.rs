@@ -8,8 +8,12 @@
 //! commit (stop without closing a session: no session-closed line, note or count, since the
 //! sessions live on in the next process).
 //!
-//! In the new process: the sessions arrive whole and are adopted; one still waiting for its
-//! route asks this process's router again, its held datagrams carried as bytes until it opens.
+//! In the new process: the sessions arrive whole and are adopted, and the worker says so, but
+//! it arms nothing and sends nothing until the old process has let go (`BYE`): until then the
+//! old one may still resume, and the two must never both serve. Once told, it arms every
+//! receive, and a session still waiting for its route asks this process's router again, its
+//! held datagrams carried as bytes until it opens. If the takeover fails instead, the worker
+//! stops without a word, having touched nothing.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::Worker;
 use crate::handover::state::{OpenSession, PendingSession, SessionLine};
-use crate::handover::{Adopted, Decision, Export, Freeze};
+use crate::handover::{Adopted, Armed, Decision, Export, Freeze};
 use crate::session::{Arriving, Key};
 use crate::stats::Counter;
 use crate::sys::msghdr::PAYLOAD_OFFSET;
@@ -43,8 +47,13 @@ pub(super) struct State {
     pub(super) sends_down: u32,
     /// Datagrams adopted sessions held in the other process, waiting for their route here.
     carried: HashMap<Key, Vec<Box<[u8]>>>,
-    /// Whom to tell, once armed, what was adopted.
+    /// Whom to tell what was adopted, and where the word to start serving comes from.
     adopted: Option<(SyncSender<Adopted>, Adopted)>,
+    commit: Option<Receiver<Armed>>,
+    /// Whom to tell once every receive is armed.
+    armed: Option<Armed>,
+    /// Adopted sessions still waiting for their route, asked for once serving.
+    unrouted: Vec<Key>,
 }
 
 impl State {
@@ -56,6 +65,9 @@ impl State {
             sends_down: 0,
             carried: HashMap::new(),
             adopted: None,
+            commit: None,
+            armed: None,
+            unrouted: Vec::new(),
         }
     }
 
@@ -66,14 +78,22 @@ impl State {
 }
 
 impl Worker {
-    /// The wake-up fired without a stop: a takeover may be asking this worker to pause.
+    /// The wake-up fired without a stop: a takeover may be asking this worker to pause. Only
+    /// the newest request counts: an older one is from a takeover that has already given up
+    /// (this worker was too slow for it), and is answered as such.
     pub(super) fn check_control(&mut self) {
-        let Some(freeze) = self
-            .handover
-            .control
-            .as_ref()
-            .and_then(|c| c.try_recv().ok())
-        else {
+        let Some(control) = &self.handover.control else {
+            return;
+        };
+        let mut newest = None;
+        while let Ok(freeze) = control.try_recv() {
+            if let Some(stale) = newest.replace(freeze) {
+                let _ = stale
+                    .export
+                    .send(Err("superseded by a newer takeover".into()));
+            }
+        }
+        let Some(freeze) = newest else {
             return;
         };
         if self.handover.frozen.is_some() {
@@ -135,12 +155,15 @@ impl Worker {
             sessions: Vec::with_capacity(self.sessions.live()),
             fds: Vec::new(),
         };
+        // What cannot be described is left behind, and said so.
+        let (mut sessions_left, mut datagrams_left) = (0, 0);
         for s in self.sessions.leaving() {
             let idle = ms(self.tick.saturating_sub(s.last_tick));
             let age = ms(self.tick.saturating_sub(s.created_tick));
             let line = match s.upstream {
                 Some((socket, upstream)) => {
                     let Some(backend) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
+                        sessions_left += 1;
                         continue;
                     };
                     export.fds.push(socket.as_raw_fd());
@@ -169,13 +192,23 @@ impl Worker {
                         .iter()
                         .filter_map(|h| {
                             let end = PAYLOAD_OFFSET + h.len as usize;
-                            let buffer = self.driver.bufs().get(h.bid, end)?;
-                            Some(buffer[PAYLOAD_OFFSET..].to_vec())
+                            let buffer = self.driver.bufs().get(h.bid, end);
+                            datagrams_left += usize::from(buffer.is_none());
+                            Some(buffer?[PAYLOAD_OFFSET..].to_vec())
                         })
                         .collect(),
                 }),
             };
             export.sessions.push(line);
+        }
+        if sessions_left + datagrams_left > 0 {
+            warn!(
+                worker = self.index,
+                sessions = sessions_left,
+                datagrams = datagrams_left,
+                "cannot describe these for the next process (a socket with no peer, a buffer \
+                 not leased); they stay behind and end with this process"
+            );
         }
         export
     }
@@ -231,11 +264,13 @@ impl Worker {
         self.scratch = armed;
     }
 
-    /// Takes in the sessions another process handed over (before the first batch).
+    /// Takes in the sessions another process handed over (before the first batch), touching
+    /// nothing outside this process until [`Worker::await_commit`] says to.
     pub(super) fn adopt(
         &mut self,
         sessions: Vec<(SessionLine, Option<OwnedFd>)>,
         report: SyncSender<Adopted>,
+        commit: Receiver<Armed>,
     ) {
         let mut adopted = Adopted {
             worker: self.index,
@@ -282,7 +317,7 @@ impl Worker {
                         .arrived_at(key, p.local, prefix, self.proxy_protocol_every);
                     let held = p.held.into_iter().map(Vec::into_boxed_slice).collect();
                     self.handover.carried.insert(key, held);
-                    self.route(|router, io| router.request(key.ticket(), io));
+                    self.handover.unrouted.push(key);
                     adopted.pending += 1;
                 }
                 _ => adopted.refused += 1,
@@ -296,12 +331,38 @@ impl Worker {
             );
         }
         self.handover.adopted = Some((report, adopted));
+        self.handover.commit = Some(commit);
     }
 
-    /// Tells the takeover what this worker adopted, once its receives are armed.
-    pub(super) fn report_adopted(&mut self) {
+    /// After adopting: says what was adopted and waits for the old process to let go. `false`
+    /// when the takeover failed: the worker must stop without arming or sending anything.
+    pub(super) fn await_commit(&mut self) -> bool {
+        let Some(commit) = self.handover.commit.take() else {
+            return true;
+        };
         if let Some((report, adopted)) = self.handover.adopted.take() {
             let _ = report.send(adopted);
+        }
+        match commit.recv() {
+            Ok(armed) => {
+                self.handover.armed = Some(armed);
+                true
+            }
+            Err(_) => {
+                debug!(worker = self.index, "the takeover did not happen; stopping");
+                false
+            }
+        }
+    }
+
+    /// Once serving: routes the adopted sessions that were waiting, and says every receive is
+    /// armed.
+    pub(super) fn start_adopted(&mut self) {
+        for key in std::mem::take(&mut self.handover.unrouted) {
+            self.route(|router, io| router.request(key.ticket(), io));
+        }
+        if let Some(armed) = self.handover.armed.take() {
+            let _ = armed.send(());
         }
     }
 

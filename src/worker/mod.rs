@@ -200,7 +200,11 @@ impl Worker {
                 }
                 // This process's socket buffer setting applies from now on.
                 let forced = socket::set_buffers(&listener, socket_size)?;
-                (listener, forced, Some((import.sessions, import.adopted)))
+                (
+                    listener,
+                    forced,
+                    Some((import.sessions, import.adopted, import.commit)),
+                )
             }
         };
         socket_size.force = forced;
@@ -255,8 +259,8 @@ impl Worker {
             warnings: Warnings::new(config.log_sessions),
             handover: handover::State::new(control),
         };
-        if let Some((sessions, adopted)) = import {
-            worker.adopt(sessions, adopted);
+        if let Some((sessions, adopted, commit)) = import {
+            worker.adopt(sessions, adopted, commit);
         }
         Ok(worker)
     }
@@ -264,6 +268,9 @@ impl Worker {
     /// Runs until shutdown is requested and every operation has drained. A worker that fails
     /// says so at once and stops counting as ready.
     pub fn run(mut self) -> io::Result<()> {
+        if !self.await_commit() {
+            return Ok(());
+        }
         let mut armed = false;
         let result = self.serve(&mut armed);
         if armed {
@@ -285,7 +292,7 @@ impl Worker {
         self.driver.submit()?;
         self.shared.armed.fetch_add(1, Ordering::Release);
         *armed = true;
-        self.report_adopted();
+        self.start_adopted();
 
         let mut batch = Vec::with_capacity(1024);
         loop {
