@@ -69,8 +69,16 @@ impl Admission {
         {
             return Err(Counter::DropRateLimited);
         }
+        // The address's budget first: one address sending from many ports cannot spend the
+        // worker's. A newcomer the worker's budget refuses gets its address's token back, so
+        // that retrying through a flood does not spend it (many players behind one NAT).
         match self.budget.as_mut().map(|b| b.admit(source, now_ms)) {
-            Some(Verdict::Dropped) => Err(Counter::DropSessionBudget),
+            Some(Verdict::Dropped) => {
+                if let Some(limiter) = &mut self.limiter {
+                    limiter.give_back(source.ip());
+                }
+                Err(Counter::DropSessionBudget)
+            }
             Some(Verdict::Admitted) | None => Ok(()),
         }
     }
@@ -121,6 +129,13 @@ mod tests {
         assert_eq!(admission.admit(a("5.6.7.8:5"), 1, is_backend), Ok(()));
         assert_eq!(
             admission.admit(a("9.9.9.9:5"), 1, is_backend),
+            Err(Counter::DropSessionBudget)
+        );
+        // Refused by the worker's budget, 9.9.9.9 kept its own token: half a second later
+        // (half a token refilled), from another port (not a retry), it is still within its own
+        // budget, and only the worker's refuses it again.
+        assert_eq!(
+            admission.admit(a("9.9.9.9:6"), 501, is_backend),
             Err(Counter::DropSessionBudget)
         );
     }

@@ -46,6 +46,11 @@ impl Bucket {
         self.tokens = if admitted { tokens - 1.0 } else { tokens };
         admitted
     }
+
+    /// Gives back the token just taken, for a session that did not open after all.
+    pub fn give_back(&mut self, limit: RateLimit) {
+        self.tokens = (self.tokens + 1.0).min(limit.burst);
+    }
 }
 
 pub struct Limiter {
@@ -68,6 +73,13 @@ impl Limiter {
     pub fn admit(&mut self, source: IpAddr, now_ms: u32) -> bool {
         let index = self.hasher.hash_one(prefix(source)) as usize % BUCKETS;
         self.buckets[index].take(self.limit, now_ms)
+    }
+
+    /// Gives back the token `source` just spent: its session did not open after all (the
+    /// worker's budget refused it), and the address's budget counts sessions opened.
+    pub fn give_back(&mut self, source: IpAddr) {
+        let index = self.hasher.hash_one(prefix(source)) as usize % BUCKETS;
+        self.buckets[index].give_back(self.limit);
     }
 }
 
