@@ -115,22 +115,22 @@ impl Worker {
     /// At the end of a paused worker's batch: once quiet, export, wait for the decision and
     /// carry it out. Gives up (resumes) if it does not quiet down in time.
     pub(super) fn settle(&mut self) {
-        let Some((since, _)) = &self.handover.frozen else {
+        let Some((since, freeze)) = self.handover.frozen.take() else {
             return;
         };
         let quiet =
             !self.handover.listener_armed && self.handover.sends_down == 0 && self.sessions.quiet();
         if !quiet {
             if since.elapsed() > SETTLE_TIMEOUT {
-                let (_, freeze) = self.handover.frozen.take().expect("frozen");
                 let _ = freeze
                     .export
                     .send(Err("its operations did not complete in time".into()));
                 self.resume();
+            } else {
+                self.handover.frozen = Some((since, freeze));
             }
             return;
         }
-        let (_, freeze) = self.handover.frozen.take().expect("frozen");
         let export = self.export();
         let sessions = export.sessions.len();
         if freeze.export.send(Ok(export)).is_err() {
@@ -309,6 +309,8 @@ impl Worker {
                 (SessionLine::Pending(p), None) => {
                     let tick = self.tick.saturating_sub(ticks(p.age));
                     let Some(key) = self.sessions.adopt_pending(p.reply_to, tick) else {
+                        // What it held goes as a session closed before it resolved does.
+                        self.counters.add(Counter::DropNoRoute, p.held.len() as u64);
                         adopted.refused += 1;
                         continue;
                     };
@@ -320,7 +322,12 @@ impl Worker {
                     self.handover.unrouted.push(key);
                     adopted.pending += 1;
                 }
-                _ => adopted.refused += 1,
+                (line, _) => {
+                    if let SessionLine::Pending(p) = line {
+                        self.counters.add(Counter::DropNoRoute, p.held.len() as u64);
+                    }
+                    adopted.refused += 1;
+                }
             }
         }
         if adopted.refused > 0 {
