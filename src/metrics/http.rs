@@ -46,6 +46,14 @@ fn victim(requested: impl Iterator<Item = bool> + Clone) -> usize {
     requested.clone().position(|r| !r).unwrap_or(0)
 }
 
+/// The task a finished (or cancelled) connection ran in.
+fn task_id(done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
+    match done {
+        Ok((id, ())) => id,
+        Err(e) => e.id(),
+    }
+}
+
 /// Accepts until told to stop.
 pub async fn serve(
     listener: std::net::TcpListener,
@@ -64,10 +72,7 @@ pub async fn serve(
         let accepted = tokio::select! {
             _ = &mut stopped => return,
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => e.id(),
-                };
+                let id = task_id(done);
                 open.retain(|c| c.task.id() != id);
                 continue;
             }
@@ -87,6 +92,15 @@ pub async fn serve(
             let oldest = victim(open.iter().map(|c| c.requested.load(Ordering::Relaxed)));
             if let Some(closed) = open.remove(oldest) {
                 closed.task.abort();
+                // An abort only asks; the victim's socket closes when its task is reaped. Reap
+                // it before accepting again, so the cap holds at every instant, not eventually.
+                while let Some(done) = tasks.join_next_with_id().await {
+                    let id = task_id(done);
+                    open.retain(|c| c.task.id() != id);
+                    if id == closed.task.id() {
+                        break;
+                    }
+                }
             }
         }
         let requested = Arc::new(AtomicBool::new(false));

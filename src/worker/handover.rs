@@ -8,26 +8,17 @@
 //! commit (stop without closing a session: no session-closed line, note or count, since the
 //! sessions live on in the next process).
 //!
-//! In the new process: the sessions arrive whole and are adopted, and the worker says so, but
-//! it arms nothing and sends nothing until the old process has let go (`BYE`): until then the
-//! old one may still resume, and the two must never both serve. Once told, it arms every
-//! receive, and a session still waiting for its route asks this process's router again, its
-//! held datagrams carried as bytes until it opens. If the takeover fails instead, the worker
-//! stops without a word, having touched nothing.
+//! The new process's side is `adopt`.
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::Worker;
 use crate::handover::state::{OpenSession, PendingSession, SessionLine};
-use crate::handover::{Adopted, Armed, Decision, Export, Freeze};
-use crate::session::{Arriving, Key};
-use crate::stats::Counter;
+use crate::handover::{Decision, Export, Freeze};
 use crate::sys::msghdr::PAYLOAD_OFFSET;
 use crate::user_data::Op;
 
@@ -45,15 +36,6 @@ pub(super) struct State {
     pub(super) listener_armed: bool,
     /// Replies (sends from the listener) in flight.
     pub(super) sends_down: u32,
-    /// Datagrams adopted sessions held in the other process, waiting for their route here.
-    carried: HashMap<Key, Vec<Box<[u8]>>>,
-    /// Whom to tell what was adopted, and where the word to start serving comes from.
-    adopted: Option<(SyncSender<Adopted>, Adopted)>,
-    commit: Option<Receiver<Armed>>,
-    /// Whom to tell once every receive is armed.
-    armed: Option<Armed>,
-    /// Adopted sessions still waiting for their route, asked for once serving.
-    unrouted: Vec<Key>,
 }
 
 impl State {
@@ -63,11 +45,6 @@ impl State {
             frozen: None,
             listener_armed: false,
             sends_down: 0,
-            carried: HashMap::new(),
-            adopted: None,
-            commit: None,
-            armed: None,
-            unrouted: Vec::new(),
         }
     }
 
@@ -262,140 +239,5 @@ impl Worker {
             self.cancel(Op::SessionRecv(key).encode());
         }
         self.scratch = armed;
-    }
-
-    /// Takes in the sessions another process handed over (before the first batch), touching
-    /// nothing outside this process until [`Worker::await_commit`] says to.
-    pub(super) fn adopt(
-        &mut self,
-        sessions: Vec<(SessionLine, Option<OwnedFd>)>,
-        report: SyncSender<Adopted>,
-        commit: Receiver<Armed>,
-    ) {
-        let mut adopted = Adopted {
-            worker: self.index,
-            ..Adopted::default()
-        };
-        let tick_len = self.tick_len.as_nanos().max(1);
-        let ticks = move |d: Duration| u32::try_from(d.as_nanos() / tick_len).unwrap_or(u32::MAX);
-        for (line, fd) in sessions {
-            match (line, fd) {
-                (SessionLine::Open(s), Some(fd)) => {
-                    let lease = self.router.adopt(s.backend);
-                    let slot = self.counters.backends.slot(s.backend);
-                    let arriving = Arriving {
-                        client: s.client,
-                        reply_to: s.reply_to,
-                        upstream_local: s.upstream,
-                        lease,
-                        backend_slot: slot,
-                        last_tick: self.tick.saturating_sub(ticks(s.idle)),
-                        created_tick: self.tick.saturating_sub(ticks(s.age)),
-                        answered: s.answered,
-                        confirmed: s.confirmed,
-                        local: s.local,
-                        prefix: s.prefix.map(Vec::into_boxed_slice),
-                        prefix_every: s.prefix_every,
-                        prefix_sent: s.prefix_sent,
-                    };
-                    if self.sessions.adopt(arriving, Socket::from(fd)).is_some() {
-                        self.counters.backends.opened(slot);
-                        adopted.sessions += 1;
-                    } else {
-                        self.release(lease);
-                        adopted.refused += 1;
-                    }
-                }
-                (SessionLine::Pending(p), None) => {
-                    let tick = self.tick.saturating_sub(ticks(p.age));
-                    let Some(key) = self.sessions.adopt_pending(p.reply_to, tick) else {
-                        // What it held goes as a session closed before it resolved does.
-                        self.counters.add(Counter::DropNoRoute, p.held.len() as u64);
-                        adopted.refused += 1;
-                        continue;
-                    };
-                    let prefix = self.prefix_for(p.reply_to, p.local);
-                    self.sessions
-                        .arrived_at(key, p.local, prefix, self.proxy_protocol_every);
-                    let held = p.held.into_iter().map(Vec::into_boxed_slice).collect();
-                    self.handover.carried.insert(key, held);
-                    self.handover.unrouted.push(key);
-                    adopted.pending += 1;
-                }
-                (line, _) => {
-                    if let SessionLine::Pending(p) = line {
-                        self.counters.add(Counter::DropNoRoute, p.held.len() as u64);
-                    }
-                    adopted.refused += 1;
-                }
-            }
-        }
-        if adopted.refused > 0 {
-            warn!(
-                worker = self.index,
-                refused = adopted.refused,
-                "some sessions handed over could not be taken in (a client twice)"
-            );
-        }
-        self.handover.adopted = Some((report, adopted));
-        self.handover.commit = Some(commit);
-    }
-
-    /// After adopting: says what was adopted and waits for the old process to let go. `false`
-    /// when the takeover failed: the worker must stop without arming or sending anything.
-    pub(super) fn await_commit(&mut self) -> bool {
-        let Some(commit) = self.handover.commit.take() else {
-            return true;
-        };
-        if let Some((report, adopted)) = self.handover.adopted.take() {
-            let _ = report.send(adopted);
-        }
-        match commit.recv() {
-            Ok(armed) => {
-                self.handover.armed = Some(armed);
-                true
-            }
-            Err(_) => {
-                debug!(worker = self.index, "the takeover did not happen; stopping");
-                false
-            }
-        }
-    }
-
-    /// Once serving: routes the adopted sessions that were waiting, and says every receive is
-    /// armed.
-    pub(super) fn start_adopted(&mut self) {
-        for key in std::mem::take(&mut self.handover.unrouted) {
-            self.route(|router, io| router.request(key.ticket(), io));
-        }
-        if let Some(armed) = self.handover.armed.take() {
-            let _ = armed.send(());
-        }
-    }
-
-    /// Sends what an adopted session held in the other process, now that it is open: directly
-    /// on its new socket, in order, once.
-    pub(super) fn send_carried(&mut self, key: Key) {
-        let Some(held) = self.handover.carried.remove(&key) else {
-            return;
-        };
-        for payload in held {
-            match self.sessions.send_now(key, &payload) {
-                Ok(n) => {
-                    self.counters.bump(Counter::PacketsUpstream);
-                    self.counters.add(Counter::BytesUpstream, n as u64);
-                }
-                Err(_) => self.counters.bump(Counter::DropSendError),
-            }
-        }
-    }
-
-    /// Drops what an adopted session carried, if it closes before it opened.
-    pub(super) fn drop_carried(&mut self, key: Key, reason: Counter) {
-        if let Some(held) = self.handover.carried.remove(&key) {
-            for _ in held {
-                self.counters.bump(reason);
-            }
-        }
     }
 }

@@ -16,11 +16,13 @@
 //! - [`downstream`]: backend → client, from the listening socket to the client's address.
 //! - [`closing`]: sessions leaving (idle, unreplied, evicted, disconnected, abandoned,
 //!   shutdown), the reaper tick and stopping.
+//! - [`handover`] and [`adopt`]: a takeover, the old process's side and the new one's.
 //! - [`batch`]: once per batch, the router's turn, re-arms within the buffer budget, publishing.
 //!
 //! Per-datagram failures are counted, never propagated. A session's slot is freed only after
 //! every operation naming it has completed (the table sees to that).
 
+mod adopt;
 mod batch;
 mod closing;
 mod downstream;
@@ -64,10 +66,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 /// the buffers it was counted against are free for the next ones at once.
 const REARM_RETRY: Duration = Duration::from_millis(1);
 
-/// The tick a worker's reaper starts counting from: a session adopted from another process may
-/// have been idle, or alive, for up to this many ticks.
-const TICK_ORIGIN: u32 = 1 << 24;
-
 /// What a worker hands back to the thread that started it once it is built.
 pub struct Started {
     pub local: SocketAddr,
@@ -105,7 +103,7 @@ pub struct Worker {
     deferred: Vec<Deferred>,
     scratch: Vec<Key>,
     /// The reaper's tick count: the only clock the packet path reads. It starts at
-    /// [`TICK_ORIGIN`], so that sessions adopted from another process keep their past.
+    /// [`adopt::TICK_ORIGIN`], so that sessions adopted from another process keep their past.
     tick: u32,
     tick_len: Duration,
     idle_ticks: u32,
@@ -119,8 +117,9 @@ pub struct Worker {
     socket_size: socket::BufferSize,
     stopping: Option<Instant>,
     warnings: Warnings,
-    /// A takeover's state in this worker (`handover`).
+    /// A takeover's state in this worker: giving away (`handover`), taking in (`adopt`).
     handover: handover::State,
+    adoption: adopt::State,
 }
 
 /// Where a worker's listening socket comes from.
@@ -246,7 +245,7 @@ impl Worker {
             index,
             deferred: Vec::new(),
             scratch: Vec::new(),
-            tick: TICK_ORIGIN,
+            tick: adopt::TICK_ORIGIN,
             tick_len: tick,
             idle_ticks: closing::idle_ticks(config.idle_timeout, tick),
             unreplied_ticks: closing::idle_ticks(config.unreplied_timeout, tick),
@@ -258,6 +257,7 @@ impl Worker {
             stopping: None,
             warnings: Warnings::new(config.log_sessions),
             handover: handover::State::new(control),
+            adoption: adopt::State::default(),
         };
         if let Some((sessions, adopted, commit)) = import {
             worker.adopt(sessions, adopted, commit);
