@@ -8,7 +8,8 @@
 //!   (`by_upstream_port`), and a session's whole life without a real socket (insert, open,
 //!   close, freed).
 //! * `recvmsg_out`: parsing a multishot `recvmsg` buffer as the kernel lays it out
-//!   (`datagram::parse`: header, truncation flags, source address), for IPv4 and IPv6 and two
+//!   (`sys::uring::msghdr::parse` then `datagram::check`: header, truncation flags, source
+//!   address, size limit), for IPv4 and IPv6 and two
 //!   payload sizes, and the address codec on its own (`sockaddr::decode`, `RawSockAddr::encode`).
 //! * `user_data`: packing and unpacking the 64-bit cookie of every ring operation.
 //!
@@ -24,8 +25,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ringgate::datagram;
 use ringgate::session::{Held, Ingress, Key, Limits, Sessions};
 use ringgate::sys::cmsg::CONTROL_LEN;
-use ringgate::sys::msghdr::{PAYLOAD_OFFSET, recv_header};
 use ringgate::sys::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
+use ringgate::sys::uring::msghdr::{self, PAYLOAD_OFFSET, recv_header};
 use ringgate::user_data::Op;
 
 /// Table sizes the issue names: 1k, 100k and 1M sessions on one worker.
@@ -142,7 +143,7 @@ fn kernel_buffer(from: SocketAddr, payload_len: usize) -> Vec<u8> {
     assert_eq!(
         buffer.len(),
         PAYLOAD_OFFSET,
-        "layout drifted from sys::msghdr"
+        "layout drifted from sys::uring::msghdr"
     );
     buffer.resize(PAYLOAD_OFFSET + payload_len, 0xa5);
     buffer
@@ -160,9 +161,9 @@ fn recvmsg_out(c: &mut Criterion) {
         ("parse_v6_64B", v6, 64),
     ] {
         let buffer = kernel_buffer(from, payload_len);
-        assert!(datagram::parse(&buffer, &header, MAX_PAYLOAD).is_ok());
+        assert!(datagram::check(msghdr::parse(&buffer, &header), MAX_PAYLOAD).is_ok());
         group.bench_function(name, |b| {
-            b.iter(|| datagram::parse(black_box(&buffer), &header, MAX_PAYLOAD))
+            b.iter(|| datagram::check(msghdr::parse(black_box(&buffer), &header), MAX_PAYLOAD))
         });
     }
     let raw_v4 = RawSockAddr::encode(v4);

@@ -361,7 +361,7 @@ fn the_largest_rings_start() {
 
 #[test]
 fn every_task_run_mode_is_built_as_asked_and_forwards() {
-    use ringgate::sys::setup::TaskRun;
+    use ringgate::sys::uring::TaskRun;
     let backend = Backend::start(LOCAL4, true);
     for mode in TaskRun::ALL {
         let mut cfg = config(LOCAL4, &[backend.addr]);
@@ -369,7 +369,7 @@ fn every_task_run_mode_is_built_as_asked_and_forwards() {
         cfg.workers = 2;
         let proxy = start(cfg);
         // Linux 6.1+ accepts every mode, so no ring may have fallen back.
-        assert_eq!(proxy.task_runs(), [mode, mode]);
+        assert_eq!(proxy.task_runs(), [Some(mode), Some(mode)]);
         let client = udp(LOCAL4);
         client.send_to(b"mode", proxy.local_addr()).unwrap();
         assert_eq!(recv(&client).0, b"mode", "{mode:?}");

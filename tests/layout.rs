@@ -164,3 +164,50 @@ fn the_import_reader_sees_grouped_and_nested_paths() {
     let found: Vec<String> = imports(text).into_iter().collect();
     assert_eq!(found, ["a", "c", "f", "h"]);
 }
+
+/// Whether `text`'s code (comments aside) names the `io_uring` crate: a path through it or an
+/// `extern crate`. Words that only contain it (`kernel.io_uring_disabled`) do not count.
+fn names_io_uring(text: &str) -> bool {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .any(|line| {
+            line.match_indices("io_uring").any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = &line[at + "io_uring".len()..];
+                let word_start = !before.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                word_start
+                    && (after.starts_with("::") || line[..at].trim_end().ends_with("extern crate"))
+            })
+        })
+}
+
+#[test]
+fn only_the_kernel_wall_names_io_uring() {
+    let mut files = Vec::new();
+    sources(&src(), &mut files);
+    let sys = src().join("sys");
+    let leaks: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(&sys))
+        .filter(|f| names_io_uring(&std::fs::read_to_string(f).unwrap()))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "only src/sys/ may speak io_uring; the rest goes through sys::driver: {leaks:?}"
+    );
+    // The reader itself must see a use of the crate, or the test could not fail.
+    let driver = std::fs::read_to_string(sys.join("uring/mod.rs")).unwrap();
+    assert!(names_io_uring(&driver));
+}
+
+#[test]
+fn the_io_uring_reader_tells_the_crate_from_words_that_contain_it() {
+    assert!(names_io_uring("use io_uring::cqueue;"));
+    assert!(names_io_uring("fn f(e: &io_uring::cqueue::Entry) {}"));
+    assert!(names_io_uring("extern crate io_uring;"));
+    assert!(!names_io_uring("// io_uring::cqueue in a comment"));
+    assert!(!names_io_uring("let v = host.io_uring_disabled;"));
+    assert!(!names_io_uring("\"kernel.io_uring_disabled\""));
+    assert!(!names_io_uring("use my_io_uring::x;"));
+}

@@ -19,7 +19,7 @@ pub use super::upgrade::UpgradeArgs;
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::route::resolve::Dest;
-use crate::sys::setup::TaskRun;
+use crate::sys::uring::TaskRun;
 use crate::user_data::SLOTS_MAX;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

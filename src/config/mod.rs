@@ -20,7 +20,7 @@ pub use parse::CpuList;
 
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
-use crate::sys::setup::TaskRun;
+use crate::sys::uring::TaskRun;
 
 /// Everything a running ringgate is built from.
 #[derive(Clone, Debug)]

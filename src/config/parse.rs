@@ -8,8 +8,8 @@ use clap::builder::PossibleValue;
 
 use crate::admission::rate::{self, RateLimit};
 use crate::route::resolve::{Dest, parse_dest};
-use crate::sys::buf_ring::ENTRIES_MAX;
-use crate::sys::setup::TaskRun;
+use crate::sys::uring::BUFFERS_MAX;
+use crate::sys::uring::TaskRun;
 
 /// The listen address in any form udp-gate (Go's `net.ListenUDP`) takes. All interfaces
 /// (`:PORT`, `0.0.0.0:PORT`, `[::]:PORT`) is `[::]:PORT`, which ringgate binds dual-stack, as
@@ -101,7 +101,7 @@ pub(super) fn parse_rate(text: &str) -> Result<RateLimit, String> {
 }
 
 pub(super) fn parse_buffers(text: &str) -> Result<u32, String> {
-    parse_power_of_two(text, 2, ENTRIES_MAX)
+    parse_power_of_two(text, 2, BUFFERS_MAX)
 }
 
 pub(super) fn parse_ring_entries(text: &str) -> Result<u32, String> {

@@ -32,7 +32,7 @@ use crate::route::resolve::Resolver;
 use crate::route::{self, Routes};
 use crate::stats::Shared;
 use crate::summary::Summary;
-use crate::sys::setup::TaskRun;
+use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, limits};
 use crate::worker::Listen;
 
@@ -285,7 +285,7 @@ impl Proxy {
     }
 
     /// The task-running mode each worker's ring was built with.
-    pub fn task_runs(&self) -> Vec<TaskRun> {
+    pub fn task_runs(&self) -> Vec<Option<TaskRun>> {
         self.workers.iter().map(|w| w.task_run).collect()
     }
 

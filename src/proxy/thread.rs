@@ -13,13 +13,13 @@ use crate::config::Config;
 use crate::handover::Freeze;
 use crate::route::resolve::Resolver;
 use crate::stats::Shared;
-use crate::sys::setup::TaskRun;
+use crate::sys::uring::TaskRun;
 use crate::worker::{Listen, Started, Worker};
 
 pub(super) struct WorkerThread {
     pub(super) handle: JoinHandle<io::Result<()>>,
     pub(super) waker: File,
-    pub(super) task_run: TaskRun,
+    pub(super) task_run: Option<TaskRun>,
     /// Where a takeover's pause requests go (`--control`).
     pub(super) freeze: Option<mpsc::Sender<Freeze>>,
 }

@@ -140,7 +140,7 @@ impl Router for Fixed {
 
     fn poll(&mut self, io: &mut Io<'_>) {
         if let Some(names) = &mut self.names {
-            names.poll(io.driver, io.now);
+            names.poll(&mut io.streams, io.now);
             self.take_results(io);
         }
     }
@@ -148,7 +148,7 @@ impl Router for Fixed {
     fn shutdown(&mut self, io: &mut Io<'_>) {
         self.waiting.clear();
         if let Some(names) = &mut self.names {
-            names.shutdown(io.driver);
+            names.shutdown(&mut io.streams);
         }
     }
 

@@ -5,7 +5,7 @@
 //! [`Outcome::Route`] in its outcome list, now (static backends) or in a later batch of the same
 //! ring (Redis). The new session's datagrams wait, held and bounded, meanwhile. A router may also
 //! close sessions ([`Outcome::Disconnect`]) and drive operations of its own in the worker's ring
-//! (streams and timers whose memory the driver lends; see `sys::lent`).
+//! (streams and timers whose memory the driver lends, through `sys::driver::Streams`).
 //!
 //! A router never sees a session: a ticket is an opaque cookie, and a lease is the router's own
 //! note of where it placed a session, handed back when the session closes.
@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::stats::{Counter, Counters};
-use crate::sys::driver::Driver;
+use crate::sys::driver::Streams;
 use crate::sys::lent::Lent;
 
 /// Where routes come from, as configured.
@@ -154,10 +154,11 @@ pub struct Resources {
     pub timers: usize,
 }
 
-/// What a router may touch while it handles something: the worker's ring, its counters, the
-/// batch's clock, and the outcome list the worker carries out after the call.
+/// What a router may touch while it handles something: the streams and timers of the worker's
+/// driver, its counters, the batch's clock, and the outcome list the worker carries out after
+/// the call.
 pub struct Io<'a> {
-    pub driver: &'a mut Driver,
+    pub streams: Streams<'a>,
     pub counters: &'a mut Counters,
     pub now: Instant,
     pub out: &'a mut Vec<Outcome>,

@@ -1,184 +1,185 @@
-//! The ring and every byte its operations point at.
+//! The one interface a worker talks to the kernel through, in ringgate's own words.
 //!
-//! `Driver` owns the io_uring, the provided buffer ring, the receive header, the reply arena,
-//! the reaper's timespec, the wake-up buffer and the memory it lends to stream and timer
-//! operations (`sys::lent`). Each operation is a safe method here that points the kernel only
-//! at memory this struct owns and keeps in place (boxed, never resized), so no caller can hand
-//! the kernel a dangling pointer. Operations in flight are counted from push to final
-//! completion (the first CQE without `IORING_CQE_F_MORE`); if the driver is dropped with any
-//! still in flight, it leaks the memory they point at rather than free it under the kernel.
-//! The ring is the first field, so it is closed before any of that memory is released.
+//! A [`Driver`] receives datagrams into receive buffers it owns, sends them from those buffers,
+//! cancels, ticks, wakes, and lends memory to byte streams and timers (see `sys::lent`); every
+//! operation carries a caller's token (a `u64` with [`LENT_BIT`] clear) and ends in one or more
+//! [`Completion`]s that [`Driver::reap`] copies into the caller's batch. A receive completion
+//! names the buffer it filled, and [`Driver::received`] reads the datagram in it as a
+//! [`Received`]: source, payload length, and destination when the socket reports it.
 //!
-//! `user_data` belongs to the caller, except values with [`LENT_BIT`] set, which the driver
-//! issues for operations on lent memory (their methods are in `sys::lent`) and decodes itself
-//! when they complete.
+//! Each way of talking to the kernel is a folder below `sys/` and one variant here, chosen
+//! once when the driver is built (monoio's `driver/uring/` beside `driver/legacy/`): today
+//! `uring/`, io_uring with a provided buffer ring and multishot receives. The variants are
+//! dispatched with a `match` that the compiler folds away while there is one, and that costs
+//! one predictable branch per operation beside a second one; no type of a backend's crate
+//! crosses this wall.
+//!
+//! Routers get [`Streams`], a narrow handle on the same driver: streams and timers only.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
-
-use super::buf_ring::BufRing;
-use super::lent::{LENT_BIT, Lent, LentMemory, LentOp};
-use super::msghdr::{PAYLOAD_OFFSET, SendSlots, recv_header};
-use super::setup::{self, RingConfig, TaskRun};
+pub use super::lent::LENT_BIT;
 use super::sockaddr::RawSockAddr;
+use super::uring::{Ring, TaskRun};
 
-/// The buffer group id of the worker's one buffer ring.
-const BGID: u16 = 0;
-
-pub struct Driver {
-    // Field order matters: the ring is dropped (closed) before the memory below it.
-    ring: IoUring,
-    bufs: BufRing,
-    sends: SendSlots,
-    recv_hdr: Box<libc::msghdr>,
-    tick: Box<types::Timespec>,
-    wake_buf: Box<u64>,
-    /// Stream and timer memory; its operations are in `sys::lent`.
-    pub(super) lent: LentMemory,
-    in_flight: u64,
-    task_run: TaskRun,
+/// What a worker's driver is built with.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverConfig {
+    /// Operations queued at once (the io_uring submission queue's size).
+    pub sq_entries: u32,
+    /// Completions held at once (the io_uring completion queue's size).
+    pub cq_entries: u32,
+    /// Receive buffers (a power of two).
+    pub buffer_count: u32,
+    /// The largest payload a receive buffer takes (`--buffer-size`); the driver adds the room
+    /// its own headers and a PROXY protocol header need.
+    pub payload_bytes: u32,
+    /// The period of the reaper's tick.
+    pub tick: Duration,
+    /// io_uring's task-running mode to try first; plainer ones follow if the kernel refuses it.
+    pub task_run: TaskRun,
+    /// Byte streams the driver lends memory to (see `sys::lent`).
+    pub streams: usize,
+    /// Bytes one stream receive can take.
+    pub stream_rx_bytes: usize,
+    /// One-shot timers the driver lends a timespec to.
+    pub timers: usize,
 }
 
-pub(super) fn refused(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, what.to_owned())
+/// One completion, in ringgate's words: the token the operation was issued with, its result
+/// (bytes, or a negative errno), the receive buffer it filled if any, and whether more
+/// completions of the same operation follow (a receive stays armed while they do).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    token: u64,
+    result: i32,
+    /// Bit 0: more follow; bit 1: a buffer is named; bits 16-31: the buffer.
+    flags: u32,
+}
+
+const MORE: u32 = 1;
+const HAS_BUFFER: u32 = 2;
+
+impl Completion {
+    pub const fn new(token: u64, result: i32, buffer: Option<u16>, more: bool) -> Completion {
+        let mut flags = if more { MORE } else { 0 };
+        if let Some(bid) = buffer {
+            flags |= HAS_BUFFER | ((bid as u32) << 16);
+        }
+        Completion {
+            token,
+            result,
+            flags,
+        }
+    }
+
+    pub const fn token(&self) -> u64 {
+        self.token
+    }
+
+    pub const fn result(&self) -> i32 {
+        self.result
+    }
+
+    /// The receive buffer the kernel filled (or committed before failing).
+    pub const fn buffer(&self) -> Option<u16> {
+        if self.flags & HAS_BUFFER != 0 {
+            Some((self.flags >> 16) as u16)
+        } else {
+            None
+        }
+    }
+
+    /// More completions of this operation follow; without it, a receive has ended.
+    pub const fn more(&self) -> bool {
+        self.flags & MORE != 0
+    }
+}
+
+/// A datagram a receive put in a buffer: its source, its payload's length, and the address it
+/// was sent to when the socket reports it (a wildcard listener, with pktinfo). The payload lies
+/// after headroom a send may prefix to it ([`Driver::send`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub source: SocketAddr,
+    pub len: u32,
+    pub dest: Option<IpAddr>,
+}
+
+/// Why a received buffer holds no usable datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvFault {
+    /// The datagram did not fit its buffer, or the buffer is malformed.
+    Truncated,
+    /// Its source is not an IPv4 or IPv6 address, or was cut short.
+    BadAddress,
+    /// The buffer is not leased to the caller.
+    NotLeased,
+}
+
+/// A worker's driver: one variant per way of talking to the kernel.
+pub enum Driver {
+    Uring(Ring),
+}
+
+/// Calls the same method on whichever driver this is.
+macro_rules! each {
+    ($self:expr, $d:ident => $body:expr) => {
+        match $self {
+            Driver::Uring($d) => $body,
+        }
+    };
 }
 
 impl Driver {
-    pub fn new(cfg: &RingConfig) -> io::Result<Driver> {
-        let (ring, task_run) = setup::build(cfg)?;
-        let bufs = BufRing::new(cfg.buffer_count, cfg.buffer_bytes)?;
-        let (ring_addr, entries) = bufs.registration();
-        // SAFETY: the descriptor ring is a page-aligned mapping of `entries` descriptors owned
-        // by `bufs`, which the returned Driver keeps until after the ring itself is closed
-        // (field order) and never moves (the mapping is not part of the struct's bytes).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(ring_addr, entries, BGID, 0)
-        }
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("registering the provided buffer ring failed ({e}); ringgate needs Linux 6.1 or newer"),
-            )
-        })?;
-        bufs.publish();
-        Ok(Driver {
-            ring,
-            sends: SendSlots::new(cfg.buffer_count),
-            bufs,
-            recv_hdr: Box::new(recv_header()),
-            tick: Box::new(
-                types::Timespec::new()
-                    .sec(cfg.tick.as_secs())
-                    .nsec(cfg.tick.subsec_nanos()),
-            ),
-            wake_buf: Box::new(0),
-            lent: LentMemory::new(cfg.streams, cfg.stream_rx_bytes, cfg.timers),
-            in_flight: 0,
-            task_run,
-        })
+    /// Builds the driver: io_uring (the only one yet).
+    pub fn new(cfg: &DriverConfig) -> io::Result<Driver> {
+        Ring::new(cfg).map(Driver::Uring)
     }
 
-    /// The task-running mode the kernel accepted for this ring.
-    pub fn task_run(&self) -> TaskRun {
-        self.task_run
+    /// `io_uring`: in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        each!(self, _d => "io_uring")
     }
 
-    pub fn bufs(&self) -> &BufRing {
-        &self.bufs
-    }
-
-    pub fn bufs_mut(&mut self) -> &mut BufRing {
-        &mut self.bufs
-    }
-
-    /// The header every multishot receive was armed with, for parsing its buffers.
-    pub fn recv_header(&self) -> &libc::msghdr {
-        &self.recv_hdr
+    /// The task-running mode an io_uring was built with.
+    pub fn task_run(&self) -> Option<TaskRun> {
+        each!(self, d => Some(d.task_run()))
     }
 
     /// Operations pushed whose final completion has not been reaped.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight
+        each!(self, d => d.in_flight())
     }
 
-    /// Queues `entry`, flushing the submission queue to the kernel first if it is full.
-    /// Returns whether a flush was needed. Errors only if the kernel refuses the flush.
-    ///
-    /// # Safety
-    /// Every pointer in `entry` must stay valid until the operation's final completion.
-    pub(super) unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<bool> {
-        let mut flushed = false;
-        loop {
-            // SAFETY: forwarded from this function's contract.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                self.in_flight += 1;
-                return Ok(flushed);
-            }
-            if flushed {
-                // A flush did not make room: the kernel took nothing. Do not spin.
-                return Err(io::Error::from(io::ErrorKind::WouldBlock));
-            }
-            self.submit()?;
-            flushed = true;
-        }
-    }
-
-    /// Refuses a caller's `user_data` that would be mistaken for the driver's own.
-    fn check_caller(user_data: u64) -> io::Result<()> {
-        if user_data & LENT_BIT != 0 {
-            return Err(refused("user_data with the driver's bit set"));
-        }
-        Ok(())
-    }
-
-    /// Arms a multishot `recvmsg` on `fd`, selecting buffers from the buffer ring.
-    pub fn recv_multishot(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
-        Self::check_caller(user_data)?;
-        let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_hdr, BGID)
-            .build()
-            .user_data(user_data);
-        // SAFETY: the header is boxed in `self` and lives until the ring is closed; buffers come
-        // from the registered buffer ring, which does too.
-        unsafe { self.push(entry) }
+    /// Receives datagrams on `fd` until the receive ends (a completion without `more`); each
+    /// completion names the buffer it filled. Returns whether queueing it needed a flush; errs
+    /// only when nothing could be queued (retry after the batch).
+    #[inline]
+    pub fn recv_multishot(&mut self, fd: RawFd, token: u64) -> io::Result<bool> {
+        each!(self, d => d.recv_multishot(fd, token))
     }
 
     /// Sends `len` payload bytes of leased buffer `bid` on the connected socket `fd`, after
     /// `prefix` (written into the buffer's headroom, so the payload is not moved).
+    #[inline]
     pub fn send(
         &mut self,
         fd: RawFd,
         bid: u16,
         prefix: &[u8],
         len: usize,
-        user_data: u64,
+        token: u64,
     ) -> io::Result<bool> {
-        Self::check_caller(user_data)?;
-        let start = PAYLOAD_OFFSET
-            .checked_sub(prefix.len())
-            .ok_or_else(|| refused("prefix larger than the headroom"))?;
-        if !prefix.is_empty() && !self.bufs.write(bid, start, prefix) {
-            return Err(refused("buffer not leased"));
-        }
-        let total = prefix.len() + len;
-        let payload = self
-            .bufs
-            .range(bid, start, total)
-            .ok_or_else(|| refused("buffer not leased"))?;
-        let entry = opcode::Send::new(types::Fd(fd), payload, total as u32)
-            .build()
-            .user_data(user_data);
-        // SAFETY: the payload lies inside leased buffer `bid` (checked above) in the buffer
-        // mapping owned by `self`; the caller recycles the buffer only on this send's completion.
-        unsafe { self.push(entry) }
+        each!(self, d => d.send(fd, bid, prefix, len, token))
     }
 
     /// Sends `len` payload bytes of leased buffer `bid` from socket `fd` to `to`, leaving from
     /// address `from` if given (`(address, whether fd is an IPv6 socket)`).
+    #[inline]
     pub fn send_to(
         &mut self,
         fd: RawFd,
@@ -186,153 +187,149 @@ impl Driver {
         len: usize,
         to: &RawSockAddr,
         from: Option<(IpAddr, bool)>,
-        user_data: u64,
+        token: u64,
     ) -> io::Result<bool> {
-        Self::check_caller(user_data)?;
-        let payload = self
-            .bufs
-            .range(bid, PAYLOAD_OFFSET, len)
-            .ok_or_else(|| refused("buffer not leased"))?;
-        let hdr = self
-            .sends
-            .prepare(bid, payload, len, to, from)
-            .ok_or_else(|| refused("no send slot"))?;
-        let entry = opcode::SendMsg::new(types::Fd(fd), hdr)
-            .build()
-            .user_data(user_data);
-        // SAFETY: the header, iovec, address and control bytes are in buffer `bid`'s slot of the
-        // boxed arena
-        // owned by `self`, and the payload in leased buffer `bid`; the slot is rewritten only
-        // for another send from the same buffer, which cannot happen before this one completes
-        // and the buffer is recycled and received into again.
-        unsafe { self.push(entry) }
+        each!(self, d => d.send_to(fd, bid, len, to, from, token))
     }
 
-    /// Asks the kernel to cancel the operation issued with `target`.
-    pub fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<bool> {
-        Self::check_caller(user_data)?;
-        let entry = opcode::AsyncCancel::new(target)
-            .build()
-            .user_data(user_data);
-        // SAFETY: a cancel carries no pointers.
-        unsafe { self.push(entry) }
+    /// Cancels the operation issued with `target`.
+    pub fn cancel(&mut self, target: u64, token: u64) -> io::Result<bool> {
+        each!(self, d => d.cancel(target, token))
     }
 
-    /// Cancels every operation on `fd` (a stream's connect, send and receive).
-    pub fn cancel_fd(&mut self, fd: RawFd) -> io::Result<bool> {
-        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-            .build()
-            .user_data(Lent::encode(Lent {
-                op: LentOp::Cancel,
-                tag: 0,
-            }));
-        // SAFETY: a cancel carries no pointers into memory.
-        unsafe { self.push(entry) }
+    /// Arms the reaper's tick, which completes (with `-ETIME`) after the configured period.
+    pub fn tick(&mut self, token: u64) -> io::Result<bool> {
+        each!(self, d => d.tick(token))
     }
 
-    /// Arms the reaper's timeout, which completes with `-ETIME` after the configured tick.
-    pub fn tick(&mut self, user_data: u64) -> io::Result<bool> {
-        Self::check_caller(user_data)?;
-        let entry = opcode::Timeout::new(&*self.tick)
-            .build()
-            .user_data(user_data);
-        // SAFETY: the timespec is boxed in `self` and never changes after construction.
-        unsafe { self.push(entry) }
-    }
-
-    /// Reads the wake-up eventfd `fd` into the driver's own 8-byte buffer.
-    pub fn read_wake(&mut self, fd: RawFd, user_data: u64) -> io::Result<bool> {
-        Self::check_caller(user_data)?;
-        let entry = opcode::Read::new(
-            types::Fd(fd),
-            std::ptr::from_mut(&mut *self.wake_buf).cast(),
-            8,
-        )
-        .build()
-        .user_data(user_data);
-        // SAFETY: the 8-byte buffer is boxed in `self`; only this one read is ever armed on it
-        // at a time (the worker re-arms it only after its completion).
-        unsafe { self.push(entry) }
+    /// Reads the wake-up eventfd `fd`.
+    pub fn read_wake(&mut self, fd: RawFd, token: u64) -> io::Result<bool> {
+        each!(self, d => d.read_wake(fd, token))
     }
 
     /// Hands queued operations to the kernel without waiting.
     pub fn submit(&mut self) -> io::Result<usize> {
-        retry_interrupted(|| self.ring.submit())
+        each!(self, d => d.submit())
     }
 
     /// Hands queued operations to the kernel and waits for at least one completion.
     pub fn submit_and_wait(&mut self) -> io::Result<usize> {
-        retry_interrupted(|| self.ring.submit_and_wait(1))
+        each!(self, d => d.submit_and_wait())
     }
 
     /// Like [`Driver::submit_and_wait`], giving up after `timeout`.
     pub fn submit_and_wait_for(&mut self, timeout: Duration) -> io::Result<usize> {
-        let ts = types::Timespec::new()
-            .sec(timeout.as_secs())
-            .nsec(timeout.subsec_nanos());
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            other => other,
-        }
+        each!(self, d => d.submit_and_wait_for(timeout))
     }
 
-    /// Moves every available completion into `batch`, so that handlers run after the
-    /// completion queue is released and may push new operations freely. The memory a finished
-    /// lent operation pointed at is free again when this returns.
-    pub fn reap(&mut self, batch: &mut Vec<cqueue::Entry>) {
-        let before = batch.len();
-        batch.extend(self.ring.completion());
-        for cqe in &batch[before..] {
-            if cqueue::more(cqe.flags()) {
-                continue;
-            }
-            self.in_flight -= 1;
-            if let Some(lent) = Lent::decode(cqe.user_data()) {
-                self.lent.release(lent.op);
-            }
-        }
+    /// Moves every available completion into `batch`, so that handlers run after the driver
+    /// is released and may queue new operations freely.
+    #[inline]
+    pub fn reap(&mut self, batch: &mut Vec<Completion>) {
+        each!(self, d => d.reap(batch))
     }
-}
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if self.in_flight != 0 {
-            // The kernel may still write into these: never free them under it. This happens
-            // only when a worker's shutdown drain timed out.
-            let bufs = std::mem::replace(&mut self.bufs, leak_placeholder());
-            std::mem::forget(bufs);
-            std::mem::forget(std::mem::replace(&mut self.sends, SendSlots::new(0)));
-            std::mem::forget(std::mem::replace(
-                &mut self.recv_hdr,
-                Box::new(recv_header()),
-            ));
-            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
-            std::mem::forget(std::mem::replace(
-                &mut self.tick,
-                Box::new(types::Timespec::new()),
-            ));
-            std::mem::forget(std::mem::replace(&mut self.lent, LentMemory::new(0, 0, 0)));
-        }
+    /// Takes the lease of buffer `bid`, which a completion named. False if it was not the
+    /// kernel's to give (an anomaly).
+    #[inline]
+    pub fn lease(&mut self, bid: u16) -> bool {
+        each!(self, d => d.bufs_mut().take(bid))
     }
-}
 
-/// A minimal buffer ring swapped in for one being leaked.
-fn leak_placeholder() -> BufRing {
-    // One 64-byte buffer: two small mappings, freed normally.
-    BufRing::new(1, 64).unwrap_or_else(|_| std::process::abort())
-}
+    /// Gives leased buffer `bid` back for receiving (published by [`Driver::publish`]). False
+    /// if it was not leased (a second recycle: an anomaly).
+    #[inline]
+    pub fn recycle(&mut self, bid: u16) -> bool {
+        each!(self, d => d.bufs_mut().recycle(bid))
+    }
 
-fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
-    loop {
-        match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
+    /// Makes recycled buffers available to receives: once per batch.
+    #[inline]
+    pub fn publish(&self) {
+        each!(self, d => d.bufs().publish())
+    }
+
+    /// Receive buffers leased out, and in all.
+    pub fn buffers_leased(&self) -> u32 {
+        each!(self, d => d.bufs().leased())
+    }
+
+    pub fn buffers(&self) -> u32 {
+        each!(self, d => d.bufs().entries())
+    }
+
+    /// The datagram a receive completion with result `filled` put in leased buffer `bid`.
+    #[inline]
+    pub fn received(&self, bid: u16, filled: i32) -> Result<Received, RecvFault> {
+        each!(self, d => d.received(bid, filled))
+    }
+
+    /// The first `len` payload bytes of leased buffer `bid`.
+    pub fn payload(&self, bid: u16, len: usize) -> Option<&[u8]> {
+        each!(self, d => d.payload(bid, len))
+    }
+
+    /// The narrow handle routers drive their streams and timers through.
+    pub fn streams(&mut self) -> Streams<'_> {
+        Streams { driver: self }
     }
 }
 
-#[cfg(test)]
-#[path = "driver_tests.rs"]
-mod tests;
+/// Streams and timers on a worker's driver, and nothing else: what a router may touch.
+pub struct Streams<'a> {
+    driver: &'a mut Driver,
+}
+
+impl Streams<'_> {
+    /// Connects stream `stream`'s socket `fd` to `to`.
+    pub fn connect(
+        &mut self,
+        stream: u16,
+        fd: RawFd,
+        to: SocketAddr,
+        tag: u32,
+    ) -> io::Result<bool> {
+        each!(self.driver, d => d.stream_connect(stream, fd, to, tag))
+    }
+
+    /// Sends `bytes` on stream `stream`'s socket `fd`; [`Streams::sent`] gives them back once
+    /// the send completed.
+    pub fn send(&mut self, stream: u16, fd: RawFd, bytes: Vec<u8>, tag: u32) -> io::Result<bool> {
+        each!(self.driver, d => d.stream_send(stream, fd, bytes, tag))
+    }
+
+    /// The bytes of stream `stream`'s last send, once it completed (or was refused).
+    pub fn sent(&mut self, stream: u16) -> Vec<u8> {
+        each!(self.driver, d => d.stream_sent(stream))
+    }
+
+    /// Receives on stream `stream`'s socket `fd` into the stream's buffer.
+    pub fn recv(&mut self, stream: u16, fd: RawFd, tag: u32) -> io::Result<bool> {
+        each!(self.driver, d => d.stream_recv(stream, fd, tag))
+    }
+
+    /// Reads from `fd` (an eventfd, a pipe: not a socket) into stream `stream`'s buffer.
+    pub fn read(&mut self, stream: u16, fd: RawFd, tag: u32) -> io::Result<bool> {
+        each!(self.driver, d => d.stream_read(stream, fd, tag))
+    }
+
+    /// The first `len` bytes stream `stream`'s last receive wrote, once it completed.
+    pub fn received(&self, stream: u16, len: usize) -> &[u8] {
+        each!(&*self.driver, d => d.stream_received(stream, len))
+    }
+
+    /// Cancels every operation on stream socket `fd`.
+    pub fn cancel_fd(&mut self, fd: RawFd) -> io::Result<bool> {
+        each!(self.driver, d => d.cancel_fd(fd))
+    }
+
+    /// Arms timer `timer` to complete (with `-ETIME`) after `after`. One at a time per timer.
+    pub fn timer(&mut self, timer: u16, after: Duration, tag: u32) -> io::Result<bool> {
+        each!(self.driver, d => d.timer(timer, after, tag))
+    }
+
+    /// Cancels timer `timer` if it is armed.
+    pub fn cancel_timer(&mut self, timer: u16) -> io::Result<bool> {
+        each!(self.driver, d => d.cancel_timer(timer))
+    }
+}

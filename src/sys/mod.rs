@@ -1,11 +1,14 @@
 //! The wall around the kernel: every `unsafe` in ringgate lives below this module.
 //!
-//! One module per kernel object: building a ring (`setup`), the ring and the memory its
-//! operations point at (`driver`), the memory it lends to stream and timer operations
-//! (`lent`), the provided buffer ring (`buf_ring`), the `msghdr`s of receives and replies
-//! (`msghdr`) and their control messages (`cmsg`), socket addresses as the kernel lays them out (`sockaddr`), sockets (`socket`),
-//! the wake-up `eventfd`, process limits (`limits`) and descriptors passed to another process
-//! (`passfd`). Everything exported from here is safe to
+//! The worker talks to the kernel through one interface in ringgate's own words (`driver`:
+//! completions, received datagrams, sends, streams and timers); each way of talking to it is a
+//! folder behind that interface: `uring/`, an io_uring with a provided buffer ring (building the
+//! ring, its buffer ring, the `msghdr`s of receives and replies, the memory it lends to streams
+//! and timers). Beside them, one module per kernel object any driver uses: the tokens of lent
+//! operations (`lent`), control messages (`cmsg`), socket addresses as the kernel lays them out
+//! (`sockaddr`), sockets (`socket`), the wake-up `eventfd`, process limits (`limits`) and
+//! descriptors passed to another process (`passfd`). Nothing outside this folder names a type of
+//! the `io_uring` crate (`tests/layout.rs` checks that). Everything exported from here is safe to
 //! call: the invariants that make the `unsafe` inside hold are kept by the types, not by their
 //! callers.
 //!
@@ -14,17 +17,15 @@
 //! checks that.
 #![allow(unsafe_code)]
 
-pub mod buf_ring;
 pub mod cmsg;
 pub mod driver;
 pub mod eventfd;
 pub mod lent;
 pub mod limits;
-pub mod msghdr;
 pub mod passfd;
-pub mod setup;
 pub mod sockaddr;
 pub mod socket;
+pub mod uring;
 
 use std::io;
 

@@ -16,8 +16,7 @@ impl Worker {
         self.route(|router, io| router.poll(io));
         self.router.links_up(self.counters.links_up_mut());
         if !self.deferred.is_empty() {
-            let bufs = self.driver.bufs();
-            let mut rearms = rearm_budget(bufs.leased(), bufs.entries());
+            let mut rearms = rearm_budget(self.driver.buffers_leased(), self.driver.buffers());
             let mut work = std::mem::take(&mut self.deferred);
             // The listener first: new work waits behind it, established sessions' replies too.
             work.sort_by_key(|d| !matches!(d, Deferred::ArmListener));
@@ -41,7 +40,7 @@ impl Worker {
                 self.deferred = work;
             }
         }
-        self.driver.bufs().publish();
+        self.driver.publish();
         self.counters.set_sessions(self.sessions.live());
         self.counters.publish(&self.shared.stats[self.index]);
     }

@@ -19,7 +19,6 @@ use tracing::{debug, warn};
 use super::Worker;
 use crate::handover::state::{OpenSession, PendingSession, SessionLine};
 use crate::handover::{Decision, Export, Freeze};
-use crate::sys::msghdr::PAYLOAD_OFFSET;
 use crate::user_data::Op;
 
 /// How long a worker may take to quiet down once asked to pause.
@@ -168,10 +167,9 @@ impl Worker {
                         .held
                         .iter()
                         .filter_map(|h| {
-                            let end = PAYLOAD_OFFSET + h.len as usize;
-                            let buffer = self.driver.bufs().get(h.bid, end);
-                            datagrams_left += usize::from(buffer.is_none());
-                            Some(buffer?[PAYLOAD_OFFSET..].to_vec())
+                            let payload = self.driver.payload(h.bid, h.len as usize);
+                            datagrams_left += usize::from(payload.is_none());
+                            Some(payload?.to_vec())
                         })
                         .collect(),
                 }),

@@ -4,8 +4,8 @@
 //! The loop is phased: hand queued operations to the kernel and wait; copy every completion
 //! into a batch; run one handler per completion (handlers push new operations, never wait);
 //! then, once per batch, let the router start what is due, re-arm receives that ended, publish
-//! recycled buffers to the kernel and publish counters. Nothing here blocks except the wait in
-//! `io_uring_enter`.
+//! recycled buffers to the kernel and publish counters. The worker speaks to the kernel only
+//! through `sys::driver` (completions, received datagrams, sends), never to a ring directly.
 //!
 //! The packet's path, top to bottom, one module per stretch:
 //! - [`recv`]: every receive completion, listener's and sessions', goes through one function
@@ -40,7 +40,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use io_uring::cqueue;
 use socket2::Socket;
 use tracing::{error, info, warn};
 
@@ -51,10 +50,9 @@ use crate::route::resolve::Resolver;
 use crate::route::{self, Io, Outcome, Router};
 use crate::session::{Key, Limits, Sessions};
 use crate::stats::{Counter, Counters, Shared};
-use crate::sys::driver::Driver;
+use crate::sys::driver::{Completion, Driver, DriverConfig};
 use crate::sys::lent::Lent;
-use crate::sys::msghdr::PAYLOAD_OFFSET;
-use crate::sys::setup::{RingConfig, TaskRun};
+use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, socket};
 use crate::user_data::Op;
 use warnings::Warnings;
@@ -70,8 +68,8 @@ const REARM_RETRY: Duration = Duration::from_millis(1);
 pub struct Started {
     pub local: SocketAddr,
     pub waker: File,
-    /// The task-running mode its ring was built with.
-    pub task_run: TaskRun,
+    /// The task-running mode its io_uring was built with.
+    pub task_run: Option<TaskRun>,
 }
 
 /// Work deferred to the end of a batch.
@@ -150,12 +148,12 @@ impl Worker {
         let tick = config.tick();
         let router = route::build(&config.routes, index, Instant::now(), resolver);
         let lent = router.resources();
-        let driver = Driver::new(&RingConfig {
+        let driver = Driver::new(&DriverConfig {
             sq_entries: config.ring_entries,
             // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
             cq_entries: (config.ring_entries * 8).min(65_536),
             buffer_count: config.buffer_count,
-            buffer_bytes: config.buffer_size_bytes + PAYLOAD_OFFSET as u32,
+            payload_bytes: config.buffer_size_bytes,
             tick,
             task_run: config.task_run,
             streams: lent.streams,
@@ -211,7 +209,8 @@ impl Worker {
         let local = local_of(&listener)?;
         if index == 0 {
             info!(
-                task_run = task_run.name(),
+                driver = driver.name(),
+                task_run = task_run.map_or("-", TaskRun::name),
                 router = router.name(),
                 socket_buffer = socket::recv_buffer(&listener).unwrap_or(0),
                 forced,
@@ -318,8 +317,8 @@ impl Worker {
             }
             self.driver.reap(&mut batch);
             self.now = Instant::now();
-            for cqe in batch.drain(..) {
-                self.dispatch(&cqe);
+            for done in batch.drain(..) {
+                self.dispatch(&done);
             }
             self.end_batch();
             self.settle();
@@ -341,14 +340,14 @@ impl Worker {
     }
 
     /// One `match` routes every completion to its handler.
-    fn dispatch(&mut self, cqe: &cqueue::Entry) {
-        let (res, flags) = (cqe.result(), cqe.flags());
-        if let Some(lent) = Lent::decode(cqe.user_data()) {
+    fn dispatch(&mut self, done: &Completion) {
+        let res = done.result();
+        if let Some(lent) = Lent::decode(done.token()) {
             return self.route(|router, io| router.complete(lent, res, io));
         }
-        match Op::decode(cqe.user_data()) {
-            Some(Op::ListenRecv) => self.on_recv(recv::On::Listener, res, flags),
-            Some(Op::SessionRecv(key)) => self.on_recv(recv::On::Session(key), res, flags),
+        match Op::decode(done.token()) {
+            Some(Op::ListenRecv) => self.on_recv(recv::On::Listener, done),
+            Some(Op::SessionRecv(key)) => self.on_recv(recv::On::Session(key), done),
             Some(Op::SendUp { key, bid }) => self.on_send_up(key, bid, res),
             Some(Op::SendDown { bid }) => self.on_send_down(bid, res),
             Some(Op::Tick) => self.on_tick(),
@@ -364,7 +363,7 @@ impl Worker {
     fn route(&mut self, act: impl FnOnce(&mut dyn Router, &mut Io<'_>)) {
         let mut out = std::mem::take(&mut self.outcomes);
         let mut io = Io {
-            driver: &mut self.driver,
+            streams: self.driver.streams(),
             counters: &mut self.counters,
             now: self.now,
             out: &mut out,

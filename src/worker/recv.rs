@@ -1,7 +1,7 @@
 //! Every receive completion, the listener's and every session's, in one function: the
 //! multishot discipline, and the provided buffers' lease and recycling.
 //!
-//! For each completion, in this order: if `IORING_CQE_F_MORE` is absent the receive has ended
+//! For each completion, in this order: if `more` is absent the receive has ended
 //! (on any error, `-ENOBUFS` included) and is re-armed at the end of the batch; the result is
 //! counted by errno; a buffer the kernel selected is leased, and given straight back on an
 //! error; the datagram is checked for truncation, size and source; only then is it handed to
@@ -14,13 +14,13 @@
 
 use std::io;
 
-use io_uring::cqueue;
 use tracing::warn;
 
 use super::{Deferred, Worker};
-use crate::datagram::{self, Datagram};
+use crate::datagram;
 use crate::session::{Key, RecvEnd};
 use crate::stats::Counter;
+use crate::sys::driver::Completion;
 
 /// The socket a receive completion is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,14 +30,15 @@ pub(super) enum On {
 }
 
 impl Worker {
-    pub(super) fn on_recv(&mut self, on: On, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
+    pub(super) fn on_recv(&mut self, on: On, done: &Completion) {
+        if !done.more() {
             self.recv_ended(on);
         }
-        let Some(bid) = self.lease(res, flags, on) else {
+        let res = done.result();
+        let Some(bid) = self.lease(res, done.buffer(), on) else {
             return;
         };
-        let dgram = match self.parse(bid, res) {
+        let dgram = match datagram::check(self.driver.received(bid, res), self.max_payload) {
             Ok(dgram) => dgram,
             Err(reason) => {
                 if reason == Counter::DropTruncated
@@ -78,12 +79,11 @@ impl Worker {
     }
 
     /// Counts a receive completion's error, and leases its buffer if it carries one.
-    fn lease(&mut self, res: i32, flags: u32, on: On) -> Option<u16> {
-        let bid = cqueue::buffer_select(flags);
+    fn lease(&mut self, res: i32, bid: Option<u16>, on: On) -> Option<u16> {
         if res < 0 {
             // Some kernels commit a buffer before the receive fails: give it straight back.
             if let Some(bid) = bid
-                && self.driver.bufs_mut().take(bid)
+                && self.driver.lease(bid)
             {
                 self.recycle(bid);
             }
@@ -104,7 +104,7 @@ impl Worker {
             return None;
         }
         match bid {
-            Some(bid) if self.driver.bufs_mut().take(bid) => Some(bid),
+            Some(bid) if self.driver.lease(bid) => Some(bid),
             _ => {
                 self.counters.bump(Counter::Anomalies);
                 None
@@ -112,18 +112,9 @@ impl Worker {
         }
     }
 
-    fn parse(&self, bid: u16, res: i32) -> Result<Datagram, Counter> {
-        let buffer = self
-            .driver
-            .bufs()
-            .get(bid, res as usize)
-            .ok_or(Counter::Anomalies)?;
-        datagram::parse(buffer, self.driver.recv_header(), self.max_payload)
-    }
-
     /// Gives leased buffer `bid` back to the kernel (published at the end of the batch).
     pub(super) fn recycle(&mut self, bid: u16) {
-        if !self.driver.bufs_mut().recycle(bid) {
+        if !self.driver.recycle(bid) {
             self.counters.bump(Counter::Anomalies);
         }
     }

@@ -1,7 +1,7 @@
 //! One Redis connection's socket and its operations in the worker's ring.
 //!
 //! An [`Endpoint`] pairs a [`Conn`] (what to say and what replies mean) with a TCP socket whose
-//! connect, send and receive are io_uring operations on one of the driver's lent streams. It
+//! connect, send and receive are operations on one of the driver's lent streams. It
 //! never blocks and never waits: it is told about completions ([`Endpoint::completed`]), and the
 //! router asks it once per batch what is due ([`Endpoint::due`], a pure decision) and to keep
 //! its receive armed and its output flowing ([`Endpoint::pump`]).
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use super::conn::{Conn, Event, Failure, Handshake, Phase, Role};
-use crate::sys::driver::Driver;
+use crate::sys::driver::Streams;
 use crate::sys::lent::{Lent, LentOp};
 use crate::sys::socket;
 
@@ -123,15 +123,15 @@ impl Endpoint {
     pub fn connect(
         &mut self,
         addr: SocketAddr,
-        driver: &mut Driver,
+        streams: &mut Streams<'_>,
         now: Instant,
     ) -> Result<(), String> {
         self.retry_at = None;
         let socket = socket::tcp_client(addr).map_err(|e| e.to_string())?;
         let fd = socket.as_raw_fd();
         self.socket = Some(socket);
-        driver
-            .stream_connect(self.stream, fd, addr, self.epoch)
+        streams
+            .connect(self.stream, fd, addr, self.epoch)
             .map_err(|e| e.to_string())?;
         self.ops += 1;
         self.conn.connecting();
@@ -140,26 +140,26 @@ impl Endpoint {
     }
 
     /// Keeps a receive armed and queued output flowing while the connection talks.
-    pub fn pump(&mut self, driver: &mut Driver) {
+    pub fn pump(&mut self, streams: &mut Streams<'_>) {
         let Some(fd) = self.socket.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
         if self.failing || !matches!(self.conn.phase(), Phase::Handshaking | Phase::Ready) {
             return;
         }
-        if !self.receiving && driver.stream_recv(self.stream, fd, self.epoch).is_ok() {
+        if !self.receiving && streams.recv(self.stream, fd, self.epoch).is_ok() {
             self.receiving = true;
             self.ops += 1;
         }
         if !self.sending && self.conn.has_output() {
             let bytes = self.conn.take_output();
-            match driver.stream_send(self.stream, fd, bytes, self.epoch) {
+            match streams.send(self.stream, fd, bytes, self.epoch) {
                 Ok(_) => {
                     self.sending = true;
                     self.ops += 1;
                 }
                 Err(_) => {
-                    let bytes = driver.stream_sent(self.stream);
+                    let bytes = streams.sent(self.stream);
                     self.conn.unsent(&bytes);
                 }
             }
@@ -172,7 +172,7 @@ impl Endpoint {
         &mut self,
         lent: Lent,
         res: i32,
-        driver: &mut Driver,
+        streams: &mut Streams<'_>,
         now: Instant,
         handshake: &Handshake,
         events: &mut Vec<Event>,
@@ -198,7 +198,7 @@ impl Endpoint {
             }
             LentOp::Send { .. } => {
                 self.sending = false;
-                let sent = driver.stream_sent(self.stream);
+                let sent = streams.sent(self.stream);
                 if res < 0 {
                     return Completed::Failed(errno(res));
                 }
@@ -215,7 +215,7 @@ impl Endpoint {
                         errno(res)
                     });
                 }
-                let bytes = driver.stream_received(self.stream, res as usize);
+                let bytes = streams.received(self.stream, res as usize);
                 match self.conn.received(bytes, events) {
                     Ok(()) => {}
                     Err(Failure::Oversize(why)) => return Completed::Oversize(why),
@@ -233,29 +233,29 @@ impl Endpoint {
     /// Drops the connection: shuts its socket down and cancels its operations; the socket
     /// closes when they have all completed, and a reconnect is due after the backoff, which is
     /// returned.
-    pub fn fail(&mut self, driver: &mut Driver, now: Instant) -> Duration {
+    pub fn fail(&mut self, streams: &mut Streams<'_>, now: Instant) -> Duration {
         let (_, delay) = self.conn.reset();
         self.retry_at = Some(now + delay);
         self.connect_deadline = None;
         self.handshake_since = None;
-        self.stop_socket(driver);
+        self.stop_socket(streams);
         delay
     }
 
     /// Stops for good: the socket is shut down, nothing reconnects.
-    pub fn shutdown(&mut self, driver: &mut Driver) {
-        self.stop_socket(driver);
+    pub fn shutdown(&mut self, streams: &mut Streams<'_>) {
+        self.stop_socket(streams);
         self.retry_at = None;
         self.connect_deadline = None;
         self.handshake_since = None;
     }
 
-    fn stop_socket(&mut self, driver: &mut Driver) {
+    fn stop_socket(&mut self, streams: &mut Streams<'_>) {
         if let Some(socket) = &self.socket {
             // Shutting down completes a pending receive; the cancel also reaches a connect
             // still waiting for a SYN-ACK.
             let _ = socket.shutdown(std::net::Shutdown::Both);
-            let _ = driver.cancel_fd(socket.as_raw_fd());
+            let _ = streams.cancel_fd(socket.as_raw_fd());
             self.failing = true;
         }
         self.close_if_drained();
@@ -332,13 +332,13 @@ mod tests {
     fn a_completion_for_an_old_socket_is_stale() {
         let t0 = Instant::now();
         let mut e = Endpoint::new(Role::Command, 0, t0);
-        let mut driver = Driver::new(&crate::sys::setup::RingConfig {
+        let mut driver = crate::sys::driver::Driver::new(&crate::sys::driver::DriverConfig {
             sq_entries: 8,
             cq_entries: 64,
             buffer_count: 2,
-            buffer_bytes: 64,
+            payload_bytes: 64,
             tick: Duration::from_secs(1),
-            task_run: crate::sys::setup::TaskRun::Deferred,
+            task_run: crate::sys::uring::TaskRun::Deferred,
             streams: 1,
             stream_rx_bytes: 64,
             timers: 0,
@@ -355,7 +355,7 @@ mod tests {
             op: LentOp::Recv { stream: 0 },
             tag: 7,
         };
-        let stale = e.completed(recv, 5, &mut driver, t0, &handshake, &mut events);
+        let stale = e.completed(recv, 5, &mut driver.streams(), t0, &handshake, &mut events);
         assert_eq!(stale, Completed::Stale);
         assert!(events.is_empty());
     }

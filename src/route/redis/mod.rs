@@ -178,7 +178,7 @@ impl RedisRouter {
             Role::Command => Counter::RedisCommandFailures,
             Role::Subscriber => Counter::RedisSubscriberFailures,
         });
-        let delay = end.fail(io.driver, io.now);
+        let delay = end.fail(&mut io.streams, io.now);
         if let Some(suppressed) = self.warn_conn.check() {
             warn!(connection = role.name(), redis = %self.settings.addr, error = %escaped(why.as_bytes(), 200),
                   retry_ms = delay.as_millis() as u64, suppressed, "Redis connection lost");
@@ -210,12 +210,12 @@ impl RedisRouter {
             Due::Fail(why) => return self.fail(conn, why, io),
             Due::Connect => {
                 let addr = self.redis_addr(io.now);
-                if let Err(why) = self.ends[conn].connect(addr, io.driver, io.now) {
+                if let Err(why) = self.ends[conn].connect(addr, &mut io.streams, io.now) {
                     return self.fail(conn, &why, io);
                 }
             }
         }
-        self.ends[conn].pump(io.driver);
+        self.ends[conn].pump(&mut io.streams);
     }
 }
 
@@ -294,7 +294,7 @@ impl Router for RedisRouter {
         let completed = end.completed(
             lent,
             res,
-            io.driver,
+            &mut io.streams,
             io.now,
             &self.settings.handshake,
             &mut events,
@@ -339,16 +339,16 @@ impl Router for RedisRouter {
             && !publisher.is_empty()
         {
             publisher.flush(&mut self.ends[COMMAND].conn, io.counters);
-            self.ends[COMMAND].pump(io.driver);
+            self.ends[COMMAND].pump(&mut io.streams);
         }
         if let Some(names) = &mut self.names {
-            names.poll(io.driver, io.now);
+            names.poll(&mut io.streams, io.now);
         }
         self.take_resolved(io);
         let waiting = self.lookups.waiting()
             || self.ends.iter().any(Endpoint::waiting)
             || self.names.as_ref().is_some_and(Names::waiting);
-        if waiting && !self.timer_armed && io.driver.timer(TIMER, self.timer_tick, 0).is_ok() {
+        if waiting && !self.timer_armed && io.streams.timer(TIMER, self.timer_tick, 0).is_ok() {
             self.timer_armed = true;
         }
     }
@@ -357,11 +357,11 @@ impl Router for RedisRouter {
         self.stopping = true;
         let _ = self.lookups.lost();
         if let Some(names) = &mut self.names {
-            names.shutdown(io.driver);
+            names.shutdown(&mut io.streams);
         }
         for end in &mut self.ends {
-            end.shutdown(io.driver);
+            end.shutdown(&mut io.streams);
         }
-        let _ = io.driver.cancel_timer(TIMER);
+        let _ = io.streams.cancel_timer(TIMER);
     }
 }

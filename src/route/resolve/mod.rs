@@ -19,7 +19,7 @@ use tracing::warn;
 use super::Ticket;
 use crate::logtext::escaped;
 use crate::ratelimit::RateLimited;
-use crate::sys::driver::Driver;
+use crate::sys::driver::Streams;
 use crate::sys::lent::{Lent, LentOp};
 
 /// How long a new client's datagrams wait for a name to resolve.
@@ -80,17 +80,13 @@ impl Names {
     }
 
     /// Once per batch: late waiters give up, and the read stays armed.
-    pub fn poll(&mut self, driver: &mut Driver, now: Instant) {
+    pub fn poll(&mut self, streams: &mut Streams<'_>, now: Instant) {
         if self.stopping {
             return;
         }
         self.cache.answers(now, &mut self.results);
         self.cache.expire(now, &mut self.results);
-        if !self.armed
-            && driver
-                .stream_read(self.stream, self.cache.wake_fd(), 0)
-                .is_ok()
-        {
+        if !self.armed && streams.read(self.stream, self.cache.wake_fd(), 0).is_ok() {
             self.armed = true;
         }
     }
@@ -113,11 +109,11 @@ impl Names {
 
     /// Stops for good: the eventfd read is cancelled (the ring must drain it), waiters are
     /// forgotten.
-    pub fn shutdown(&mut self, driver: &mut Driver) {
+    pub fn shutdown(&mut self, streams: &mut Streams<'_>) {
         self.stopping = true;
         self.cache.clear_waiters();
         if self.armed {
-            let _ = driver.cancel_fd(self.cache.wake_fd());
+            let _ = streams.cancel_fd(self.cache.wake_fd());
         }
     }
 

@@ -2,30 +2,10 @@
 //! version check, and start-up errors that name the cause and the fix.
 
 use std::io;
-use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode};
 
-/// Sizes a worker's ring is built with.
-#[derive(Clone, Copy, Debug)]
-pub struct RingConfig {
-    pub sq_entries: u32,
-    pub cq_entries: u32,
-    /// Provided receive buffers (a power of two).
-    pub buffer_count: u32,
-    /// Bytes of each provided buffer, headers included.
-    pub buffer_bytes: u32,
-    /// The period of the reaper's timeout.
-    pub tick: Duration,
-    /// The task-running mode to try first; plainer ones follow if the kernel refuses it.
-    pub task_run: TaskRun,
-    /// Byte streams the driver lends memory to (see `sys::lent`).
-    pub streams: usize,
-    /// Bytes one stream receive can take.
-    pub stream_rx_bytes: usize,
-    /// One-shot timers the driver lends a timespec to.
-    pub timers: usize,
-}
+use crate::sys::driver::DriverConfig;
 
 /// How the ring runs completion work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +53,7 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
 ];
 
 /// Builds the ring with the best task-running mode the kernel accepts, and probes it.
-pub(super) fn build(cfg: &RingConfig) -> io::Result<(IoUring, TaskRun)> {
+pub(super) fn build(cfg: &DriverConfig) -> io::Result<(IoUring, TaskRun)> {
     check_kernel_version()?;
     let mut last = None;
     for &mode in TaskRun::fallbacks(cfg.task_run) {

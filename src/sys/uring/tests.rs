@@ -2,12 +2,12 @@
 
 use super::*;
 
-fn small() -> RingConfig {
-    RingConfig {
+fn small() -> DriverConfig {
+    DriverConfig {
         sq_entries: 8,
         cq_entries: 64,
         buffer_count: 8,
-        buffer_bytes: 128,
+        payload_bytes: 16,
         tick: Duration::from_millis(10),
         task_run: TaskRun::Deferred,
         streams: 1,
@@ -18,7 +18,7 @@ fn small() -> RingConfig {
 
 #[test]
 fn a_ring_builds_and_probes_on_this_kernel() {
-    let driver = Driver::new(&small()).expect("ringgate's tests need io_uring (Linux 6.1+)");
+    let driver = Ring::new(&small()).expect("ringgate's tests need io_uring (Linux 6.1+)");
     assert_eq!(driver.in_flight(), 0);
     assert_eq!(driver.bufs().leased(), 0);
 }
@@ -27,7 +27,7 @@ fn a_ring_builds_and_probes_on_this_kernel() {
 fn each_task_run_mode_is_built_as_asked_on_this_kernel() {
     // Linux 6.1+ accepts all three, so no fallback may happen here.
     for mode in TaskRun::ALL {
-        let driver = Driver::new(&RingConfig {
+        let driver = Ring::new(&DriverConfig {
             task_run: mode,
             ..small()
         })
@@ -38,14 +38,14 @@ fn each_task_run_mode_is_built_as_asked_on_this_kernel() {
 
 #[test]
 fn caller_values_with_the_driver_bit_are_refused() {
-    let mut driver = Driver::new(&small()).unwrap();
+    let mut driver = Ring::new(&small()).unwrap();
     assert!(driver.tick(LENT_BIT | 1).is_err());
     assert_eq!(driver.in_flight(), 0);
 }
 
 #[test]
 fn a_lent_timer_completes_once_and_is_free_again() {
-    let mut driver = Driver::new(&small()).unwrap();
+    let mut driver = Ring::new(&small()).unwrap();
     driver.timer(0, Duration::from_millis(1), 7).unwrap();
     assert!(
         driver.timer(0, Duration::from_millis(1), 8).is_err(),
@@ -57,7 +57,7 @@ fn a_lent_timer_completes_once_and_is_free_again() {
         driver.reap(&mut batch);
     }
     assert_eq!(
-        Lent::decode(batch[0].user_data()),
+        Lent::decode(batch[0].token()),
         Some(Lent {
             op: LentOp::Timer { timer: 0 },
             tag: 7
