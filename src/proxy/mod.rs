@@ -3,8 +3,10 @@
 //! Each worker is built inside its own (optionally pinned) thread, so everything it owns is
 //! created on the CPU that uses it and never crosses threads. Worker 0 starts first: when the
 //! listen address has port 0 it picks the port, and the others join its reuseport group on that
-//! concrete port. Workers share only [`Shared`]: read-only-after-start flags and each worker's
-//! published counters.
+//! concrete port. Workers share only [`Shared`]: each worker's published counters (each written
+//! by its worker alone), `armed` (counted up and down by the workers), `buffers_forced` (written
+//! by the workers at start), and the flags this module writes after start (`stop`, `let_go`,
+//! `draining`), which a worker reads on its wake-up or, for `draining`, per new session.
 //!
 //! With `--takeover`, the workers build their rings and then adopt the listening sockets and
 //! sessions of the process being taken over instead of binding (`takeover`); with `--control`,

@@ -1,7 +1,9 @@
 //! What workers, the metrics thread and the owner of a running ringgate share: each worker's
 //! published counters ([`SharedStats`]) and a few flags ([`Shared`]).
 //!
-//! Workers write (each only its own `SharedStats`, once per batch); everyone else only reads.
+//! Workers write their own `SharedStats` only, once per batch, and `armed` and `buffers_forced`;
+//! the owner of the workers writes the flags (`stop`, `let_go`, `draining`) after start; the
+//! metrics thread only reads.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -46,7 +46,7 @@ impl Worker {
     }
 
     pub(super) fn arm_listener(&mut self) {
-        if self.stopping.is_some() || self.handover.frozen() {
+        if !self.life.serving() {
             return;
         }
         let fd = self.listener.as_raw_fd();
@@ -58,7 +58,7 @@ impl Worker {
     }
 
     pub(super) fn arm_session(&mut self, key: Key) {
-        if self.handover.frozen() {
+        if !self.life.serving() {
             return;
         }
         let Some(fd) = self.sessions.arm_recv(key) else {

@@ -94,12 +94,12 @@ impl Worker {
     /// for the idle timeout.
     pub(super) fn on_tick(&mut self) {
         self.tick = self.tick.wrapping_add(1);
-        if self.stopping.is_some() {
+        if self.life.stopping() {
             return;
         }
         self.arm_tick();
         // Pausing for a takeover: sessions are not closed under it.
-        if self.handover.frozen() {
+        if !self.life.serving() {
             return;
         }
         let mut keys = std::mem::take(&mut self.scratch);
@@ -138,7 +138,7 @@ impl Worker {
     /// The wake-up eventfd fired: a stop was requested, or a takeover asks the worker to
     /// pause (or a spurious wake, re-armed).
     pub(super) fn on_wake(&mut self) {
-        if self.stopping.is_some() {
+        if self.life.stopping() {
             return;
         }
         if !self.shared.stop.load(Ordering::Acquire) {
@@ -150,7 +150,7 @@ impl Worker {
         if self.shared.let_go.load(Ordering::Acquire) {
             return self.let_go();
         }
-        self.stopping = Some(Instant::now());
+        self.life.stop(Instant::now());
         debug!(
             worker = self.index,
             sessions = self.sessions.live(),

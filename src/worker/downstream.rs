@@ -12,9 +12,10 @@ use crate::user_data::Op;
 
 impl Worker {
     pub(super) fn on_backend_datagram(&mut self, key: Key, bid: u16, len: u32) {
-        let to = match self.stopping {
-            None => self.sessions.reply_to(key, self.tick),
-            Some(_) => None,
+        let to = if self.life.forwards() {
+            self.sessions.reply_to(key, self.tick)
+        } else {
+            None
         };
         let Some(reply) = to else {
             return self.drop_buffer(bid, Counter::DropSessionClosed);

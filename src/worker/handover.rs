@@ -27,10 +27,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_millis(900);
 /// thread decides well within its handover timeout; this only guards against it vanishing).
 const DECISION_TIMEOUT: Duration = Duration::from_secs(660);
 
-/// A worker's takeover state.
+/// A worker's takeover state (its pause is its lifecycle's: `Life::Pausing`).
 pub(super) struct State {
     control: Option<Receiver<Freeze>>,
-    frozen: Option<(Instant, Freeze)>,
     /// The listener's multishot receive is armed.
     pub(super) listener_armed: bool,
     /// Replies (sends from the listener) in flight.
@@ -41,15 +40,9 @@ impl State {
     pub(super) fn new(control: Option<Receiver<Freeze>>) -> State {
         State {
             control,
-            frozen: None,
             listener_armed: false,
             sends_down: 0,
         }
-    }
-
-    /// Receives must not be armed: the worker is pausing for a takeover.
-    pub(super) fn frozen(&self) -> bool {
-        self.frozen.is_some()
     }
 }
 
@@ -72,13 +65,12 @@ impl Worker {
         let Some(freeze) = newest else {
             return;
         };
-        if self.handover.frozen.is_some() {
+        if let Err(freeze) = self.life.pause(freeze, Instant::now()) {
             // One takeover at a time: the control thread never asks twice.
             let _ = freeze.export.send(Err("already paused".into()));
             return;
         }
         debug!(worker = self.index, "pausing for a takeover");
-        self.handover.frozen = Some((Instant::now(), freeze));
         self.deferred.retain(|d| {
             !matches!(
                 d,
@@ -91,7 +83,7 @@ impl Worker {
     /// At the end of a paused worker's batch: once quiet, export, wait for the decision and
     /// carry it out. Gives up (resumes) if it does not quiet down in time.
     pub(super) fn settle(&mut self) {
-        let Some((since, freeze)) = self.handover.frozen.take() else {
+        let Some((since, freeze)) = self.life.take_pause() else {
             return;
         };
         let quiet =
@@ -103,7 +95,7 @@ impl Worker {
                     .send(Err("its operations did not complete in time".into()));
                 self.resume();
             } else {
-                self.handover.frozen = Some((since, freeze));
+                self.life.keep_pausing(since, freeze);
             }
             return;
         }
@@ -218,7 +210,7 @@ impl Worker {
     /// the router's operations are cancelled, nothing is said to anyone (no session-closed
     /// line, note or count), and dropping the table closes only this process's descriptors.
     pub(super) fn let_go(&mut self) {
-        self.stopping = Some(Instant::now());
+        self.life.stop(Instant::now());
         self.cancel(Op::Tick.encode());
         self.cancel_receives();
         self.route(|router, io| router.shutdown(io));

@@ -7,6 +7,12 @@
 //! recycled buffers to the kernel and publish counters. The worker speaks to the kernel only
 //! through `sys::driver` (completions, received datagrams, sends), never to a ring directly.
 //!
+//! What blocks: the wait in the driver, and one other: a worker paused for a takeover, once
+//! quiet, blocks on the takeover's decision (bounded; see [`lifecycle`] and [`handover`]). What
+//! is shared: the worker writes only its own published counters; it reads the process's flags
+//! (stop, let go, draining), which the owner writes after start, once per wake-up or new
+//! session.
+//!
 //! The packet's path, top to bottom, one module per stretch:
 //! - [`recv`]: every receive completion, listener's and sessions', goes through one function
 //!   that counts its result, leases its buffer, checks truncation and re-arms it.
@@ -16,6 +22,8 @@
 //! - [`downstream`]: backend → client, from the listening socket to the client's address.
 //! - [`closing`]: sessions leaving (idle, unreplied, evicted, disconnected, abandoned,
 //!   shutdown), the reaper tick and stopping.
+//! - [`lifecycle`]: serving, pausing for a takeover, stopping: the one state the packet path
+//!   asks whether to forward and whether to arm receives.
 //! - [`handover`] and [`adopt`]: a takeover, the old process's side and the new one's.
 //! - [`batch`]: once per batch, the router's turn, re-arms within the buffer budget, publishing.
 //!
@@ -27,6 +35,7 @@ mod batch;
 mod closing;
 mod downstream;
 mod handover;
+mod lifecycle;
 mod recv;
 mod upstream;
 mod warnings;
@@ -55,10 +64,8 @@ use crate::sys::lent::Lent;
 use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, socket};
 use crate::user_data::Op;
+use lifecycle::{Life, Wait};
 use warnings::Warnings;
-
-/// How long a stopping worker waits for the kernel to finish its cancelled operations.
-const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 /// With receives waiting for buffers, the longest the worker waits before trying again: a
 /// receive re-armed on a socket with nothing queued takes no buffer and completes nothing, so
 /// the buffers it was counted against are free for the next ones at once.
@@ -113,7 +120,8 @@ pub struct Worker {
     proxy_protocol: bool,
     proxy_protocol_every: bool,
     socket_size: socket::BufferSize,
-    stopping: Option<Instant>,
+    /// Serving, pausing for a takeover, or stopping (`lifecycle`).
+    life: Life,
     warnings: Warnings,
     /// A takeover's state in this worker: giving away (`handover`), taking in (`adopt`).
     handover: handover::State,
@@ -253,7 +261,7 @@ impl Worker {
             proxy_protocol: config.proxy_protocol,
             proxy_protocol_every: config.proxy_protocol_every,
             socket_size,
-            stopping: None,
+            life: Life::Serving,
             warnings: Warnings::new(config.log_sessions),
             handover: handover::State::new(control),
             adoption: adopt::State::default(),
@@ -301,12 +309,9 @@ impl Worker {
                 .deferred
                 .iter()
                 .any(|d| matches!(d, Deferred::ArmListener | Deferred::ArmSession(_)));
-            let waited = match (self.stopping, rearms_waiting) {
-                (Some(_), _) => self.driver.submit_and_wait_for(Duration::from_millis(50)),
-                // Pausing for a takeover: check soon whether it is quiet yet.
-                (None, _) if self.handover.frozen() => self.driver.submit_and_wait_for(REARM_RETRY),
-                (None, true) => self.driver.submit_and_wait_for(REARM_RETRY),
-                (None, false) => self.driver.submit_and_wait(),
+            let waited = match self.life.wait(rearms_waiting, REARM_RETRY) {
+                Wait::Block => self.driver.submit_and_wait(),
+                Wait::AtMost(timeout) => self.driver.submit_and_wait_for(timeout),
             };
             match waited {
                 Ok(_) => {}
@@ -322,11 +327,10 @@ impl Worker {
             }
             self.end_batch();
             self.settle();
-            if let Some(since) = self.stopping {
-                if self.driver.in_flight() == 0 {
-                    break;
-                }
-                if since.elapsed() > DRAIN_TIMEOUT {
+            match self.life.done(self.driver.in_flight()) {
+                None => {}
+                Some(true) => break,
+                Some(false) => {
                     warn!(
                         worker = self.index,
                         in_flight = self.driver.in_flight(),

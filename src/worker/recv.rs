@@ -72,7 +72,7 @@ impl Worker {
             },
         };
         // Pausing for a takeover: the receive stays ended until the decision.
-        if self.stopping.is_none() && !self.handover.frozen() {
+        if self.life.serving() {
             self.counters.bump(Counter::RecvRearms);
             self.deferred.push(rearm);
         }

@@ -25,7 +25,7 @@ use crate::user_data::Op;
 impl Worker {
     pub(super) fn on_client_datagram(&mut self, dgram: Datagram, bid: u16) {
         let (client, len) = (dgram.source, dgram.len);
-        if self.stopping.is_some() {
+        if !self.life.forwards() {
             return self.drop_buffer(bid, Counter::DropShutdown);
         }
         match self.sessions.classify(&client) {
