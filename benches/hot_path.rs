@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringgate::datagram;
-use ringgate::session::{Held, Ingress, Key, Limits, Sessions};
+use ringgate::session::{Held, Ingress, Key, Limits, Sessions, Why};
 use ringgate::sys::cmsg::CONTROL_LEN;
 use ringgate::sys::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 use ringgate::sys::uring::msghdr::{self, PAYLOAD_OFFSET, recv_header};
@@ -54,6 +54,10 @@ impl AsRawFd for NoSocket {
 }
 
 const FIRST: Held = Held { bid: 0, len: 64 };
+const BACKEND: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)),
+    19132,
+);
 
 /// A table holding `size` open sessions, and their clients and keys.
 fn open_table(size: usize) -> (Sessions<NoSocket>, Vec<SocketAddr>, Vec<Key>) {
@@ -69,7 +73,7 @@ fn open_table(size: usize) -> (Sessions<NoSocket>, Vec<SocketAddr>, Vec<Key>) {
         .enumerate()
         .map(|(i, &addr)| {
             let key = sessions.insert(addr, 0, FIRST);
-            sessions.open(key, NoSocket, upstream_local(i), None, 0);
+            sessions.open(key, NoSocket, upstream_local(i), BACKEND, None, 0);
             key
         })
         .collect();
@@ -119,8 +123,8 @@ fn session_table(c: &mut Criterion) {
     group.bench_function("insert_open_close_free", |b| {
         b.iter(|| {
             let key = sessions.insert(black_box(newcomer), 0, FIRST);
-            sessions.open(key, NoSocket, upstream_local(2_000), None, 0);
-            sessions.begin_close(key)
+            sessions.open(key, NoSocket, upstream_local(2_000), BACKEND, None, 0);
+            sessions.begin_close(key, Why::Idle)
         })
     });
     group.finish();

@@ -19,7 +19,8 @@
 //! list, oldest first (`unconfirmed`): it expires after the unreplied timeout, and when the
 //! table is full a newcomer evicts the oldest of them. A confirmed session is never evicted.
 //! [`Sessions::classify`] is the pure decision for a client datagram; finding sessions by
-//! other keys (idle, a disconnect's target) is in `find`.
+//! other keys (idle, a disconnect's target) is in `find`. The transitions others react to
+//! (opened, confirmed, closed) are announced as [`Event`]s (`events`).
 //!
 //! The upstream socket type is a parameter (`U`) only so that the table can be tested and
 //! benchmarked without a million sockets; ringgate uses `socket2::Socket`.
@@ -38,6 +39,7 @@ use crate::user_data::GENERATION_MASK;
 pub use crate::user_data::Key;
 
 mod adopt;
+mod events;
 mod find;
 mod ingress;
 mod ops;
@@ -49,6 +51,7 @@ mod traffic;
 mod unconfirmed;
 
 pub use adopt::{Arriving, Leaving};
+pub use events::{Event, Why};
 pub use ingress::Limits;
 pub use ops::RecvEnd;
 pub use traffic::{Reply, Upstream};
@@ -82,6 +85,8 @@ struct Session<U> {
     upstream: Option<U>,
     /// The upstream socket's local address (the source the backend sees).
     upstream_local: Option<SocketAddr>,
+    /// The backend it is connected to; `Some` once the session is open.
+    backend: Option<SocketAddr>,
     /// The router's note of where it placed the session, handed back when it closes.
     lease: Option<Lease>,
     /// Its backend's slot in the worker's per-backend counts (`stats::backends`).
@@ -176,6 +181,8 @@ pub struct Sessions<U = Socket> {
     /// could starve established sessions of buffers.
     held_total: usize,
     held_max: usize,
+    /// Announced since the worker last took them (`events`).
+    events: Vec<Event>,
 }
 
 impl<U: AsRawFd> Sessions<U> {
@@ -196,7 +203,13 @@ impl<U: AsRawFd> Sessions<U> {
             tail: NIL,
             held_total: 0,
             held_max: limits.held_max,
+            events: Vec::new(),
         }
+    }
+
+    /// Moves the events announced since the last call into `out` (see `events`).
+    pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        out.append(&mut self.events);
     }
 
     /// Sessions holding a slot, closing ones included.
@@ -218,6 +231,7 @@ impl<U: AsRawFd> Sessions<U> {
             phase: Phase::Resolving,
             upstream: None,
             upstream_local: None,
+            backend: None,
             lease: None,
             backend_slot: 0,
             held: vec![first],
@@ -288,14 +302,15 @@ impl<U: AsRawFd> Sessions<U> {
         true
     }
 
-    /// Resolving → open on `upstream`, whose local address is `local`, placed with `lease`.
-    /// Returns the datagrams it held, to flush in order; `None` (and `upstream` closed) if the
-    /// session is not resolving.
+    /// Resolving → open on `upstream`, whose local address is `local`, connected to `backend`
+    /// and placed with `lease`; announced as [`Event::Opened`]. Returns the datagrams it held,
+    /// to flush in order; `None` (and `upstream` closed) if the session is not resolving.
     pub fn open(
         &mut self,
         key: Key,
         upstream: U,
         local: SocketAddr,
+        backend: SocketAddr,
         lease: Option<Lease>,
         backend_slot: u8,
     ) -> Option<Vec<Held>> {
@@ -303,18 +318,27 @@ impl<U: AsRawFd> Sessions<U> {
         s.phase = Phase::Open;
         s.upstream = Some(upstream);
         s.upstream_local = Some(local);
+        s.backend = Some(backend);
         s.lease = lease;
         s.backend_slot = backend_slot;
+        let client = s.client;
         let held = std::mem::take(&mut s.held);
+        self.events.push(Event::Opened {
+            key,
+            client,
+            upstream: local,
+            backend,
+        });
         self.held_total -= held.len();
         self.by_upstream_port.insert(local.port(), key.slot);
         Some(held)
     }
 
-    /// Resolving or open → closing: out of the maps at once. Returns what the session held for
-    /// the caller to dispose of; `None` if it was already closing or is gone. A session with no
-    /// operation in flight is freed at once.
-    pub fn begin_close(&mut self, key: Key) -> Option<Closed> {
+    /// Resolving or open → closing, for `why`: out of the maps at once, and announced as
+    /// [`Event::Closed`] if it had opened. Returns what the session held for the caller to
+    /// dispose of; `None` if it was already closing or is gone. A session with no operation in
+    /// flight is freed at once.
+    pub fn begin_close(&mut self, key: Key, why: Why) -> Option<Closed> {
         let s = self.get(key)?;
         if s.phase == Phase::Closing {
             return None;
@@ -328,6 +352,15 @@ impl<U: AsRawFd> Sessions<U> {
             backend_slot: s.upstream.is_some().then_some(s.backend_slot),
             recv_armed: s.recv_armed,
         };
+        if let (Some(upstream), Some(backend)) = (closed.upstream_local, s.backend) {
+            self.events.push(Event::Closed {
+                key,
+                client: closed.client,
+                upstream,
+                backend,
+                why,
+            });
+        }
         self.held_total -= closed.held.len();
         self.closing += 1;
         self.by_client.remove(&closed.client);

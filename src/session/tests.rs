@@ -21,6 +21,10 @@ pub(super) fn addr(port: u16) -> SocketAddr {
 }
 
 pub(super) const FIRST: Held = Held { bid: 0, len: 1 };
+pub(super) const BACKEND: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)),
+    19132,
+);
 
 pub(super) fn limits(max: usize, pending_max: usize, held_max: usize) -> Limits {
     Limits {
@@ -50,6 +54,7 @@ pub(super) fn open(t: &mut Sessions<Fake>, port: u16) -> Key {
         key,
         Fake(100 + i32::from(port)),
         addr(40_000 + port),
+        BACKEND,
         None,
         0,
     )
@@ -77,7 +82,7 @@ fn an_ipv4_client_of_a_dual_stack_listener_is_one_client_however_it_arrived() {
     assert_eq!(t.client(key), Some(addr(7)), "known by its IPv4 form");
     assert_eq!(t.classify(&addr(7)), Ingress::Hold(key));
     assert_eq!(t.by_client(&mapped), Some(key));
-    t.open(key, Fake(1), addr(40_000), None, 0);
+    t.open(key, Fake(1), addr(40_000), BACKEND, None, 0);
     assert_eq!(
         t.reply_to(key, 0),
         Some(Reply {
@@ -127,7 +132,7 @@ fn the_worker_wide_hold_cap_protects_the_buffer_ring() {
         t.classify(&addr(3)),
         Ingress::Drop(Counter::DropPendingFull)
     );
-    let closed = t.begin_close(b).unwrap();
+    let closed = t.begin_close(b, Why::Idle).unwrap();
     assert_eq!(closed.held, [Held { bid: 1, len: 1 }]);
     assert_eq!(t.classify(&addr(3)), Ingress::Create);
 }
@@ -137,7 +142,7 @@ fn open_hands_back_what_was_held_in_order_and_registers_the_port() {
     let mut t = table(8, 8, 64);
     let key = t.insert(addr(1), 0, FIRST);
     t.hold(key, Held { bid: 5, len: 9 });
-    let held = t.open(key, Fake(7), addr(4000), None, 3).unwrap();
+    let held = t.open(key, Fake(7), addr(4000), BACKEND, None, 3).unwrap();
     assert_eq!(held, [FIRST, Held { bid: 5, len: 9 }]);
     assert_eq!(t.held_total, 0);
     assert_eq!(t.phase(key), Some(Phase::Open));
@@ -152,7 +157,7 @@ fn open_hands_back_what_was_held_in_order_and_registers_the_port() {
         "its socket and backend slot"
     );
     assert!(
-        t.open(key, Fake(8), addr(4001), None, 0).is_none(),
+        t.open(key, Fake(8), addr(4001), BACKEND, None, 0).is_none(),
         "opened twice"
     );
     assert!(!t.hold(key, FIRST), "an open session holds nothing");
@@ -179,10 +184,10 @@ fn a_closing_session_leaves_the_maps_and_is_freed_by_its_last_operation() {
     let mut t = table(1, 8, 64);
     let key = open(&mut t, 1);
     t.op_started(key);
-    let closed = t.begin_close(key).unwrap();
+    let closed = t.begin_close(key, Why::Idle).unwrap();
     assert_eq!(closed.client, addr(1));
     assert_eq!(closed.upstream_local, Some(addr(40_001)));
-    assert!(t.begin_close(key).is_none(), "closed twice");
+    assert!(t.begin_close(key, Why::Idle).is_none(), "closed twice");
     assert_eq!(t.by_client(&addr(1)), None);
     assert_eq!(t.by_upstream_port(40_001), None);
     // The slot is held while an operation is in flight, within the slack closing sessions
@@ -200,7 +205,7 @@ fn a_closing_session_leaves_the_maps_and_is_freed_by_its_last_operation() {
 fn a_session_with_nothing_in_flight_is_freed_as_it_closes() {
     let mut t = table(4, 8, 64);
     let key = open(&mut t, 1);
-    assert!(t.begin_close(key).is_some());
+    assert!(t.begin_close(key, Why::Idle).is_some());
     assert_eq!(t.live(), 0);
     assert!(!t.op_finished(key), "a stale key changes nothing");
 }
@@ -213,7 +218,7 @@ fn an_armed_receive_keeps_a_closing_session_until_it_ends() {
     assert_eq!(t.arm_recv(key), None, "armed once");
     assert_eq!(t.recv_ended(key), RecvEnd::Rearm, "open: arm again");
     assert_eq!(t.arm_recv(key), Some(101));
-    let closed = t.begin_close(key).unwrap();
+    let closed = t.begin_close(key, Why::Idle).unwrap();
     assert!(closed.recv_armed, "the caller must cancel it");
     assert_eq!(t.live(), 1);
     assert_eq!(t.recv_ended(key), RecvEnd::Closing);
@@ -227,7 +232,7 @@ fn a_refused_arm_is_undone() {
     let key = open(&mut t, 1);
     t.arm_recv(key);
     t.recv_not_armed(key);
-    t.begin_close(key);
+    t.begin_close(key, Why::Idle);
     assert_eq!(t.live(), 0, "nothing was left in flight");
 }
 
@@ -238,7 +243,7 @@ fn a_proxy_header_goes_up_before_the_first_datagram_or_every_one() {
         let key = t.insert(addr(1), 0, FIRST);
         let local = Some("127.0.0.2".parse().unwrap());
         t.arrived_at(key, local, Some(vec![7u8; 28].into_boxed_slice()), every);
-        t.open(key, Fake(5), addr(40_001), None, 0);
+        t.open(key, Fake(5), addr(40_001), BACKEND, None, 0);
         for (n, with) in expected.into_iter().enumerate() {
             let up = t.upstream(key, 0).unwrap();
             assert_eq!(
@@ -252,7 +257,7 @@ fn a_proxy_header_goes_up_before_the_first_datagram_or_every_one() {
             local,
             "replies leave from it"
         );
-        t.begin_close(key);
+        t.begin_close(key, Why::Idle);
     }
 }
 
@@ -260,7 +265,7 @@ fn a_proxy_header_goes_up_before_the_first_datagram_or_every_one() {
 fn a_reused_slot_rejects_the_old_generation() {
     let mut t = table(4, 8, 64);
     let old = open(&mut t, 1);
-    t.begin_close(old);
+    t.begin_close(old, Why::Idle);
     let new = t.insert(addr(2), 0, FIRST);
     assert_eq!(new.slot, old.slot);
     assert_ne!(new.generation, old.generation);
@@ -290,7 +295,7 @@ fn collect_all_skips_closing_sessions() {
     let a = open(&mut t, 1);
     let b = open(&mut t, 2);
     t.op_started(b);
-    t.begin_close(b);
+    t.begin_close(b, Why::Idle);
     let mut all = Vec::new();
     t.collect_all(&mut all);
     assert_eq!(all, [a]);
@@ -302,8 +307,8 @@ fn a_real_socket_is_closed_when_its_session_is_freed() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = socket.local_addr().unwrap();
     let key = t.insert(addr(1), 0, FIRST);
-    t.open(key, socket, local, None, 0).unwrap();
-    t.begin_close(key);
+    t.open(key, socket, local, BACKEND, None, 0).unwrap();
+    t.begin_close(key, Why::Idle);
     // The port is free again only if the socket was closed.
     UdpSocket::bind(local).expect("the session's socket was closed");
 }
@@ -322,4 +327,81 @@ fn a_session_costs_well_under_a_kilobyte() {
         "per session: slab {slab} + maps {by_client} + {by_port} + free list {free} = {total} bytes"
     );
     assert!(total < 1024, "{total} bytes per session");
+}
+
+fn events(t: &mut Sessions<Fake>) -> Vec<Event> {
+    let mut out = Vec::new();
+    t.take_events(&mut out);
+    out
+}
+
+#[test]
+fn a_session_announces_its_opening_its_confirmation_once_and_its_close() {
+    let mut t = table(4, 8, 64);
+    let key = t.insert(addr(1), 0, FIRST);
+    assert_eq!(events(&mut t), [], "resolving is not announced");
+    t.open(key, Fake(3), addr(40_001), BACKEND, None, 0)
+        .unwrap();
+    let opened = Event::Opened {
+        key,
+        client: addr(1),
+        upstream: addr(40_001),
+        backend: BACKEND,
+    };
+    assert_eq!(events(&mut t), [opened]);
+    t.upstream(key, 1);
+    t.reply_to(key, 1);
+    assert_eq!(
+        events(&mut t),
+        [],
+        "not confirmed until the client sends again"
+    );
+    t.upstream(key, 2);
+    t.upstream(key, 3);
+    let confirmed = Event::Confirmed {
+        key,
+        client: addr(1),
+        upstream: addr(40_001),
+        backend: BACKEND,
+    };
+    assert_eq!(events(&mut t), [confirmed], "once");
+    t.begin_close(key, Why::Disconnect).unwrap();
+    assert!(t.begin_close(key, Why::Idle).is_none());
+    let closed = Event::Closed {
+        key,
+        client: addr(1),
+        upstream: addr(40_001),
+        backend: BACKEND,
+        why: Why::Disconnect,
+    };
+    assert_eq!(
+        events(&mut t),
+        [closed],
+        "closed once, with the first reason"
+    );
+}
+
+#[test]
+fn a_session_that_never_opened_closes_unannounced() {
+    let mut t = table(4, 8, 64);
+    let key = t.insert(addr(1), 0, FIRST);
+    t.begin_close(key, Why::Abandoned).unwrap();
+    assert_eq!(events(&mut t), []);
+}
+
+#[test]
+fn events_come_in_the_order_things_happened_across_sessions() {
+    let mut t = table(4, 8, 64);
+    let a = open(&mut t, 1);
+    let b = open(&mut t, 2);
+    t.begin_close(a, Why::Evicted).unwrap();
+    let kinds: Vec<(Key, &str)> = events(&mut t)
+        .iter()
+        .map(|e| match e {
+            Event::Opened { key, .. } => (*key, "opened"),
+            Event::Confirmed { key, .. } => (*key, "confirmed"),
+            Event::Closed { key, .. } => (*key, "closed"),
+        })
+        .collect();
+    assert_eq!(kinds, [(a, "opened"), (b, "opened"), (a, "closed")]);
 }

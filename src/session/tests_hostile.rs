@@ -1,7 +1,7 @@
 //! The table under hostile traffic: confirmation, the unconfirmed list, evictions and their
 //! slack, the unreplied timeout, the descriptor budget.
 
-use super::tests::{FIRST, Fake, addr, confirmed, limits, open, table};
+use super::tests::{BACKEND, FIRST, Fake, addr, confirmed, limits, open, table};
 use super::*;
 use crate::stats::Counter;
 
@@ -28,10 +28,10 @@ fn a_full_table_evicts_the_oldest_unconfirmed_session() {
     confirmed(&mut t, 2);
     let young = open(&mut t, 3);
     assert_eq!(t.classify(&addr(4)), Ingress::Evict(old));
-    t.begin_close(old);
+    t.begin_close(old, Why::Idle);
     let new = t.insert(addr(4), 0, FIRST);
     assert_eq!(t.classify(&addr(5)), Ingress::Evict(young));
-    t.begin_close(young);
+    t.begin_close(young, Why::Idle);
     t.insert(addr(5), 0, FIRST);
     assert_eq!(t.classify(&addr(6)), Ingress::Evict(new), "oldest first");
 }
@@ -49,7 +49,7 @@ fn evicted_sessions_still_closing_take_bounded_room() {
         port += 1;
         match t.classify(&addr(port)) {
             Ingress::Evict(victim) => {
-                t.begin_close(victim);
+                t.begin_close(victim, Why::Idle);
                 victims += 1;
             }
             Ingress::Drop(reason) => {
@@ -72,9 +72,9 @@ fn unconfirmed_sessions_expire_oldest_first_after_the_unreplied_timeout() {
     let mut t = table(8, 8, 64);
     let a = t.insert(addr(1), 1, FIRST);
     let b = t.insert(addr(2), 2, FIRST);
-    t.open(b, Fake(2), addr(40_002), None, 0);
+    t.open(b, Fake(2), addr(40_002), BACKEND, None, 0);
     let c = t.insert(addr(3), 3, FIRST);
-    t.open(c, Fake(3), addr(40_003), None, 0);
+    t.open(c, Fake(3), addr(40_003), BACKEND, None, 0);
     t.reply_to(c, 3);
     t.upstream(c, 3);
     let mut out = Vec::new();
@@ -83,7 +83,7 @@ fn unconfirmed_sessions_expire_oldest_first_after_the_unreplied_timeout() {
     out.clear();
     t.collect_unreplied(10, &mut out);
     assert_eq!(out, [a, b], "the confirmed one is not listed");
-    t.begin_close(a);
+    t.begin_close(a, Why::Idle);
     out.clear();
     t.collect_unreplied(10, &mut out);
     assert_eq!(out, [b]);

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::{Key, Phase, Sessions};
+use super::{Event, Key, Phase, Sessions};
 use crate::sys::sockaddr::RawSockAddr;
 
 /// Where a session's datagram goes up: the upstream socket, its backend's slot, and what to
@@ -44,12 +44,21 @@ impl<U: AsRawFd> Sessions<U> {
     }
 
     /// Where a datagram from an open session's client at `tick` goes up. A client that sends
-    /// after its backend answered confirms the session.
+    /// after its backend answered confirms the session ([`Event::Confirmed`]).
     pub fn upstream(&mut self, key: Key, tick: u32) -> Option<Upstream<'_>> {
         let s = self.in_phase(key, Phase::Open)?;
         s.last_tick = tick;
         if s.answered && !s.confirmed {
             s.confirmed = true;
+            let client = s.client;
+            if let (Some(upstream), Some(backend)) = (s.upstream_local, s.backend) {
+                self.events.push(Event::Confirmed {
+                    key,
+                    client,
+                    upstream,
+                    backend,
+                });
+            }
             self.unlink_unconfirmed(key.slot);
         }
         let s = self.in_phase(key, Phase::Open)?;

@@ -63,6 +63,7 @@ impl Worker {
                         client: s.client,
                         reply_to: s.reply_to,
                         upstream_local: s.upstream,
+                        backend: s.backend,
                         lease,
                         backend_slot: slot,
                         last_tick: self.tick.saturating_sub(ticks(s.idle)),

@@ -12,7 +12,8 @@ use crate::user_data::Op;
 
 impl Worker {
     pub(super) fn end_batch(&mut self) {
-        // First, so that buffers freed by expired lookups count as free below.
+        self.announce();
+        // Then the router, so that buffers freed by expired lookups count as free below.
         self.route(|router, io| router.poll(io));
         self.router.links_up(self.counters.links_up_mut());
         if !self.deferred.is_empty() {

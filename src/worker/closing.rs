@@ -10,44 +10,28 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::{Deferred, Worker};
 use crate::route::{Lease, Note, Target};
-use crate::session::Key;
+use crate::session::{Key, Why};
 use crate::stats::Counter;
 use crate::user_data::Op;
 
 impl Worker {
     /// Frees a session that never opened, dropping what it held with `reason`.
     pub(super) fn abandon_session(&mut self, key: Key, reason: Counter) {
-        self.close_session(key, reason, None);
+        self.close_session(key, reason, Why::Abandoned);
     }
 
-    /// Starts closing a session: held datagrams dropped with `drop_reason`, the close counted
-    /// as `closed_reason`, its receive cancelled.
-    pub(super) fn close_session(
-        &mut self,
-        key: Key,
-        drop_reason: Counter,
-        closed_reason: Option<Counter>,
-    ) {
-        let Some(closed) = self.sessions.begin_close(key) else {
+    /// Starts closing a session for `why`: held datagrams dropped with `drop_reason`, the close
+    /// counted, its receive cancelled. The table announces it (`events`).
+    pub(super) fn close_session(&mut self, key: Key, drop_reason: Counter, why: Why) {
+        let Some(closed) = self.sessions.begin_close(key, why) else {
             return;
         };
-        if let Some(reason) = closed_reason {
-            self.counters.bump(reason);
-            // Sessions that never opened (abandoned, no route) were never announced.
-            if closed.upstream_local.is_some()
-                && let Some(suppressed) = self.session_line()
-            {
-                info!(
-                    suppressed,
-                    "session closed: {} ({})",
-                    closed.client,
-                    reason.label()
-                );
-            }
+        if let Some(counter) = why.counter() {
+            self.counters.bump(counter);
         }
         for h in closed.held {
             self.drop_buffer(h.bid, drop_reason);
@@ -55,9 +39,6 @@ impl Worker {
         self.drop_carried(key, drop_reason);
         if let Some(slot) = closed.backend_slot {
             self.counters.backends.closed(slot);
-        }
-        if let Some(upstream) = closed.upstream_local {
-            self.note(Note::Closed { upstream });
         }
         self.release(closed.lease);
         if closed.recv_armed {
@@ -86,7 +67,7 @@ impl Worker {
             Counter::DisconnectMatched
         });
         for key in victims {
-            self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedDisconnect));
+            self.close_session(key, Counter::DropNoRoute, Why::Disconnect);
         }
     }
 
@@ -106,13 +87,13 @@ impl Worker {
         if let Some(cutoff) = idle_cutoff(self.tick, self.unreplied_ticks) {
             self.sessions.collect_unreplied(cutoff, &mut keys);
             for key in keys.drain(..) {
-                self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedUnreplied));
+                self.close_session(key, Counter::DropNoRoute, Why::Unreplied);
             }
         }
         if let Some(cutoff) = idle_cutoff(self.tick, self.idle_ticks) {
             self.sessions.collect_idle(cutoff, &mut keys);
             for key in keys.drain(..) {
-                self.close_session(key, Counter::DropNoRoute, Some(Counter::ClosedIdle));
+                self.close_session(key, Counter::DropNoRoute, Why::Idle);
             }
             // Live sessions' entries in the session map are refreshed once per idle timeout
             // (they expire after two).
@@ -162,7 +143,7 @@ impl Worker {
         let mut all = std::mem::take(&mut self.scratch);
         self.sessions.collect_all(&mut all);
         for key in all.drain(..) {
-            self.close_session(key, Counter::DropShutdown, Some(Counter::ClosedShutdown));
+            self.close_session(key, Counter::DropShutdown, Why::Shutdown);
         }
         self.scratch = all;
         self.deferred.retain(|d| matches!(d, Deferred::Cancel(_)));

@@ -25,6 +25,8 @@
 //! - [`lifecycle`]: serving, pausing for a takeover, stopping: the one state the packet path
 //!   asks whether to forward and whether to arm receives.
 //! - [`handover`] and [`adopt`]: a takeover, the old process's side and the new one's.
+//! - [`events`]: once per batch, what the session table announced (opened, confirmed, closed)
+//!   goes to the session log lines and the router's session map.
 //! - [`batch`]: once per batch, the router's turn, re-arms within the buffer budget, publishing.
 //!
 //! Per-datagram failures are counted, never propagated. A session's slot is freed only after
@@ -34,6 +36,7 @@ mod adopt;
 mod batch;
 mod closing;
 mod downstream;
+mod events;
 mod handover;
 mod lifecycle;
 mod recv;
@@ -57,7 +60,7 @@ use crate::config::Config;
 use crate::handover::{Freeze, Import};
 use crate::route::resolve::Resolver;
 use crate::route::{self, Io, Outcome, Router};
-use crate::session::{Key, Limits, Sessions};
+use crate::session::{Event, Key, Limits, Sessions};
 use crate::stats::{Counter, Counters, Shared};
 use crate::sys::driver::{Completion, Driver, DriverConfig};
 use crate::sys::lent::Lent;
@@ -107,6 +110,8 @@ pub struct Worker {
     index: usize,
     deferred: Vec<Deferred>,
     scratch: Vec<Key>,
+    /// The session table's announcements, taken once per batch (`events`).
+    events: Vec<Event>,
     /// The reaper's tick count: the only clock the packet path reads. It starts at
     /// [`adopt::TICK_ORIGIN`], so that sessions adopted from another process keep their past.
     tick: u32,
@@ -252,6 +257,7 @@ impl Worker {
             index,
             deferred: Vec::new(),
             scratch: Vec::new(),
+            events: Vec::new(),
             tick: adopt::TICK_ORIGIN,
             tick_len: tick,
             idle_ticks: closing::idle_ticks(config.idle_timeout, tick),

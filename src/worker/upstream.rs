@@ -10,14 +10,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::Worker;
 use crate::admission::source;
 use crate::datagram::Datagram;
 use crate::pp2;
-use crate::route::{Backend, Note, RouteFailure};
-use crate::session::{Held, Ingress, Key, Phase};
+use crate::route::{Backend, RouteFailure};
+use crate::session::{Held, Ingress, Key, Phase, Why};
 use crate::stats::Counter;
 use crate::sys::socket;
 use crate::user_data::Op;
@@ -81,11 +81,11 @@ impl Worker {
         if let Some((looped, local)) = self.sessions.by_upstream_port(client.port())
             && source::canonical(local) == source::canonical(client)
         {
-            self.close_session(looped, Counter::DropBadSource, Some(Counter::ClosedLoop));
+            self.close_session(looped, Counter::DropBadSource, Why::Loop);
             return self.drop_buffer(first.bid, Counter::DropBadSource);
         }
         if let Some(victim) = victim {
-            self.close_session(victim, Counter::DropEvicted, Some(Counter::ClosedEvicted));
+            self.close_session(victim, Counter::DropEvicted, Why::Evicted);
         }
         let key = self.sessions.insert(client, self.tick, first);
         // The address the client sent to: the listener's own, or (a wildcard listener's) what
@@ -174,7 +174,7 @@ impl Worker {
             || self.admission.is_own(backend.addr)
         {
             self.release(backend.lease);
-            return self.close_session(key, Counter::DropBadSource, Some(Counter::ClosedLoop));
+            return self.close_session(key, Counter::DropBadSource, Why::Loop);
         }
         let (upstream, local) = match socket::upstream(backend.addr, self.socket_size) {
             Ok(pair) => pair,
@@ -188,25 +188,13 @@ impl Worker {
             }
         };
         let slot = self.counters.backends.slot(backend.addr);
-        let Some(held) = self
-            .sessions
-            .open(key, upstream, local, backend.lease, slot)
+        let Some(held) =
+            self.sessions
+                .open(key, upstream, local, backend.addr, backend.lease, slot)
         else {
             return self.release(backend.lease);
         };
         self.counters.backends.opened(slot);
-        self.note(Note::Opened {
-            upstream: local,
-            client,
-        });
-        if let Some(suppressed) = self.session_line() {
-            info!(
-                suppressed,
-                "new session: {client} → {} (backend port {})",
-                backend.addr,
-                local.port()
-            );
-        }
         self.counters.bump(Counter::SessionsCreated);
         self.arm_session(key);
         // An adopted session's datagrams from before the takeover go first.

@@ -1,0 +1,52 @@
+//! The one place a worker reacts to what its session table announced (`session::Event`): the
+//! session log lines (`--log-sessions`) and the router's session notes (the Redis session map).
+//! Once per batch, before the router's turn, so what a batch opened or closed reaches Redis in
+//! the same batch. A new consumer (the XDP map) is one more arm here.
+
+use tracing::info;
+
+use super::Worker;
+use crate::route::Note;
+use crate::session::Event;
+
+impl Worker {
+    /// Takes the table's events and fans them out.
+    pub(super) fn announce(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        self.sessions.take_events(&mut events);
+        for event in events.drain(..) {
+            match event {
+                Event::Opened {
+                    client,
+                    upstream,
+                    backend,
+                    ..
+                } => {
+                    self.note(Note::Opened { upstream, client });
+                    if let Some(suppressed) = self.session_line() {
+                        info!(
+                            suppressed,
+                            "new session: {client} → {backend} (backend port {})",
+                            upstream.port()
+                        );
+                    }
+                }
+                Event::Confirmed { .. } => {}
+                Event::Closed {
+                    client,
+                    upstream,
+                    why,
+                    ..
+                } => {
+                    self.note(Note::Closed { upstream });
+                    if let (Some(counter), Some(suppressed)) = (why.counter(), self.session_line())
+                    {
+                        info!(suppressed, "session closed: {client} ({})", counter.label());
+                    }
+                }
+            }
+        }
+        // Keep the allocation for the next batch.
+        self.events = events;
+    }
+}
