@@ -4,6 +4,7 @@
 //! route comes from [`route`], and everything that touches the kernel is behind [`sys`].
 #![deny(unsafe_code)]
 
+pub mod addr;
 pub mod admission;
 pub mod config;
 pub mod datagram;

@@ -9,11 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// `addr` with an IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as
-/// plain IPv4, so that one client is one address however it arrived.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
+use crate::addr::canonical;
 
 /// Port 0, or an address no unicast client can have.
 pub fn is_bogon(addr: SocketAddr) -> bool {
@@ -119,11 +115,5 @@ mod tests {
         assert!(own.contains(a("[::1]:19132")));
         assert!(!own.contains(a("10.1.2.4:19132")));
         assert!(!own.contains(a("10.1.2.3:19133")));
-    }
-
-    #[test]
-    fn mapped_addresses_are_one_client() {
-        assert_eq!(canonical(a("[::ffff:1.2.3.4]:5")), a("1.2.3.4:5"));
-        assert_eq!(canonical(a("[::1]:5")), a("[::1]:5"));
     }
 }

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use socket2::Socket;
 
 use super::{Held, Key, NIL, Phase, Session, Sessions, Slot};
-use crate::admission::source::canonical;
+use crate::addr::canonical;
 use crate::route::Lease;
 use crate::sys::sockaddr::RawSockAddr;
 

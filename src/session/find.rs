@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use super::{Key, Phase, Sessions};
-use crate::admission::source::canonical;
+use crate::addr::canonical;
 use crate::route::Target;
 
 impl<U: AsRawFd> Sessions<U> {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use super::{Ingress, Key, Phase, Sessions};
-use crate::admission::source::canonical;
+use crate::addr::canonical;
 use crate::stats::Counter;
 use crate::user_data::SLOTS_MAX;
 
@@ -77,12 +77,12 @@ impl<U: AsRawFd> Sessions<U> {
         let full = self.live - self.closing >= self.max || !room;
         let victim = match self.oldest_unconfirmed() {
             Some(victim) if full && room => Some(victim),
-            _ if full => return Ingress::Drop(self.full),
+            _ if full => return Ingress::Full(self.full),
             _ => None,
         };
         if self.held_total >= self.held_max {
             // A new session's first datagram is held too.
-            return Ingress::Drop(Counter::DropPendingFull);
+            return Ingress::Full(Counter::DropPendingFull);
         }
         victim.map_or(Ingress::Create, Ingress::Evict)
     }

@@ -31,7 +31,7 @@ use std::os::fd::AsRawFd;
 use hashbrown::HashMap;
 use socket2::Socket;
 
-use crate::admission::source::canonical;
+use crate::addr::canonical;
 use crate::route::Lease;
 use crate::stats::Counter;
 use crate::sys::sockaddr::RawSockAddr;
@@ -138,6 +138,9 @@ pub enum Ingress {
     /// An unknown client, the table full: close this (the oldest unconfirmed) session as
     /// evicted, then create.
     Evict(Key),
+    /// An unknown client and no room for it (the reason to count). Whether a newcomer may start
+    /// a session at all is the newcomer gate's decision (`admission`); this is the table's part.
+    Full(Counter),
     /// Drop it, counting the reason.
     Drop(Counter),
 }

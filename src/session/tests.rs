@@ -101,7 +101,7 @@ fn unknown_clients_are_created_until_the_cap() {
     confirmed(&mut t, 2);
     assert_eq!(
         t.classify(&addr(3)),
-        Ingress::Drop(Counter::DropMaxSessions),
+        Ingress::Full(Counter::DropMaxSessions),
         "confirmed sessions are never evicted for a newcomer"
     );
     assert_eq!(t.classify(&addr(1)), Ingress::Forward(a));
@@ -130,7 +130,7 @@ fn the_worker_wide_hold_cap_protects_the_buffer_ring() {
     );
     assert_eq!(
         t.classify(&addr(3)),
-        Ingress::Drop(Counter::DropPendingFull)
+        Ingress::Full(Counter::DropPendingFull)
     );
     let closed = t.begin_close(b, Why::Idle).unwrap();
     assert_eq!(closed.held, [Held { bid: 1, len: 1 }]);

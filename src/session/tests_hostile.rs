@@ -52,7 +52,7 @@ fn evicted_sessions_still_closing_take_bounded_room() {
                 t.begin_close(victim, Why::Idle);
                 victims += 1;
             }
-            Ingress::Drop(reason) => {
+            Ingress::Full(reason) => {
                 assert_eq!(reason, Counter::DropMaxSessions);
                 break;
             }
@@ -117,5 +117,5 @@ fn the_descriptor_budget_caps_sessions_with_its_own_reason() {
         ..limits(8, 8, 64)
     });
     confirmed(&mut t, 1);
-    assert_eq!(t.classify(&addr(2)), Ingress::Drop(Counter::DropFdReserve));
+    assert_eq!(t.classify(&addr(2)), Ingress::Full(Counter::DropFdReserve));
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use tracing::warn;
 
 use super::Worker;
-use crate::admission::source;
+use crate::addr;
+use crate::admission::{Decision, Room};
 use crate::datagram::Datagram;
 use crate::pp2;
 use crate::route::{Backend, RouteFailure};
@@ -35,56 +36,55 @@ impl Worker {
                     self.drop_buffer(bid, Counter::DropSessionClosed);
                 }
             }
-            Ingress::Create => self.create_session(dgram, Held { bid, len }, None),
-            Ingress::Evict(victim) => self.create_session(dgram, Held { bid, len }, Some(victim)),
-            Ingress::Drop(reason) => {
-                if matches!(reason, Counter::DropMaxSessions | Counter::DropFdReserve)
-                    && let Some(suppressed) = self.warnings.full.check()
-                {
-                    warn!(
-                        sessions = self.sessions.live(),
-                        reason = reason.label(),
-                        suppressed,
-                        "session table full of confirmed sessions; dropping a new client"
-                    );
-                }
-                self.drop_buffer(bid, reason)
+            Ingress::Create => self.create_session(dgram, Held { bid, len }, Room::Free),
+            Ingress::Evict(victim) => {
+                self.create_session(dgram, Held { bid, len }, Room::Evict(victim))
             }
+            Ingress::Full(reason) => {
+                self.create_session(dgram, Held { bid, len }, Room::Full(reason))
+            }
+            Ingress::Drop(reason) => self.drop_buffer(bid, reason),
         }
     }
 
-    /// Admits a new client (a plausible source, within its budget), evicting `victim` first if
-    /// the table is full, and asks the router where it goes; its first datagram waits, held.
-    fn create_session(&mut self, dgram: Datagram, first: Held, victim: Option<Key>) {
+    /// Asks the newcomer gate whether a new client may start a session (the table's `room`,
+    /// draining, its source, its budgets, the loop guard); if so, evicts the victim the table
+    /// named and asks the router where the session goes; its first datagram waits, held.
+    fn create_session(&mut self, dgram: Datagram, first: Held, room: Room<Key>) {
         let client = dgram.source;
-        if self.shared.draining.load(Ordering::Relaxed) {
-            return self.drop_buffer(first.bid, Counter::DropDraining);
-        }
         // Milliseconds since the worker started, wrapping every 49.7 days: the budgets compare
         // two such times with wrapping arithmetic, so they keep refilling however long it runs.
         let now_ms = self.now.duration_since(self.started).as_millis() as u32;
-        let router = &self.router;
-        if let Err(reason) = self
-            .admission
-            .admit(client, now_ms, |addr| router.is_backend(addr))
-        {
-            if reason == Counter::DropBadSource
-                && let Some(suppressed) = self.warnings.source.check()
-            {
-                warn!(source = %client, suppressed,
-                      "dropping a datagram from a source no session may start from");
+        let draining = self.shared.draining.load(Ordering::Relaxed);
+        let (router, sessions) = (&self.router, &self.sessions);
+        // Our own traffic come back around: a session's upstream socket is the source (its
+        // backend is this listener).
+        let own_session = || {
+            sessions
+                .by_upstream_port(client.port())
+                .filter(|&(_, local)| addr::same(local, client))
+                .map(|(key, _)| key)
+        };
+        let decision = self.admission.decide(
+            client,
+            now_ms,
+            room,
+            draining,
+            |a| router.is_backend(a),
+            own_session,
+        );
+        let evict = match decision {
+            Decision::Admit { evict } => evict,
+            Decision::Refuse(reason) => {
+                self.warn_refused(client, reason);
+                return self.drop_buffer(first.bid, reason);
             }
-            return self.drop_buffer(first.bid, reason);
-        }
-        // Our own traffic came back around: a session's upstream socket is the source (its
-        // backend is this listener). Close that session; start nothing.
-        if let Some((looped, local)) = self.sessions.by_upstream_port(client.port())
-            && source::canonical(local) == source::canonical(client)
-        {
-            self.close_session(looped, Counter::DropBadSource, Why::Loop);
-            return self.drop_buffer(first.bid, Counter::DropBadSource);
-        }
-        if let Some(victim) = victim {
+            Decision::Loop(looped) => {
+                self.close_session(looped, Counter::DropBadSource, Why::Loop);
+                return self.drop_buffer(first.bid, Counter::DropBadSource);
+            }
+        };
+        if let Some(victim) = evict {
             self.close_session(victim, Counter::DropEvicted, Why::Evicted);
         }
         let key = self.sessions.insert(client, self.tick, first);
@@ -96,6 +96,29 @@ impl Worker {
         self.sessions
             .arrived_at(key, local, prefix, self.proxy_protocol_every);
         self.route(|router, io| router.request(key.ticket(), io));
+    }
+
+    /// Says why a newcomer was refused, where that is worth a line (at most one a second each).
+    fn warn_refused(&mut self, client: SocketAddr, reason: Counter) {
+        match reason {
+            Counter::DropMaxSessions | Counter::DropFdReserve => {
+                if let Some(suppressed) = self.warnings.full.check() {
+                    warn!(
+                        sessions = self.sessions.live(),
+                        reason = reason.label(),
+                        suppressed,
+                        "session table full of confirmed sessions; dropping a new client"
+                    );
+                }
+            }
+            Counter::DropBadSource => {
+                if let Some(suppressed) = self.warnings.source.check() {
+                    warn!(source = %client, suppressed,
+                          "dropping a datagram from a source no session may start from");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The PROXY protocol header of a new session of `client` that sent to `local` (a
@@ -170,9 +193,7 @@ impl Worker {
             return self.release(backend.lease);
         };
         // A route back to the client itself, or to this listener, would forward in a circle.
-        if source::canonical(backend.addr) == source::canonical(client)
-            || self.admission.is_own(backend.addr)
-        {
+        if self.admission.route_loops(backend.addr, client) {
             self.release(backend.lease);
             return self.close_session(key, Counter::DropBadSource, Why::Loop);
         }
