@@ -1,4 +1,5 @@
-//! What a worker hands over, as text lines: one per session, each open session's with its
+//! What a worker hands over, as text lines: one per session (in the table's own transit shape,
+//! `session::OpenSession` and `session::PendingSession`), each open session's with its
 //! socket attached (`SCM_RIGHTS`), in order; a session still waiting for its route is followed
 //! by one line per datagram it holds. Parsing is strict: a line that does not parse ends the
 //! handover (the old process keeps serving).
@@ -6,40 +7,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+pub use crate::session::{OpenSession, PendingSession};
+
 /// The most datagrams a pending session may announce (`--pending-max`'s own limit).
 pub const HELD_MAX: usize = 1024;
-
-/// An open session, as the next process adopts it (its socket travels beside the line).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenSession {
-    /// The client, canonical, and as received (what replies go to).
-    pub client: SocketAddr,
-    pub reply_to: SocketAddr,
-    pub backend: SocketAddr,
-    /// The upstream socket's local address: the source the backend sees.
-    pub upstream: SocketAddr,
-    /// Time since its last datagram, and since it was created.
-    pub idle: Duration,
-    pub age: Duration,
-    pub answered: bool,
-    pub confirmed: bool,
-    /// The address the client sent to (a wildcard listener's).
-    pub local: Option<IpAddr>,
-    /// The PROXY protocol header, whether it goes before every datagram, whether it was sent.
-    pub prefix: Option<Vec<u8>>,
-    pub prefix_every: bool,
-    pub prefix_sent: bool,
-}
-
-/// A session still waiting for its route, with the datagrams it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingSession {
-    pub client: SocketAddr,
-    pub reply_to: SocketAddr,
-    pub age: Duration,
-    pub local: Option<IpAddr>,
-    pub held: Vec<Vec<u8>>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionLine {
@@ -221,6 +192,116 @@ mod tests {
         );
         let mut short = lines[1..3].iter().cloned();
         assert_eq!(SessionLine::decode_all(&lines[0], || short.next()), None);
+    }
+
+    /// Every field of a session survives a takeover: the old table exports itself, the lines
+    /// carry it, the new table imports it, and exporting that gives the same sessions back.
+    #[test]
+    fn every_field_of_a_session_survives_the_table_the_lines_and_the_next_table() {
+        use std::net::UdpSocket;
+
+        use crate::session::{Held, Leaving, Limits, Sessions};
+
+        let tick_len = Duration::from_millis(125);
+        let limits = Limits {
+            sessions_max: 8,
+            fd_max: usize::MAX,
+            pending_max: 8,
+            held_max: 64,
+        };
+        let mut old: Sessions<UdpSocket> = Sessions::new(limits);
+        // An IPv4 client of a dual-stack listener: known canonically, answered as received.
+        let client: SocketAddr = "[::ffff:1.2.3.4]:5".parse().unwrap();
+        let key = old.insert(client, 100, Held { bid: 0, len: 1 });
+        old.arrived_at(
+            key,
+            Some("10.0.0.2".parse().unwrap()),
+            Some(vec![0x0d, 0x0a].into()),
+            true,
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = socket.local_addr().unwrap();
+        let backend: SocketAddr = "127.0.0.9:19132".parse().unwrap();
+        old.open(key, socket, upstream, backend, None, 3).unwrap();
+        old.reply_to(key, 120).unwrap();
+        old.upstream(key, 140).unwrap();
+        let pending_client: SocketAddr = "5.6.7.8:9".parse().unwrap();
+        let pending = old.insert(pending_client, 130, Held { bid: 4, len: 2 });
+        old.hold(pending, Held { bid: 5, len: 3 });
+        let payload = |h: Held| Some(vec![h.bid as u8; h.len as usize]);
+
+        let (leaving, left) = old.export(150, tick_len, payload);
+        assert_eq!(left, Default::default());
+        let lines: Vec<SessionLine> = leaving
+            .into_iter()
+            .map(|l| match l {
+                Leaving::Open(s, _) => SessionLine::Open(s),
+                Leaving::Pending(p) => SessionLine::Pending(p),
+            })
+            .collect();
+        let [SessionLine::Open(open), SessionLine::Pending(held)] = &lines[..] else {
+            panic!("{lines:?}");
+        };
+        // Not one field at its default, so that one lost on the way shows.
+        assert_eq!(
+            open,
+            &OpenSession {
+                client: "1.2.3.4:5".parse().unwrap(),
+                reply_to: client,
+                backend,
+                upstream,
+                idle: tick_len * 10,
+                age: tick_len * 50,
+                answered: true,
+                confirmed: true,
+                local: Some("10.0.0.2".parse().unwrap()),
+                prefix: Some(vec![0x0d, 0x0a]),
+                prefix_every: true,
+                prefix_sent: true,
+            }
+        );
+        assert_eq!(held.held, [vec![4u8; 2], vec![5u8; 3]]);
+
+        let mut new: Sessions<UdpSocket> = Sessions::new(limits);
+        for line in &lines {
+            let mut rest = line.encode_all().into_iter();
+            let first = rest.next().unwrap();
+            match SessionLine::decode_all(&first, || rest.next()).unwrap() {
+                SessionLine::Open(s) => {
+                    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    new.adopt(s, socket, 1_000, tick_len, None, 0).unwrap();
+                }
+                SessionLine::Pending(p) => {
+                    assert_eq!(&p, held);
+                    let key = new
+                        .adopt_pending(p.reply_to, p.age, 1_000, tick_len)
+                        .unwrap();
+                    new.arrived_at(key, p.local, None, false);
+                }
+            }
+        }
+        let (again, _) = new.export(1_000, tick_len, payload);
+        let mut found = 0;
+        for l in again {
+            match l {
+                Leaving::Open(s, _) => {
+                    assert_eq!(&s, open);
+                    found += 1;
+                }
+                Leaving::Pending(p) => {
+                    // Its datagrams travel apart (the worker carries them as bytes).
+                    assert_eq!(
+                        p,
+                        PendingSession {
+                            held: vec![],
+                            ..held.clone()
+                        }
+                    );
+                    found += 1;
+                }
+            }
+        }
+        assert_eq!(found, 2);
     }
 
     #[test]

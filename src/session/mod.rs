@@ -38,7 +38,6 @@ use crate::sys::sockaddr::RawSockAddr;
 use crate::user_data::GENERATION_MASK;
 pub use crate::user_data::Key;
 
-mod adopt;
 mod events;
 mod find;
 mod ingress;
@@ -46,15 +45,18 @@ mod ops;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_events;
+#[cfg(test)]
 mod tests_hostile;
 mod traffic;
+mod transit;
 mod unconfirmed;
 
-pub use adopt::{Arriving, Leaving};
 pub use events::{Event, Why};
 pub use ingress::Limits;
 pub use ops::RecvEnd;
 pub use traffic::{Reply, Upstream};
+pub use transit::{Leaving, LeftBehind, OpenSession, PendingSession};
 
 /// A client datagram held in its provided buffer while the session's route is looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::time::Duration;
 
 use socket2::Socket;
 use tracing::{debug, warn};
@@ -18,7 +17,7 @@ use tracing::{debug, warn};
 use super::Worker;
 use crate::handover::state::SessionLine;
 use crate::handover::{Adopted, Armed};
-use crate::session::{Arriving, Key};
+use crate::session::Key;
 use crate::stats::Counter;
 
 /// The tick a worker's reaper starts counting from: a session adopted from another process may
@@ -52,30 +51,15 @@ impl Worker {
             worker: self.index,
             ..Adopted::default()
         };
-        let tick_len = self.tick_len.as_nanos().max(1);
-        let ticks = move |d: Duration| u32::try_from(d.as_nanos() / tick_len).unwrap_or(u32::MAX);
         for (line, fd) in sessions {
             match (line, fd) {
                 (SessionLine::Open(s), Some(fd)) => {
                     let lease = self.router.adopt(s.backend);
                     let slot = self.counters.backends.slot(s.backend);
-                    let arriving = Arriving {
-                        client: s.client,
-                        reply_to: s.reply_to,
-                        upstream_local: s.upstream,
-                        backend: s.backend,
-                        lease,
-                        backend_slot: slot,
-                        last_tick: self.tick.saturating_sub(ticks(s.idle)),
-                        created_tick: self.tick.saturating_sub(ticks(s.age)),
-                        answered: s.answered,
-                        confirmed: s.confirmed,
-                        local: s.local,
-                        prefix: s.prefix.map(Vec::into_boxed_slice),
-                        prefix_every: s.prefix_every,
-                        prefix_sent: s.prefix_sent,
-                    };
-                    if self.sessions.adopt(arriving, Socket::from(fd)).is_some() {
+                    let (tick, tick_len) = (self.tick, self.tick_len);
+                    let socket = Socket::from(fd);
+                    let adopted_key = self.sessions.adopt(s, socket, tick, tick_len, lease, slot);
+                    if adopted_key.is_some() {
                         self.counters.backends.opened(slot);
                         adopted.sessions += 1;
                     } else {
@@ -84,8 +68,10 @@ impl Worker {
                     }
                 }
                 (SessionLine::Pending(p), None) => {
-                    let tick = self.tick.saturating_sub(ticks(p.age));
-                    let Some(key) = self.sessions.adopt_pending(p.reply_to, tick) else {
+                    let adopted_key =
+                        self.sessions
+                            .adopt_pending(p.reply_to, p.age, self.tick, self.tick_len);
+                    let Some(key) = adopted_key else {
                         // What it held goes as a session closed before it resolved does.
                         self.counters.add(Counter::DropNoRoute, p.held.len() as u64);
                         adopted.refused += 1;

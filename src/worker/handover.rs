@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::Worker;
-use crate::handover::state::{OpenSession, PendingSession, SessionLine};
+use crate::handover::state::SessionLine;
 use crate::handover::{Decision, Export, Freeze};
+use crate::session::{Held, Leaving};
 use crate::user_data::Op;
 
 /// How long a worker may take to quiet down once asked to pause.
@@ -117,64 +118,30 @@ impl Worker {
 
     /// Every session as a line, each open one's socket beside it.
     fn export(&self) -> Export {
-        let ms = |ticks: u32| self.tick_len * ticks;
         let mut export = Export {
             listener: self.listener.as_raw_fd(),
             sessions: Vec::with_capacity(self.sessions.live()),
             fds: Vec::new(),
         };
-        // What cannot be described is left behind, and said so.
-        let (mut sessions_left, mut datagrams_left) = (0, 0);
-        for s in self.sessions.leaving() {
-            let idle = ms(self.tick.saturating_sub(s.last_tick));
-            let age = ms(self.tick.saturating_sub(s.created_tick));
-            let line = match s.upstream {
-                Some((socket, upstream)) => {
-                    let Some(backend) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
-                        sessions_left += 1;
-                        continue;
-                    };
+        let payload = |h: Held| Some(self.driver.payload(h.bid, h.len as usize)?.to_vec());
+        let (leaving, left) = self.sessions.export(self.tick, self.tick_len, payload);
+        for session in leaving {
+            export.sessions.push(match session {
+                Leaving::Open(s, socket) => {
                     export.fds.push(socket.as_raw_fd());
-                    SessionLine::Open(OpenSession {
-                        client: s.client,
-                        reply_to: s.reply_to,
-                        backend,
-                        upstream,
-                        idle,
-                        age,
-                        answered: s.answered,
-                        confirmed: s.confirmed,
-                        local: s.local,
-                        prefix: s.prefix.map(<[u8]>::to_vec),
-                        prefix_every: s.prefix_every,
-                        prefix_sent: s.prefix_sent,
-                    })
+                    SessionLine::Open(s)
                 }
-                None => SessionLine::Pending(PendingSession {
-                    client: s.client,
-                    reply_to: s.reply_to,
-                    age,
-                    local: s.local,
-                    held: s
-                        .held
-                        .iter()
-                        .filter_map(|h| {
-                            let payload = self.driver.payload(h.bid, h.len as usize);
-                            datagrams_left += usize::from(payload.is_none());
-                            Some(payload?.to_vec())
-                        })
-                        .collect(),
-                }),
-            };
-            export.sessions.push(line);
+                Leaving::Pending(p) => SessionLine::Pending(p),
+            });
         }
-        if sessions_left + datagrams_left > 0 {
+        // What cannot be described is left behind, and said so.
+        if left.sessions + left.datagrams > 0 {
             warn!(
                 worker = self.index,
-                sessions = sessions_left,
-                datagrams = datagrams_left,
-                "cannot describe these for the next process (a socket with no peer, a buffer \
-                 not leased); they stay behind and end with this process"
+                sessions = left.sessions,
+                datagrams = left.datagrams,
+                "cannot describe these for the next process (a session without its addresses, \
+                 a buffer not leased); they stay behind and end with this process"
             );
         }
         export

@@ -34,6 +34,8 @@
 
 mod adopt;
 mod batch;
+mod build;
+pub use build::Listen;
 mod closing;
 mod downstream;
 mod events;
@@ -49,26 +51,23 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::admission::Admission;
-use crate::config::Config;
-use crate::handover::{Freeze, Import};
-use crate::route::resolve::Resolver;
-use crate::route::{self, Io, Outcome, Router};
-use crate::session::{Event, Key, Limits, Sessions};
+use crate::route::{Io, Outcome, Router};
+use crate::session::{Event, Key, Sessions};
 use crate::stats::{Counter, Counters, Shared};
-use crate::sys::driver::{Completion, Driver, DriverConfig};
+use crate::sys::driver::{Completion, Driver};
 use crate::sys::lent::Lent;
+use crate::sys::socket;
 use crate::sys::uring::TaskRun;
-use crate::sys::{eventfd, socket};
 use crate::user_data::Op;
 use lifecycle::{Life, Wait};
 use warnings::Warnings;
+
 /// With receives waiting for buffers, the longest the worker waits before trying again: a
 /// receive re-armed on a socket with nothing queued takes no buffer and completes nothing, so
 /// the buffers it was counted against are free for the next ones at once.
@@ -133,151 +132,7 @@ pub struct Worker {
     adoption: adopt::State,
 }
 
-/// Where a worker's listening socket comes from.
-pub enum Listen {
-    /// Bind this address (a concrete port for every worker but the first, which may bind
-    /// port 0).
-    Bind(SocketAddr),
-    /// Take it, and every session, from the process being taken over; it listens on `local`.
-    Adopt {
-        local: SocketAddr,
-        import: Receiver<Import>,
-    },
-}
-
 impl Worker {
-    /// Builds worker `index`: its ring and router, then its listening socket. `built` hears
-    /// of it as soon as it can serve; a worker that adopts its sockets hears of that first, and
-    /// then waits for them. `control` brings a takeover's requests (`--control`).
-    pub fn new(
-        config: &Config,
-        index: usize,
-        listen: Listen,
-        shared: Arc<Shared>,
-        resolver: Option<Resolver>,
-        control: Option<Receiver<Freeze>>,
-        built: impl FnOnce(Started),
-    ) -> io::Result<Worker> {
-        let tick = config.tick();
-        let router = route::build(&config.routes, index, Instant::now(), resolver);
-        let lent = router.resources();
-        let driver = Driver::new(&DriverConfig {
-            sq_entries: config.ring_entries,
-            // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
-            cq_entries: (config.ring_entries * 8).min(65_536),
-            buffer_count: config.buffer_count,
-            payload_bytes: config.buffer_size_bytes,
-            tick,
-            task_run: config.task_run,
-            streams: lent.streams,
-            stream_rx_bytes: lent.stream_rx_bytes,
-            timers: lent.timers,
-        })?;
-        let mut socket_size = socket::BufferSize {
-            bytes: config.socket_buffer_bytes,
-            force: true,
-        };
-        let wake = eventfd::eventfd()?;
-        let waker = File::from(wake.try_clone()?);
-        let task_run = driver.task_run();
-        let (listener, forced, import) = match listen {
-            Listen::Bind(addr) => {
-                let (listener, forced) = socket::listener(addr, socket_size).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot bind --listen {addr}: {e}"))
-                })?;
-                let local = local_of(&listener)?;
-                built(Started {
-                    local,
-                    waker,
-                    task_run,
-                });
-                (listener, forced, None)
-            }
-            Listen::Adopt { local, import } => {
-                built(Started {
-                    local,
-                    waker,
-                    task_run,
-                });
-                let import = import.recv().map_err(|_| {
-                    io::Error::other("the takeover ended before this worker's part")
-                })?;
-                let listener = Socket::from(import.listener);
-                if local_of(&listener)? != local {
-                    return Err(io::Error::other(
-                        "the listening socket handed over is not the one asked for",
-                    ));
-                }
-                // This process's socket buffer setting applies from now on.
-                let forced = socket::set_buffers(&listener, socket_size)?;
-                (
-                    listener,
-                    forced,
-                    Some((import.sessions, import.adopted, import.commit)),
-                )
-            }
-        };
-        socket_size.force = forced;
-        shared.buffers_forced.store(forced, Ordering::Relaxed);
-        let local = local_of(&listener)?;
-        if index == 0 {
-            info!(
-                driver = driver.name(),
-                task_run = task_run.map_or("-", TaskRun::name),
-                router = router.name(),
-                socket_buffer = socket::recv_buffer(&listener).unwrap_or(0),
-                forced,
-                "worker ring built"
-            );
-        }
-        let limits = Limits {
-            sessions_max: config.sessions_max,
-            fd_max: shared.fd_sessions_per_worker,
-            pending_max: config.pending_max,
-            held_max: config.held_max(),
-        };
-        let admission = Admission::new(
-            local,
-            shared.local_ips.clone(),
-            config.new_sessions_per_ip,
-            config.new_sessions_per_worker,
-        );
-        let mut worker = Worker {
-            driver,
-            listener,
-            wake,
-            sessions: Sessions::new(limits),
-            router,
-            admission,
-            now: Instant::now(),
-            started: Instant::now(),
-            outcomes: Vec::new(),
-            counters: Counters::default(),
-            shared,
-            index,
-            deferred: Vec::new(),
-            scratch: Vec::new(),
-            events: Vec::new(),
-            tick: adopt::TICK_ORIGIN,
-            tick_len: tick,
-            idle_ticks: closing::idle_ticks(config.idle_timeout, tick),
-            unreplied_ticks: closing::idle_ticks(config.unreplied_timeout, tick),
-            max_payload: config.buffer_size_bytes as usize,
-            local,
-            proxy_protocol: config.proxy_protocol,
-            proxy_protocol_every: config.proxy_protocol_every,
-            socket_size,
-            life: Life::Serving,
-            warnings: Warnings::new(config.log_sessions),
-            handover: handover::State::new(control),
-            adoption: adopt::State::default(),
-        };
-        if let Some((sessions, adopted, commit)) = import {
-            worker.adopt(sessions, adopted, commit);
-        }
-        Ok(worker)
-    }
-
     /// Runs until shutdown is requested and every operation has drained. A worker that fails
     /// says so at once and stops counting as ready.
     pub fn run(mut self) -> io::Result<()> {
@@ -397,11 +252,4 @@ impl Worker {
             self.counters.bump(Counter::SubmitQueueFull);
         }
     }
-}
-
-fn local_of(socket: &Socket) -> io::Result<SocketAddr> {
-    socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("listener has no IP address"))
 }
