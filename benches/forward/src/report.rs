@@ -197,7 +197,7 @@ struct Ratio {
 }
 
 /// Every ringgate build and the floor against the baseline, and every other ringgate build
-/// against cargo's, in every step both ran at the same worker count.
+/// against the default one, in every step both ran at the same worker count.
 fn ratios(runs: &[Run]) -> Vec<Ratio> {
     let mut contestants: Vec<&Contestant> = Vec::new();
     for run in runs {

@@ -234,8 +234,12 @@ fn parse_counters(text: &str) -> Counters {
     text.lines().filter(recorded).filter_map(series).collect()
 }
 
-checks! {
-    counters_from_prometheus_text {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_from_prometheus_text() {
         let text = "# HELP ringgate_packets_total Packets.\n\
                     # TYPE ringgate_packets_total counter\n\
                     ringgate_packets_total{direction=\"upstream\"} 1234\n\
@@ -248,14 +252,26 @@ checks! {
                     # EOF\n";
         let counters = parse_counters(text);
         assert_eq!(counters.len(), 5);
-        assert_eq!(counters["ringgate_packets_total{direction=\"upstream\"}"], 1234.0);
-        assert_eq!(counters["ringgate_drops_total{reason=\"rate_limited\"}"], 5.0);
+        assert_eq!(
+            counters["ringgate_packets_total{direction=\"upstream\"}"],
+            1234.0
+        );
+        assert_eq!(
+            counters["ringgate_drops_total{reason=\"rate_limited\"}"],
+            5.0
+        );
         let sessions = sessions(&counters);
-        let expected = [("created", 70.0), ("evicted", 6.0), ("open", 64.0), ("rate_limited", 5.0)];
+        let expected = [
+            ("created", 70.0),
+            ("evicted", 6.0),
+            ("open", 64.0),
+            ("rate_limited", 5.0),
+        ];
         assert_eq!(sessions, expected.into());
     }
 
-    a_successors_pause_is_read_from_its_log_line {
+    #[test]
+    fn a_successors_pause_is_read_from_its_log_line() {
         let line = "2026-11-27T15:00:00Z  INFO ringgate::proxy::takeover: took over from the running ringgate sessions=1000 pending=0 refused=0 fds=1001 old_pid=7 pause_ms=3.25";
         assert_eq!(parse_pause_ms(line), Some(3.25));
         assert_eq!(parse_pause_ms("\"pause_ms\":3.25"), None);
