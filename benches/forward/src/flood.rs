@@ -29,6 +29,7 @@ use crate::loopback;
 use crate::os::{self, Batch};
 use crate::pacing::{BURST_MAX, Pacer};
 use crate::proc::{self, RoleArgs};
+use crate::sockets;
 use crate::wire::{Counter, FloodSnap, HEADER_LEN};
 
 /// IPv4 and UDP headers in front of every payload.
@@ -98,7 +99,7 @@ pub fn run(args: Args) -> Result<(), String> {
             args.payload
         ));
     }
-    let socket = os::raw_loopback_socket(target)
+    let socket = sockets::raw_loopback(target)
         .map_err(|e| format!("raw socket to {target} (needs root or CAP_NET_RAW): {e}"))?;
     let counters: &'static [Counter; 2] = Box::leak(Box::default());
     proc::serve_commands(args.role.lifetime(), move |command| match command {

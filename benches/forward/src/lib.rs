@@ -24,7 +24,8 @@
 //! baseline, floor, flood, and exec, which becomes ringgate), so each is its own process, pins
 //! itself and is measured separately from /proc. All traffic stays in 127.0.0.0/8: the
 //! forwarders and the backend on 127.0.0.1, each flow of the generator on an address of its
-//! own, the flood's forged sources in a range of their own (`loopback.rs`).
+//! own, the flood's forged sources in a range of their own (`loopback.rs`); every socket the
+//! roles open is made in `sockets.rs`.
 //!
 //! Scenarios: a step is steady load, or the flood scenario (`flood.rs`): established echo load
 //! (64 flows, 50k round trips/s) while spoofed new sources arrive at 10k, 50k, 100k/s or as
@@ -65,6 +66,7 @@ mod procfs;
 mod report;
 mod rig;
 mod ringgate;
+mod sockets;
 mod wire;
 
 use clap::Parser;
@@ -157,7 +159,7 @@ fn drive(cli: &Cli) -> Result<(), String> {
         plan.load_threads,
         log_dir.display(),
     );
-    let raw_sockets = os::raw_sockets_allowed().map_err(|e| e.to_string());
+    let raw_sockets = sockets::raw_sockets_allowed().map_err(|e| e.to_string());
     if let (Err(e), true) = (&raw_sockets, plan.steps.iter().any(|s| s.flood().is_some())) {
         eprintln!(
             "forward: flood scenario skipped: needs root for a raw socket ({e}); its runs are marked not run"

@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::plan::Layout;
 use crate::proc::Child;
+use crate::sockets::free_port;
 
 /// How long ringgate may take to answer 200 on /readyz.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,17 +69,6 @@ const SESSION_SERIES: [(&str, &str); 9] = [
 pub fn sessions(counters: &Counters) -> Sessions {
     let figure = |&(name, series): &(&'static str, &str)| Some((name, *counters.get(series)?));
     SESSION_SERIES.iter().filter_map(figure).collect()
-}
-
-/// A free port from the kernel, released for ringgate to take; nobody else on loopback grabs
-/// it in between during a bench run.
-fn free_port(udp: bool) -> Result<SocketAddr, String> {
-    let local = if udp {
-        UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr())
-    } else {
-        TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr())
-    };
-    local.map_err(|e| format!("free port: {e}"))
 }
 
 /// The last non-empty line of ringgate's log, to say in the table why it failed.
