@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod load;
+pub mod process;
 pub mod spoof;
 
 use std::io::{Read, Write};
