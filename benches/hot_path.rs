@@ -1,6 +1,6 @@
 //! `cargo bench --bench hot_path`: criterion micro-benchmarks of the pure code every datagram
 //! goes through in ringgate's worker, apart from any I/O, so a regression in one of them shows
-//! up here before it is lost in the noise of `benches/forward.rs`.
+//! up here before it is lost in the noise of the forward benchmark (`benches/forward`).
 //!
 //! * `session_table`: the client lookup that decides each client datagram's fate
 //!   (`Sessions::classify`, hit and miss), the packet path's lookup by key (`upstream`: the

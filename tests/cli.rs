@@ -3,7 +3,6 @@
 mod util;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use util::binary::*;
@@ -24,16 +23,12 @@ fn sigterm_stops_within_a_second_and_exits_zero() {
         "--no-pin",
     ]);
     let mut running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let listen = running.listen();
     let client = udp(LOCAL4);
     client.send_to(b"alive?", listen).unwrap();
     assert_eq!(recv(&client).0, b"alive?");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &running.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    running.signal("TERM");
     let sent = Instant::now();
     let exit = loop {
         if let Some(exit) = running.child.try_wait().unwrap() {
@@ -46,12 +41,6 @@ fn sigterm_stops_within_a_second_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(exit.code(), Some(0), "SIGTERM must exit 0");
-}
-
-/// A UDP port free on both IPv4 and IPv6 wildcards right now.
-fn free_udp_port() -> u16 {
-    let probe = std::net::UdpSocket::bind("[::]:0").unwrap();
-    probe.local_addr().unwrap().port()
 }
 
 #[test]
@@ -98,25 +87,21 @@ fn host_names_work_where_udp_gate_takes_them() {
     let backend = Backend::start("[::]:0", true);
     let dir = tempdir("names");
     // BACKENDS=localhost:PORT
-    let mut cmd = ringgate(&dir);
-    cmd.env("BACKENDS", format!("localhost:{}", backend.addr.port()))
-        .args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
+    let mut cmd = one_worker(&dir);
+    cmd.env("BACKENDS", format!("localhost:{}", backend.addr.port()));
     let running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
     let client = udp(LOCAL4);
-    assert!(round_trip_within(&client, listen, b"static", PATIENCE).is_some());
+    assert!(round_trip_within(&client, running.listen(), b"static", PATIENCE).is_some());
     drop(running);
 
     // REDIS_ADDR=localhost:PORT, and a backend value that is a name too.
     let redis = RedisServer::start();
     redis.set(BACKEND_KEY, &format!("localhost:{}", backend.addr.port()));
-    let mut cmd = ringgate(&dir);
-    cmd.env("REDIS_ADDR", format!("localhost:{}", redis.port))
-        .args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
+    let mut cmd = one_worker(&dir);
+    cmd.env("REDIS_ADDR", format!("localhost:{}", redis.port));
     let running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
     let client = udp(LOCAL4);
-    assert!(round_trip_within(&client, listen, b"redis", PATIENCE).is_some());
+    assert!(round_trip_within(&client, running.listen(), b"redis", PATIENCE).is_some());
 }
 
 #[test]
@@ -131,9 +116,9 @@ fn a_bad_listen_address_names_the_variable_it_came_from_and_shows_an_example() {
         if let Some(value) = flag {
             cmd.args(["--listen", value]);
         }
-        let out = run(cmd);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let out = run_text(cmd);
+        let stderr = out.stderr;
+        assert_eq!(out.code, Some(2), "{stderr}");
         let named = if env.is_some() {
             "PROXY_ADDR"
         } else {
@@ -158,10 +143,9 @@ fn a_second_instance_on_the_same_port_exits_1() {
     };
     let first = Running::spawn(start());
     first.ready_line();
-    let out = run(start());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("in use"), "{stderr}");
+    let out = run_text(start());
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("in use"), "{}", out.stderr);
     // The first still has all the traffic.
     let c = udp(LOCAL4);
     c.send_to(b"mine", listen.parse::<SocketAddr>().unwrap())
@@ -169,36 +153,21 @@ fn a_second_instance_on_the_same_port_exits_1() {
     assert_eq!(recv(&c).0, b"mine");
 }
 
-/// Waits for a log line containing every one of `needles`, and returns it.
-fn line_with(running: &Running, needles: &[&str]) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let line = running
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no log line with {needles:?}"));
-        if needles.iter().all(|n| line.contains(n)) {
-            return line;
-        }
-    }
-}
-
 #[test]
 fn session_lines_map_players_to_backend_ports_at_the_default_level() {
     let backend = Backend::start(LOCAL4, true);
     let dir = tempdir("session-lines");
-    let mut cmd = ringgate(&dir);
+    let mut cmd = one_worker(&dir);
     cmd.env_remove("RUST_LOG")
-        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
-        .args(["--workers", "1", "--no-pin", "--idle-timeout", "1"]);
+        .args(["--backend", &backend.addr.to_string()])
+        .args(["--idle-timeout", "1"]);
     let running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
     let client = udp(LOCAL4);
-    client.send_to(b"hi", listen).unwrap();
+    client.send_to(b"hi", running.listen()).unwrap();
     assert_eq!(recv(&client).0, b"hi");
     let (upstream, _) = backend.next();
     let me = client.local_addr().unwrap();
-    let opened = line_with(&running, &["new session: "]);
+    let opened = running.line_with(&["new session: "]);
     assert!(
         opened.contains(&format!(
             "new session: {me} → {} (backend port {})",
@@ -207,21 +176,19 @@ fn session_lines_map_players_to_backend_ports_at_the_default_level() {
         )),
         "{opened}"
     );
-    let closed = line_with(&running, &["session closed: "]);
+    let closed = running.line_with(&["session closed: "]);
     assert!(
         closed.contains(&format!("session closed: {me} (idle)")),
         "{closed}"
     );
 
     // --log-sessions off silences them.
-    let mut cmd = ringgate(&dir);
+    let mut cmd = one_worker(&dir);
     cmd.env_remove("RUST_LOG")
         .env("RINGGATE_LOG_SESSIONS", "off")
-        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
-        .args(["--workers", "1", "--no-pin"]);
+        .args(["--backend", &backend.addr.to_string()]);
     let quiet = Running::spawn(cmd);
-    let listen: SocketAddr = quiet.ready_field("listen").parse().unwrap();
-    client.send_to(b"hush", listen).unwrap();
+    client.send_to(b"hush", quiet.listen()).unwrap();
     assert_eq!(recv(&client).0, b"hush");
     let log = quiet.log(Duration::from_millis(300));
     assert!(!log.iter().any(|l| l.contains("new session: ")), "{log:#?}");
@@ -233,29 +200,26 @@ fn failures_that_used_to_be_silent_are_logged_at_the_default_level() {
     let redis = RedisServer::start();
     let dir = tempdir("silent");
     // A dead backend, an oversize datagram and drops, with a summary every second.
-    let mut cmd = ringgate(&dir);
+    let mut cmd = one_worker(&dir);
     cmd.env_remove("RUST_LOG")
-        .args(["--listen", LOCAL4, "--backend", &dead.to_string()])
-        .args(["--workers", "1", "--no-pin", "--buffer-size", "64"])
+        .args(["--backend", &dead.to_string(), "--buffer-size", "64"])
         .args(["--log-summary-secs", "1"]);
     let running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let listen = running.listen();
     let client = udp(LOCAL4);
     client.send_to(b"anyone?", listen).unwrap();
-    line_with(&running, &["backend unreachable", &dead.to_string()]);
+    running.line_with(&["backend unreachable", &dead.to_string()]);
     client.send_to(&[0u8; 100], listen).unwrap();
-    line_with(&running, &["larger than --buffer-size"]);
-    line_with(&running, &["drops in the last 1 s:", "truncated=1"]);
+    running.line_with(&["larger than --buffer-size"]);
+    running.line_with(&["drops in the last 1 s:", "truncated=1"]);
 
     // Redis without the backend key.
-    let mut cmd = ringgate(&dir);
+    let mut cmd = one_worker(&dir);
     cmd.env_remove("RUST_LOG")
-        .args(["--listen", LOCAL4, "--workers", "1", "--no-pin"])
         .args(["--redis-addr", &redis.addr().to_string()]);
     let running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
-    client.send_to(b"where to?", listen).unwrap();
-    line_with(&running, &["no backend key", "udp_gate:backend"]);
+    client.send_to(b"where to?", running.listen()).unwrap();
+    running.line_with(&["no backend key", "udp_gate:backend"]);
 }
 
 #[test]
@@ -269,14 +233,8 @@ fn the_affinity_mask_places_the_workers() {
     let last = *cpus.last().unwrap();
     let backend = Backend::start(LOCAL4, true);
     let dir = tempdir("affinity");
-    let mut cmd = Command::new("taskset");
-    cmd.current_dir(&dir)
-        .env("RUST_LOG", "info")
-        .args(["-c", &last.to_string(), BIN])
-        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()]);
-    for var in VARS {
-        cmd.env_remove(var);
-    }
+    let mut cmd = wrapped(&dir, "taskset", &["-c", &last.to_string()]);
+    cmd.args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()]);
     let running = Running::spawn(cmd);
     assert_eq!(
         running.ready_field("workers"),
@@ -303,28 +261,14 @@ fn the_affinity_mask_places_the_workers() {
 fn sighup_and_sigusr1_are_logged_and_do_not_stop_ringgate() {
     let backend = Backend::start(LOCAL4, true);
     let dir = tempdir("sighup");
-    let mut cmd = ringgate(&dir);
-    cmd.args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
-        .args(["--workers", "1", "--no-pin"]);
+    let mut cmd = one_worker(&dir);
+    cmd.args(["--backend", &backend.addr.to_string()]);
     let running = Running::spawn(cmd);
-    let listen: SocketAddr = running.ready_field("listen").parse().unwrap();
+    let listen = running.listen();
     let client = udp(LOCAL4);
     for signal in ["HUP", "USR1"] {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &running.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let line = running
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("nothing logged for SIG{signal}"));
-            if line.contains(&format!("SIG{signal} ignored")) {
-                break;
-            }
-        }
+        running.signal(signal);
+        running.line_with(&[&format!("SIG{signal} ignored")]);
         client.send_to(b"alive?", listen).unwrap();
         assert_eq!(recv(&client).0, b"alive?", "forwarding after SIG{signal}");
     }
@@ -334,9 +278,8 @@ fn sighup_and_sigusr1_are_logged_and_do_not_stop_ringgate() {
 fn a_disconnect_message_cannot_forge_a_log_line() {
     let redis = RedisServer::start();
     let dir = tempdir("forge");
-    let mut cmd = ringgate(&dir);
-    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"])
-        .args(["--redis-addr", &redis.addr().to_string()]);
+    let mut cmd = one_worker(&dir);
+    cmd.args(["--redis-addr", &redis.addr().to_string()]);
     let running = Running::spawn(cmd);
     running.ready_line();
     // A valid message that matches nothing: it tells when the subscription is up.
@@ -345,17 +288,10 @@ fn a_disconnect_message_cannot_forge_a_log_line() {
     });
     let message = "1x\n2026-01-01T00:00:00Z  INFO ringgate: FORGED\x1b[2J";
     redis.publish(DISCONNECT_CHANNEL, message);
-    let deadline = Instant::now() + PATIENCE;
-    let line = loop {
-        let line = running
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the invalid message was not logged");
+    let line = running.wait_line("the invalid message", |line| {
         assert!(!line.starts_with("2026-01-01"), "a forged line: {line}");
-        if line.contains("invalid disconnect message") {
-            break line;
-        }
-    };
+        line.contains("invalid disconnect message")
+    });
     let shown = r"1x\n2026-01-01T00:00:00Z  INFO ringgate: FORGED\u{1b}[2J";
     assert!(line.contains(shown), "{line}");
     assert!(!line.contains('\x1b'));
@@ -422,12 +358,12 @@ fn bad_arguments_exit_non_zero_naming_the_flag() {
     for (args, env, flag) in cases {
         let mut cmd = ringgate(&dir);
         cmd.args(*args).envs(env.iter().copied());
-        let out = run(cmd);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+        let out = run_text(cmd);
+        assert!(!out.success(), "{args:?} {env:?} was accepted");
         assert!(
-            stderr.contains(flag),
-            "{args:?} {env:?}: `{flag}` not named in: {stderr}"
+            out.stderr.contains(flag),
+            "{args:?} {env:?}: `{flag}` not named in: {}",
+            out.stderr
         );
     }
 }
@@ -440,12 +376,12 @@ fn an_address_in_use_is_a_clear_start_up_error() {
     let taken = holder.local_addr().unwrap().to_string();
     let mut cmd = ringgate(&dir);
     cmd.args(["--listen", &taken, "--backend", "127.0.0.1:1", "--no-pin"]);
-    let out = run(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let out = run_text(cmd);
+    assert_eq!(out.code, Some(1));
     assert!(
-        stderr.contains("--listen") && stderr.contains(&taken),
-        "{stderr}"
+        out.stderr.contains("--listen") && out.stderr.contains(&taken),
+        "{}",
+        out.stderr
     );
 }
 
@@ -454,9 +390,9 @@ fn help_lists_every_environment_variable() {
     let dir = tempdir("help");
     let mut cmd = ringgate(&dir);
     cmd.arg("--help");
-    let out = run(cmd);
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
+    let out = run_text(cmd);
+    assert!(out.success());
+    let help = out.stdout;
     for var in VARS.iter().filter(|v| **v != "LISTENER_COUNT") {
         assert!(help.contains(var), "--help does not mention {var}:\n{help}");
     }
@@ -517,20 +453,14 @@ fn a_dotenv_in_a_parent_directory_is_ignored() {
 ",
     )
     .unwrap();
-    let mut cmd = ringgate(&child);
-    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"])
-        .args([
-            "--redis-addr",
-            &format!("127.0.0.1:{}", RedisServer::free_port()),
-        ]);
+    let mut cmd = one_worker(&child);
+    cmd.args(["--redis-addr", &format!("127.0.0.1:{}", free_tcp_port())]);
     // Without the parent's BACKENDS there is no static backend: routes come from Redis.
     let running = Running::spawn(cmd);
     assert_eq!(running.ready_field("backends"), "[]");
     // A .env in the working directory is still read.
     std::fs::write(child.join(".env"), "BACKENDS=127.0.0.1:7002\n").unwrap();
-    let mut cmd = ringgate(&child);
-    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
-    let running = Running::spawn(cmd);
+    let running = Running::spawn(one_worker(&child));
     assert_eq!(running.ready_field("backends"), "[127.0.0.1:7002]");
 }
 
@@ -575,16 +505,10 @@ fn a_low_open_files_limit_keeps_a_reserve_that_sessions_never_take() {
     // 256 descriptors: the reserve (64, 64 metrics connections, 8 for the worker) leaves 120,
     // of which evictions' slack takes a part. Past that, new clients are dropped before any
     // descriptor is spent.
-    let mut cmd = Command::new("sh");
-    cmd.current_dir(&dir)
-        .env("RUST_LOG", "info")
-        .args(["-c", r#"ulimit -n 256 && exec "$0" "$@""#, BIN])
-        .args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
+    let mut cmd = wrapped(&dir, "sh", &["-c", r#"ulimit -n 256 && exec "$0" "$@""#]);
+    cmd.args(["--listen", LOCAL4, "--backend", &backend.addr.to_string()])
         .args(["--no-pin", "--workers", "1", "--new-sessions-per-ip", "0"])
         .args(["--metrics", "127.0.0.1:0"]);
-    for var in VARS {
-        cmd.env_remove(var);
-    }
     let running = Running::spawn(cmd);
     let line = running.ready_line();
     assert!(line.contains("ready"));
@@ -636,7 +560,7 @@ fn a_low_open_files_limit_keeps_a_reserve_that_sessions_never_take() {
 
 #[test]
 fn udp_gate_environment_and_dotenv_work_unchanged() {
-    let redis = RedisServer::start_with(RedisServer::free_port(), Some("pa55word"));
+    let redis = RedisServer::with_password("pa55word");
     let backend = Backend::start(LOCAL4, true);
     redis.cmd::<()>(2, &["SET", "custom:key", &backend.addr.to_string()]);
     let dir = tempdir("udp-gate-env");
@@ -687,20 +611,18 @@ fn udp_gate_environment_and_dotenv_work_unchanged() {
 
 #[test]
 fn redis_url_overrides_the_parts_and_a_wrong_password_never_leaks() {
-    let redis = RedisServer::start_with(RedisServer::free_port(), Some("right"));
+    let redis = RedisServer::with_password("right");
     let dir = tempdir("redis-url");
-    let mut cmd = ringgate(&dir);
-    cmd.env("REDIS_ADDR", "127.0.0.1:1")
-        .env(
-            "REDIS_URL",
-            format!("redis://:wrong-horse@127.0.0.1:{}/0", redis.port),
-        )
-        .args(["--listen", LOCAL4, "--no-pin", "--workers", "1"]);
+    let mut cmd = one_worker(&dir);
+    cmd.env("REDIS_ADDR", "127.0.0.1:1").env(
+        "REDIS_URL",
+        format!("redis://:wrong-horse@127.0.0.1:{}/0", redis.port),
+    );
     // A refused password at start-up is a mistake in the settings: exit, as udp-gate does,
     // naming the setting and the URL's address (not REDIS_ADDR's), never the password.
-    let out = run(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = run_text(cmd);
+    let stderr = out.stderr;
+    assert_eq!(out.code, Some(1), "{stderr}");
     assert!(stderr.contains("REDIS_PASSWORD"), "{stderr}");
     assert!(stderr.contains(&redis.port.to_string()), "{stderr}");
     assert!(

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use ringgate::Counter;
-use ringgate::route::Routes;
+use ringgate::route::redis::conn::Secret;
+use ringgate::route::redis::publish::Publish;
 use util::*;
 
 /// A `redis-server` whose backend key names an echo backend, and a ringgate routing through it
@@ -22,15 +23,57 @@ fn routed(
     redis.set(BACKEND_KEY, &backend.addr.to_string());
     let mut config = redis_config(redis.addr());
     configure(&mut config);
-    let proxy = start(config);
-    wait_ready(&proxy);
-    (redis, backend, proxy)
+    (redis, backend, start_ready(config))
 }
 
-fn set_timeout(config: &mut ringgate::Config, timeout: Duration) {
-    if let Routes::Redis(r) = &mut config.routes {
-        r.timeout = timeout;
-    }
+/// [`routed`], publishing the session map under `prefix` with a 2 s expiry, sessions idling out
+/// after 1 s.
+fn publishing(prefix: &str) -> (RedisServer, Backend, ringgate::Proxy) {
+    routed(|c| {
+        c.idle_timeout = Duration::from_secs(1);
+        redis_settings(c).publish = Some(Publish {
+            prefix: prefix.into(),
+            ttl: Duration::from_secs(2),
+        });
+    })
+}
+
+/// A ringgate (adjusted by `configure`) routing through a Redis server not started yet, serving
+/// metrics, with its workers armed; and the port the server is to take.
+fn before_redis(
+    configure: impl FnOnce(&mut ringgate::Config),
+) -> (u16, ringgate::Proxy, SocketAddr) {
+    let port = free_tcp_port();
+    let mut config = redis_config(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.metrics = Some("127.0.0.1:0".parse().unwrap());
+    configure(&mut config);
+    let proxy = start(config);
+    let metrics = proxy.metrics_addr().unwrap();
+    wait_for("the workers to arm", || {
+        proxy.shared().armed.load(Relaxed) == 1
+    });
+    (port, proxy, metrics)
+}
+
+/// Authenticates with `password` to database `db`.
+fn log_in(config: &mut ringgate::Config, password: &str, db: i64) {
+    let handshake = &mut redis_settings(config).handshake;
+    handshake.password = Some(Secret(password.into()));
+    handshake.db = db;
+}
+
+/// Why ringgate refuses to start with `config`.
+fn refused(config: ringgate::Config) -> String {
+    let error = ringgate::Proxy::start(config).err();
+    error.expect("refused").to_string()
+}
+
+/// Waits until a worker has noticed its Redis connection is gone.
+fn wait_redis_lost(proxy: &ringgate::Proxy) {
+    let shared = proxy.shared();
+    wait_for("the lost connection to be noticed", || {
+        shared.links_up() < shared.links_total()
+    });
 }
 
 /// The upstream address (source the backend sees) of `client`'s session: one datagram through.
@@ -50,8 +93,7 @@ fn the_key_routes_new_sessions_and_changing_it_leaves_existing_ones_alone() {
     let redis = RedisServer::start();
     let (a, b) = (Backend::start(LOCAL4, true), Backend::start(LOCAL4, true));
     redis.set(BACKEND_KEY, &a.addr.to_string());
-    let proxy = start(redis_config(redis.addr()));
-    wait_ready(&proxy);
+    let proxy = start_ready(redis_config(redis.addr()));
 
     let first = udp(LOCAL4);
     let upstream = upstream_of(&first, &proxy, &a);
@@ -72,11 +114,8 @@ fn missing_invalid_and_disallowed_values_drop_without_harm_and_recover() {
     let redis = RedisServer::start();
     let backend = Backend::start(LOCAL4, true);
     let mut config = redis_config(redis.addr());
-    if let Routes::Redis(r) = &mut config.routes {
-        r.allow = vec!["127.0.0.0/8".parse().unwrap()];
-    }
-    let proxy = start(config);
-    wait_ready(&proxy);
+    redis_settings(&mut config).allow = vec!["127.0.0.0/8".parse().unwrap()];
+    let proxy = start_ready(config);
     let client = udp(LOCAL4);
     let cases: [(Option<&str>, Counter); 5] = [
         (None, Counter::RouteMissing),
@@ -180,12 +219,9 @@ fn redis_lost_mid_run_spares_established_sessions_and_everything_recovers() {
     let upstream = upstream_of(&established, &proxy, &backend);
 
     redis.kill();
-    let shared = proxy.shared();
-    wait_for("the lost connection to be noticed", || {
-        shared.links_up() < shared.links_total()
-    });
+    wait_redis_lost(&proxy);
     assert!(
-        shared.is_ready(),
+        proxy.shared().is_ready(),
         "ready without Redis: established sessions need none"
     );
     for i in 0..200u32 {
@@ -225,15 +261,9 @@ fn redis_lost_mid_run_spares_established_sessions_and_everything_recovers() {
 
 #[test]
 fn redis_down_at_start_is_ready_and_new_clients_wait_for_it() {
-    let port = RedisServer::free_port();
     let backend = Backend::start(LOCAL4, true);
-    let mut config = redis_config(SocketAddr::from(([127, 0, 0, 1], port)));
-    config.metrics = Some("127.0.0.1:0".parse().unwrap());
-    set_timeout(&mut config, Duration::from_secs(8));
-    let proxy = start(config);
-    let metrics = proxy.metrics_addr().unwrap();
-    wait_for("the workers to arm", || {
-        proxy.shared().armed.load(Relaxed) == 1
+    let (port, proxy, metrics) = before_redis(|c| {
+        redis_settings(c).timeout = Duration::from_secs(8);
     });
     // Ready whatever Redis does: established sessions never need it, and a not-ready pod
     // behind a Kubernetes Service would have its UDP flows flushed.
@@ -269,15 +299,7 @@ fn redis_down_at_start_is_ready_and_new_clients_wait_for_it() {
 
 #[test]
 fn ready_requires_redis_brings_back_503_while_redis_is_down() {
-    let port = RedisServer::free_port();
-    let mut config = redis_config(SocketAddr::from(([127, 0, 0, 1], port)));
-    config.metrics = Some("127.0.0.1:0".parse().unwrap());
-    config.ready_requires_redis = true;
-    let proxy = start(config);
-    let metrics = proxy.metrics_addr().unwrap();
-    wait_for("the workers to arm", || {
-        proxy.shared().armed.load(Relaxed) == 1
-    });
+    let (port, proxy, metrics) = before_redis(|c| c.ready_requires_redis = true);
     assert_eq!(http_get(metrics, "/readyz").0, 503);
     // A client waits out its lookup timeout (200 ms), then is dropped as unavailable.
     let client = udp(LOCAL4);
@@ -295,7 +317,7 @@ fn ready_requires_redis_brings_back_503_while_redis_is_down() {
 #[test]
 fn a_paused_redis_does_not_delay_established_sessions() {
     let (redis, backend, proxy) = routed(|c| {
-        set_timeout(c, Duration::from_secs(10));
+        redis_settings(c).timeout = Duration::from_secs(10);
     });
     let established = udp(LOCAL4);
     upstream_of(&established, &proxy, &backend);
@@ -325,7 +347,7 @@ fn a_paused_redis_does_not_delay_established_sessions() {
 #[test]
 fn a_lookup_that_times_out_drops_and_the_next_datagram_tries_again() {
     let (redis, _backend, proxy) = routed(|c| {
-        set_timeout(c, Duration::from_millis(100));
+        redis_settings(c).timeout = Duration::from_millis(100);
     });
     redis.cmd::<()>(0, &["CLIENT", "PAUSE", "600", "ALL"]);
     let client = udp(LOCAL4);
@@ -348,16 +370,12 @@ fn a_lookup_that_times_out_drops_and_the_next_datagram_tries_again() {
 
 #[test]
 fn password_and_database_selection() {
-    let redis = RedisServer::start_with(RedisServer::free_port(), Some("s3cret"));
+    let redis = RedisServer::with_password("s3cret");
     let backend = Backend::start(LOCAL4, true);
     redis.cmd::<()>(3, &["SET", BACKEND_KEY, &backend.addr.to_string()]);
     let mut config = redis_config(redis.addr());
-    if let Routes::Redis(r) = &mut config.routes {
-        r.handshake.password = Some(ringgate::route::redis::conn::Secret("s3cret".into()));
-        r.handshake.db = 3;
-    }
-    let proxy = start(config);
-    wait_ready(&proxy);
+    log_in(&mut config, "s3cret", 3);
+    let proxy = start_ready(config);
     let client = udp(LOCAL4);
     assert_eq!(round_trip(&client, &proxy, b"authed"), b"authed");
     proxy.shutdown().unwrap();
@@ -366,21 +384,12 @@ fn password_and_database_selection() {
     // not start, and says which setting, never the password.
     for (password, db, setting) in [("wrong", 0, "REDIS_PASSWORD"), ("s3cret", 99, "REDIS_DB")] {
         let mut config = redis_config(redis.addr());
-        if let Routes::Redis(r) = &mut config.routes {
-            r.handshake.password = Some(ringgate::route::redis::conn::Secret(password.into()));
-            r.handshake.db = db;
-        }
-        let err = ringgate::Proxy::start(config)
-            .err()
-            .expect("refused")
-            .to_string();
+        log_in(&mut config, password, db);
+        let err = refused(config);
         assert!(err.contains(setting) && !err.contains("wrong"), "{err}");
     }
     // No password at all where Redis wants one.
-    let err = ringgate::Proxy::start(redis_config(redis.addr()))
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = refused(redis_config(redis.addr()));
     assert!(
         err.contains("REDIS_PASSWORD") && err.contains("NOAUTH"),
         "{err}"
@@ -389,13 +398,10 @@ fn password_and_database_selection() {
 
 #[test]
 fn a_password_changed_after_start_is_an_outage_with_backoff() {
-    let redis = RedisServer::start_with(RedisServer::free_port(), Some("old"));
+    let redis = RedisServer::with_password("old");
     let mut config = redis_config(redis.addr());
-    if let Routes::Redis(r) = &mut config.routes {
-        r.handshake.password = Some(ringgate::route::redis::conn::Secret("old".into()));
-    }
-    let proxy = start(config);
-    wait_ready(&proxy);
+    log_in(&mut config, "old", 0);
+    let proxy = start_ready(config);
     redis.cmd::<()>(0, &["CONFIG", "SET", "requirepass", "new"]);
     let before = redis.connections_with("new");
     redis.cmd_with("new", &["CLIENT", "KILL", "TYPE", "normal"]);
@@ -416,7 +422,7 @@ fn a_password_changed_after_start_is_an_outage_with_backoff() {
 #[test]
 fn five_hundred_new_clients_share_one_lookup_per_worker() {
     let (redis, _backend, proxy) = routed(|c| {
-        set_timeout(c, Duration::from_secs(10));
+        redis_settings(c).timeout = Duration::from_secs(10);
         c.workers = 2;
     });
     // While Redis is paused, every new client arrives with a GET still in flight, so each
@@ -467,7 +473,7 @@ fn a_redis_that_stops_answering_is_dropped_and_reconnected() {
 fn clients_waiting_for_a_route_cannot_starve_established_sessions() {
     // 64 buffers: at most 16 datagrams may wait for routes.
     let (redis, _backend, proxy) = routed(|c| {
-        set_timeout(c, Duration::from_secs(10));
+        redis_settings(c).timeout = Duration::from_secs(10);
         c.buffer_count = 64;
     });
     let established = udp(LOCAL4);
@@ -519,9 +525,7 @@ fn a_backend_value_may_be_a_host_name_as_udp_gate_dials_it() {
 #[test]
 fn backend_allow_applies_to_the_address_a_name_resolves_to() {
     let (redis, _unused, proxy) = routed(|c| {
-        if let Routes::Redis(r) = &mut c.routes {
-            r.allow = vec!["10.0.0.0/8".parse().unwrap()];
-        }
+        redis_settings(c).allow = vec!["10.0.0.0/8".parse().unwrap()];
     });
     let backend = Backend::start("[::]:0", true);
     redis.set(BACKEND_KEY, &format!("localhost:{}", backend.addr.port()));
@@ -544,16 +548,7 @@ fn get(redis: &RedisServer, key: &str) -> Option<String> {
 
 #[test]
 fn the_session_map_names_each_players_address_by_backend_port() {
-    use ringgate::route::redis::publish::Publish;
-    let (redis, backend, proxy) = routed(|c| {
-        c.idle_timeout = Duration::from_secs(1);
-        if let Routes::Redis(r) = &mut c.routes {
-            r.publish = Some(Publish {
-                prefix: "udp_gate:session:".into(),
-                ttl: Duration::from_secs(2),
-            });
-        }
-    });
+    let (redis, backend, proxy) = publishing("udp_gate:session:");
     // Present within 100 ms of the first datagram, with an expiry.
     let client = udp(LOCAL4);
     client.send_to(b"hello", proxy.local_addr()).unwrap();
@@ -608,23 +603,11 @@ fn the_session_map_names_each_players_address_by_backend_port() {
 
 #[test]
 fn forwarding_is_unaffected_while_the_session_map_cannot_be_written() {
-    use ringgate::route::redis::publish::Publish;
-    let (mut redis, _backend, proxy) = routed(|c| {
-        c.idle_timeout = Duration::from_secs(1);
-        if let Routes::Redis(r) = &mut c.routes {
-            r.publish = Some(Publish {
-                prefix: "s:".into(),
-                ttl: Duration::from_secs(2),
-            });
-        }
-    });
+    let (mut redis, _backend, proxy) = publishing("s:");
     let established = udp(LOCAL4);
     assert_eq!(round_trip(&established, &proxy, b"in"), b"in");
     redis.kill();
-    let shared = proxy.shared();
-    wait_for("Redis to be missed", || {
-        shared.links_up() < shared.links_total()
-    });
+    wait_redis_lost(&proxy);
     for i in 0..100u32 {
         assert_eq!(
             round_trip(&established, &proxy, &i.to_be_bytes()),

@@ -9,15 +9,16 @@
 //! Needs root (CI runs the suite as root), shellcheck and iproute2. A missing prerequisite fails
 //! the test with what to install; nothing is skipped.
 
+mod util;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use util::process::Run;
 
 /// How long one script may run before the test kills it and fails.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -38,77 +39,12 @@ fn script(name: &str) -> String {
     tuning_dir().join(name).to_str().unwrap().to_owned()
 }
 
-/// A finished child process.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    what: String,
-}
-
-impl Run {
-    fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// Everything the command printed, for assertion messages.
-    fn transcript(&self) -> String {
-        format!(
-            "$ {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.what, self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn assert_success(&self) -> &Self {
-        assert!(self.success(), "command failed:\n{}", self.transcript());
-        self
-    }
-}
-
-/// Run `program args` with no stdin, capturing its output; kill its whole process group and
-/// fail the test if it takes longer than PATIENCE.
+/// Run `program args` from the repository's root with no stdin, capturing its output; kill its
+/// whole process group and fail the test if it takes longer than PATIENCE.
 fn run(program: &str, args: &[&str]) -> Run {
-    let what = std::iter::once(program)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().unwrap()));
-    let stderr = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-            panic!("`{what}` did not finish within {PATIENCE:?}; killed it");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        what,
-    }
+    let mut command = Command::new(program);
+    command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    Run::new(command, PATIENCE)
 }
 
 /// Fail unless `tool` can be started, saying which package provides it.
@@ -157,6 +93,10 @@ fn profile() -> Vec<(String, String)> {
 
 fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+fn sysctl_paths(keys: &[String]) -> Vec<String> {
+    keys.iter().map(|k| sysctl_path(k)).collect()
 }
 
 /// Values of `paths` as a shell in `netns` (None: the host) reads them, byte for byte without
@@ -220,6 +160,29 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// Run the tuning script `name` inside the namespace.
+    fn script(&self, name: &str, args: &[&str]) -> Run {
+        self.run(&script(name), args)
+    }
+
+    /// Runs revert.sh with `state` inside the namespace: it must succeed, put every one of
+    /// `paths` back to its value `before`, and remove its state file.
+    fn assert_reverts(
+        &self,
+        state: &str,
+        paths: &[String],
+        before: &BTreeMap<String, Option<String>>,
+    ) {
+        self.script("revert.sh", &["--state", state])
+            .assert_success();
+        assert_eq!(
+            &self.read(paths),
+            before,
+            "revert.sh did not restore every value exactly"
+        );
+        assert!(!Path::new(state).exists(), "revert.sh kept its state file");
+    }
+
     fn read(&self, paths: &[String]) -> BTreeMap<String, Option<String>> {
         read_values(Some(&self.0), paths)
     }
@@ -246,9 +209,8 @@ struct HostGuard {
 
 impl HostGuard {
     fn new(keys: &[String]) -> Self {
-        let paths: Vec<String> = keys.iter().map(|k| sysctl_path(k)).collect();
         HostGuard {
-            before: read_values(None, &paths),
+            before: read_values(None, &sysctl_paths(keys)),
         }
     }
 
@@ -374,7 +336,7 @@ fn check_exit_status_says_whether_packets_would_be_lost() {
     let tmp = TempDir::new();
     // A profile this host already meets: each key at its current value.
     let keys = profile_keys();
-    let paths: Vec<String> = keys.iter().map(|k| sysctl_path(k)).collect();
+    let paths = sysctl_paths(&keys);
     let host = read_values(None, &paths);
     let met: String = keys
         .iter()
@@ -420,7 +382,7 @@ fn check_exit_status_says_whether_packets_would_be_lost() {
     assert!(fits.stdout.contains("0 FAIL"), "{}", fits.transcript());
 
     let too_many = check(&["--max-sessions", "2000000000"]);
-    assert_eq!(too_many.code, Some(1), "{}", too_many.transcript());
+    too_many.assert_exit(1);
     assert!(
         too_many.stdout.contains("FAIL  open files"),
         "{}",
@@ -428,7 +390,7 @@ fn check_exit_status_says_whether_packets_would_be_lost() {
     );
 
     let reported = check(&["--max-sessions", "2000000000", "--report"]);
-    assert_eq!(reported.code, Some(0), "{}", reported.transcript());
+    reported.assert_exit(0);
     assert!(
         reported.stdout.contains("FAIL  open files"),
         "{}",
@@ -488,7 +450,7 @@ fn apply_and_revert_round_trip_in_a_netns() {
     let ns = Netns::new();
     let tmp = TempDir::new();
     let state = tmp.file("sysctl.state");
-    let paths: Vec<String> = keys.iter().map(|k| sysctl_path(k)).collect();
+    let paths = sysctl_paths(&keys);
     let before = ns.read(&paths);
 
     // Every key of the profile, raised past both the current value and the profile's. apply.sh
@@ -506,11 +468,8 @@ fn apply_and_revert_round_trip_in_a_netns() {
     fs::write(&raised_conf, &conf).unwrap();
 
     // Without --only-netns, apply.sh refuses to run in a namespace: it would change the host.
-    let refused = ns.run(
-        &script("apply.sh"),
-        &["--conf", &raised_conf, "--state", &state],
-    );
-    assert_eq!(refused.code, Some(1), "{}", refused.transcript());
+    let refused = ns.script("apply.sh", &["--conf", &raised_conf, "--state", &state]);
+    refused.assert_exit(1);
     assert!(
         refused.stderr.contains("--only-netns"),
         "{}",
@@ -524,8 +483,8 @@ fn apply_and_revert_round_trip_in_a_netns() {
     );
     host.assert_unchanged("after the refused apply.sh");
 
-    let applied = ns.run(
-        &script("apply.sh"),
+    let applied = ns.script(
+        "apply.sh",
         &["--only-netns", "--conf", &raised_conf, "--state", &state],
     );
     applied.assert_success();
@@ -554,7 +513,7 @@ fn apply_and_revert_round_trip_in_a_netns() {
     assert!(saved.contains("\n# netns net:["), "{saved}");
 
     // The shipped profile never lowers a value: on top of the raised one it changes nothing.
-    let shipped = ns.run(&script("apply.sh"), &["--only-netns", "--state", &state]);
+    let shipped = ns.script("apply.sh", &["--only-netns", "--state", &state]);
     shipped.assert_success();
     assert_eq!(
         ns.read(&paths),
@@ -573,8 +532,8 @@ fn apply_and_revert_round_trip_in_a_netns() {
         .collect();
     let again_conf = tmp.file("again.conf");
     fs::write(&again_conf, again).unwrap();
-    ns.run(
-        &script("apply.sh"),
+    ns.script(
+        "apply.sh",
         &["--only-netns", "--conf", &again_conf, "--state", &state],
     )
     .assert_success();
@@ -597,7 +556,7 @@ fn apply_and_revert_round_trip_in_a_netns() {
     let copy = tmp.file("copy.state");
     fs::copy(&state, &copy).unwrap();
     let elsewhere = run(&script("revert.sh"), &["--state", &copy]);
-    assert_eq!(elsewhere.code, Some(1), "{}", elsewhere.transcript());
+    elsewhere.assert_exit(1);
     assert!(
         elsewhere.stderr.contains("network namespace"),
         "{}",
@@ -605,14 +564,7 @@ fn apply_and_revert_round_trip_in_a_netns() {
     );
     host.assert_unchanged("after revert.sh refused a namespace's state");
 
-    let reverted = ns.run(&script("revert.sh"), &["--state", &state]);
-    reverted.assert_success();
-    assert_eq!(
-        ns.read(&paths),
-        before,
-        "revert.sh did not restore every value exactly"
-    );
-    assert!(!Path::new(&state).exists(), "revert.sh kept its state file");
+    ns.assert_reverts(&state, &paths, &before);
     host.assert_unchanged("after revert.sh in a namespace");
 }
 
@@ -677,8 +629,8 @@ fn nic_and_revert_round_trip_on_a_veth_in_a_netns() {
         "veth queues without RPS/XPS: {before:?}"
     );
 
-    let dry = ns.run(
-        &script("nic.sh"),
+    let dry = ns.script(
+        "nic.sh",
         &["--dry-run", "--cpus", &cpu_list, "--state", &state, "rgv0"],
     );
     dry.assert_success();
@@ -689,10 +641,7 @@ fn nic_and_revert_round_trip_on_a_veth_in_a_netns() {
     );
     assert!(!Path::new(&state).exists(), "a dry run wrote {state}");
 
-    let applied = ns.run(
-        &script("nic.sh"),
-        &["--cpus", &cpu_list, "--state", &state, "rgv0"],
-    );
+    let applied = ns.script("nic.sh", &["--cpus", &cpu_list, "--state", &state, "rgv0"]);
     applied.assert_success();
     let after = ns.read(&paths);
     let cpus_of = |path: &String| mask_cpus(after[path].as_deref().unwrap());
@@ -709,23 +658,16 @@ fn nic_and_revert_round_trip_on_a_veth_in_a_netns() {
         cpus.get(1).copied().into_iter().collect::<Vec<_>>()
     );
 
-    let report = ns.run(
-        &script("check.sh"),
+    let report = ns.script(
+        "check.sh",
         &["--report", "--iface", "rgv0", "--cpus", &cpu_list],
     );
-    assert_eq!(report.code, Some(0), "{}", report.transcript());
+    report.assert_exit(0);
     assert!(
         report.stdout.contains("ok    XPS"),
         "{}",
         report.transcript()
     );
 
-    let reverted = ns.run(&script("revert.sh"), &["--state", &state]);
-    reverted.assert_success();
-    assert_eq!(
-        ns.read(&paths),
-        before,
-        "revert.sh did not restore every value exactly"
-    );
-    assert!(!Path::new(&state).exists(), "revert.sh kept its state file");
+    ns.assert_reverts(&state, &paths, &before);
 }

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::PATIENCE;
+use super::process::{self, Run};
+use super::{LOCAL4, PATIENCE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringgate");
 
@@ -56,14 +57,34 @@ pub const VARS: &[&str] = &[
     "RINGGATE_DRAIN_TIMEOUT",
 ];
 
+/// ringgate, in `dir`, logging at `info`, with none of [`VARS`] from the test's environment.
 pub fn ringgate(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    clean(Command::new(BIN), dir)
+}
+
+/// ringgate started by `program` (e.g. `taskset`, `sh -c`): `program args BIN`, with the
+/// environment of [`ringgate`]; the test adds ringgate's own arguments.
+pub fn wrapped(dir: &Path, program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg(BIN);
+    clean(cmd, dir)
+}
+
+fn clean(mut cmd: Command, dir: &Path) -> Command {
     cmd.current_dir(dir).env("RUST_LOG", "info");
     for var in VARS {
         cmd.env_remove(var);
     }
     // Nor may a test's ringgate talk to a systemd the test runs under.
     cmd.env_remove("NOTIFY_SOCKET");
+    cmd
+}
+
+/// [`ringgate`] listening on a free loopback port with one unpinned worker: what most tests
+/// add their own arguments to.
+pub fn one_worker(dir: &Path) -> Command {
+    let mut cmd = ringgate(dir);
+    cmd.args(["--listen", LOCAL4, "--workers", "1", "--no-pin"]);
     cmd
 }
 
@@ -112,25 +133,49 @@ impl Running {
         self.seen.borrow().clone()
     }
 
-    /// Waits for the `ready` log line and returns it.
-    pub fn ready_line(&self) -> String {
+    /// Waits up to [`PATIENCE`] for a log line that `matches` and returns it; the lines before
+    /// it are passed over (and kept for [`Running::log`]).
+    pub fn wait_line(&self, what: &str, mut matches: impl FnMut(&str) -> bool) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
                 .lines
                 .recv_timeout(left)
-                .expect("ringgate never logged `ready`");
+                .unwrap_or_else(|_| panic!("ringgate never logged {what}"));
             self.seen.borrow_mut().push(line.clone());
-            if line.contains(": ready ") || line.contains(r#""message":"ready""#) {
+            if matches(&line) {
                 return line;
             }
         }
     }
 
+    /// Waits for a log line containing every one of `needles`, and returns it.
+    pub fn line_with(&self, needles: &[&str]) -> String {
+        let what = format!("a line with {needles:?}");
+        self.wait_line(&what, |line| needles.iter().all(|n| line.contains(n)))
+    }
+
+    /// Waits for the `ready` log line and returns it.
+    pub fn ready_line(&self) -> String {
+        self.wait_line("`ready`", |line| {
+            line.contains(": ready ") || line.contains(r#""message":"ready""#)
+        })
+    }
+
     /// The `key=value` field of the ready line.
     pub fn ready_field(&self, key: &str) -> String {
         field(&self.ready_line(), key)
+    }
+
+    /// The address the ready line says ringgate listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.ready_field("listen").parse().unwrap()
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        super::signal(self.child.id(), signal);
     }
 }
 
@@ -155,19 +200,14 @@ pub fn field(line: &str, key: &str) -> String {
     }
 }
 
-pub fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null());
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "ringgate did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
+/// Runs `cmd` to its exit, for at most [`PATIENCE`], and returns its output.
+pub fn run(cmd: Command) -> Output {
+    process::output(cmd, PATIENCE)
+}
+
+/// [`run`], its exit code and output as text.
+pub fn run_text(cmd: Command) -> Run {
+    Run::new(cmd, PATIENCE)
 }
 
 /// The metrics address in a ready line (`metrics=Some(ADDR)`).

@@ -1,9 +1,10 @@
-//! Helpers shared by the integration tests: real sockets on loopback, a backend thread, and
-//! bounded waits. Nothing here mocks the kernel.
+//! Helpers shared by the integration tests: real sockets on loopback, free ports, a backend
+//! thread, real `redis-server` processes, and bounded waits. Nothing here mocks the kernel.
 #![allow(dead_code)]
 
 pub mod binary;
 pub mod load;
+pub mod process;
 pub mod spoof;
 
 use std::io::{Read, Write};
@@ -66,6 +67,27 @@ pub fn player(i: usize) -> UdpSocket {
 pub fn dead_addr() -> SocketAddr {
     let s = UdpSocket::bind(LOCAL4).unwrap();
     s.local_addr().unwrap()
+}
+
+/// A UDP port free on both IPv4 and IPv6 wildcards right now.
+pub fn free_udp_port() -> u16 {
+    let probe = UdpSocket::bind("[::]:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// A TCP port free on loopback right now, with no server on it (yet).
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Sends `signal` (e.g. `TERM`, `STOP`, `CONT`) to process `pid`, as `kill -SIGNAL` does.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 pub fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
@@ -207,6 +229,11 @@ impl RedisServer {
         RedisServer::start_with(free_tcp_port(), None)
     }
 
+    /// A server on a free port that wants `password`.
+    pub fn with_password(password: &str) -> RedisServer {
+        RedisServer::start_with(free_tcp_port(), Some(password))
+    }
+
     pub fn start_with(port: u16, password: Option<&str>) -> RedisServer {
         let mut server = RedisServer {
             port,
@@ -215,11 +242,6 @@ impl RedisServer {
         };
         server.restart();
         server
-    }
-
-    /// A free port on loopback with no server on it (yet).
-    pub fn free_port() -> u16 {
-        free_tcp_port()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -250,12 +272,7 @@ impl RedisServer {
 
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the server process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self::signal(self.child.as_ref().expect("running").id(), signal);
     }
 
     /// Kills the server abruptly (SIGKILL), as a crash would.
@@ -267,11 +284,12 @@ impl RedisServer {
     }
 
     fn connection(&self) -> redis::RedisResult<redis::Connection> {
-        let auth = self
-            .password
-            .as_ref()
-            .map(|p| format!(":{p}@"))
-            .unwrap_or_default();
+        self.connection_as(self.password.as_deref())
+    }
+
+    /// A fresh connection authenticated with `password` (none: no AUTH).
+    fn connection_as(&self, password: Option<&str>) -> redis::RedisResult<redis::Connection> {
+        let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
         let client = redis::Client::open(format!("redis://{auth}127.0.0.1:{}/", self.port))?;
         client.get_connection_with_timeout(Duration::from_secs(1))
     }
@@ -284,34 +302,18 @@ impl RedisServer {
         if db != 0 {
             redis::cmd("SELECT").arg(db).query::<()>(&mut c).unwrap();
         }
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        cmd.query(&mut c).unwrap()
+        command(args).query(&mut c).unwrap()
     }
 
     /// Runs a command authenticated with `password` (after the server's password changed).
     pub fn cmd_with(&self, password: &str, args: &[&str]) {
-        let client =
-            redis::Client::open(format!("redis://:{password}@127.0.0.1:{}/", self.port)).unwrap();
-        let mut c = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: redis::Value = cmd.query(&mut c).unwrap();
+        let mut c = self.connection_as(Some(password)).unwrap();
+        let _: redis::Value = command(args).query(&mut c).unwrap();
     }
 
     /// `total_connections_received`, asked with `password`.
     pub fn connections_with(&self, password: &str) -> u64 {
-        let client =
-            redis::Client::open(format!("redis://:{password}@127.0.0.1:{}/", self.port)).unwrap();
-        let mut c = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .unwrap();
+        let mut c = self.connection_as(Some(password)).unwrap();
         let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
         info.lines()
             .find_map(|l| l.strip_prefix("total_connections_received:"))
@@ -335,9 +337,13 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A Redis command from its words, `args[0]` the command's name.
+fn command(args: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd
 }
 
 pub const BACKEND_KEY: &str = "udp_gate:backend";
@@ -363,12 +369,27 @@ pub fn redis_config(redis: SocketAddr) -> Config {
     config
 }
 
+/// The Redis settings of a configuration made by [`redis_config`].
+pub fn redis_settings(config: &mut Config) -> &mut ringgate::route::redis::Settings {
+    match &mut config.routes {
+        ringgate::route::Routes::Redis(settings) => settings,
+        _ => panic!("not a Redis configuration"),
+    }
+}
+
 /// Waits until ringgate is ready and every worker's Redis connections are up.
 pub fn wait_ready(proxy: &Proxy) {
     let shared = proxy.shared();
     wait_for("ringgate to be ready with Redis up", || {
         shared.is_ready() && shared.links_up() == shared.links_total()
     });
+}
+
+/// Starts ringgate and waits as [`wait_ready`] does.
+pub fn start_ready(config: Config) -> Proxy {
+    let proxy = start(config);
+    wait_ready(&proxy);
+    proxy
 }
 
 /// Sends `payload` and returns the echo (the backend must echo).

@@ -15,8 +15,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::os::{self, Batch};
+use crate::os::Batch;
 use crate::proc::{self, RoleArgs};
+use crate::sockets;
 use crate::wire::{BackendReport, BackendSnap, Counter, Header, Ready, strip_proxy_v2};
 use nix::sys::socket::{MsgFlags, SockaddrStorage};
 
@@ -122,9 +123,7 @@ fn report(threads: &[Counters], flows: usize) -> BackendReport {
 pub fn run(args: Args) -> Result<(), String> {
     args.role.enter()?;
     let threads = args.threads.max(1);
-    let sockets = os::bind_reuseport(([127, 0, 0, 1], 0).into(), threads);
-    let sockets = sockets.map_err(|e| format!("backend bind: {e}"))?;
-    let listen = sockets[0].local_addr().map_err(|e| e.to_string())?;
+    let (sockets, listen) = sockets::listen(threads).map_err(|e| format!("backend bind: {e}"))?;
     let new = |_| Counters {
         flows: (0..args.flows).map(|_| Flow::default()).collect(),
         received: Counter::default(),

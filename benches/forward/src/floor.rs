@@ -6,13 +6,14 @@
 //! `recvmmsg` up to 64 datagrams, then `sendmmsg` them all upstream. Replies are never read, so
 //! the floor runs no echo steps (the driver says so in the table).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
 
-use crate::os::{self, Batch};
+use crate::os::Batch;
 use crate::proc::{self, RoleArgs};
+use crate::sockets;
 
 /// Same per-datagram buffer as ringgate's `--buffer-size 2048`.
 const DATAGRAM_BUFFER_BYTES: usize = 2048;
@@ -30,19 +31,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), String> {
     args.role.enter()?;
-    let listeners = os::bind_reuseport(([127, 0, 0, 1], 0).into(), args.workers.max(1))
-        .map_err(|e| format!("floor listen: {e}"))?;
-    let listen = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    let (listeners, listen) =
+        sockets::listen(args.workers).map_err(|e| format!("floor listen: {e}"))?;
     proc::serve_commands(args.role.lifetime(), |command| {
         eprintln!("floor: unknown command `{command}`")
     });
     for (index, listener) in listeners.into_iter().enumerate() {
-        let local: IpAddr = match args.backend {
-            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-        };
-        let upstream = os::connected_socket(local, args.backend)
-            .map_err(|e| format!("floor upstream: {e}"))?;
+        let upstream =
+            sockets::upstream(args.backend).map_err(|e| format!("floor upstream: {e}"))?;
         let role = args.role.clone();
         std::thread::spawn(move || {
             role.pin_thread(index);

@@ -420,8 +420,12 @@ fn finish(
     })
 }
 
-checks! {
-    flow_loss_counts_lossy_flows_and_the_worst {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_loss_counts_lossy_flows_and_the_worst() {
         let loss = FlowLoss::new(vec![100, 200, 0, 50], vec![100, 150, 0, 60]);
         assert_eq!((loss.flows_with_loss, loss.worst_loss_pct), (1, 25.0));
         assert_eq!(loss.total_pct(), 40.0 * 100.0 / 350.0);

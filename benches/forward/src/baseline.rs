@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use crate::os;
 use crate::proc::{self, RoleArgs};
+use crate::sockets;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -119,10 +119,7 @@ impl Forwarder {
 }
 
 fn connect_upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = os::udp_socket(backend)?;
-    socket.set_nonblocking(true)?;
-    socket.connect(&backend.into())?;
-    UdpSocket::from_std(StdUdpSocket::from(socket))
+    tokio_socket(sockets::upstream(backend)?)
 }
 
 /// Client -> backend: one task per listening socket.
@@ -203,15 +200,12 @@ pub fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("baseline runtime: {e}"))?;
     runtime.block_on(async move {
-        let listeners = os::bind_reuseport(([127, 0, 0, 1], 0).into(), args.workers.max(1))
-            .and_then(|sockets| {
-                sockets
-                    .into_iter()
-                    .map(tokio_socket)
-                    .collect::<io::Result<Vec<_>>>()
-            })
-            .map_err(|e| format!("baseline listen: {e}"))?;
-        let listen = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let listen_error = |e| format!("baseline listen: {e}");
+        let (listeners, listen) = sockets::listen(args.workers).map_err(listen_error)?;
+        let listeners = listeners.into_iter().map(tokio_socket);
+        let listeners = listeners
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(listen_error)?;
         let lifetime = args.role.lifetime();
         let stats = Stats::default();
         let forwarder = Arc::new(Forwarder {

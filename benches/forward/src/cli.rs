@@ -1,6 +1,7 @@
 //! The driver's command line (clap) and the value types it parses: CPU lists and rates.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Parser;
@@ -10,10 +11,10 @@ use serde::{Serialize, Serializer};
 #[derive(Parser, Debug)]
 #[command(
     name = "forward",
-    override_usage = "cargo bench --bench forward [-- OPTIONS]"
+    override_usage = "cargo bench -p ringgate-bench [-- OPTIONS]"
 )]
 pub struct Cli {
-    /// Added by `cargo bench`; without it the run is the plumbing check of `cargo test --benches`
+    /// Added by `cargo bench`, and ignored
     #[arg(long, hide = true)]
     pub bench: bool,
     /// Every step: 50k/100k/200k pps x 64/1024 flows, echo at 100k, max, the flood scenario
@@ -64,17 +65,21 @@ pub struct Cli {
     /// or the last CPU if it leaves none]
     #[arg(long, value_name = "LIST")]
     pub load_cpus: Option<CpuList>,
-    /// Warm-up before each measured window [default: 1, smoke 0.3, plumbing 0.1]
+    /// Warm-up before each measured window [default: 1, smoke 0.3]
     #[arg(long, value_name = "S")]
     pub warmup_secs: Option<f64>,
-    /// Length of each measured window [default: 3, smoke 1, plumbing 0.3]
+    /// Length of each measured window [default: 3, smoke 1]
     #[arg(long, value_name = "S")]
     pub measure_secs: Option<f64>,
-    /// Another ringgate build, run beside cargo's as contestant ringgate:LABEL (LABEL defaults
-    /// to its position, 1, 2...); repeatable
+    /// The ringgate build measured as contestant ringgate and its variants [default:
+    /// target/release/ringgate of this workspace, which must be current: cargo build --release]
+    #[arg(long, value_name = "PATH")]
+    pub ringgate: Option<PathBuf>,
+    /// Another ringgate build, run beside the default one as contestant ringgate:LABEL (LABEL
+    /// defaults to its position, 1, 2...); repeatable
     #[arg(long, value_name = "[LABEL=]PATH")]
     pub ringgate_bin: Vec<String>,
-    /// Another contestant: cargo's ringgate with these arguments, as ringgate+LABEL, e.g.
+    /// Another contestant: the default ringgate with these arguments, as ringgate+LABEL, e.g.
     /// --variant pp=--proxy-protocol=v2; repeatable
     #[arg(long, value_name = "LABEL=ARG[,ARG...]")]
     pub variant: Vec<String>,
@@ -86,10 +91,14 @@ pub struct Cli {
     /// repeatable
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub ringgate_arg: Vec<String>,
+    /// Where ringgate's logs and forward.json go [default: target/bench]
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 }
 
+#[cfg(test)]
 impl Cli {
-    /// Parses the driver's options as given after `cargo bench --bench forward --`.
+    /// Parses the driver's options as given after `cargo bench -p ringgate-bench --`.
     pub fn from_args(args: &[&str]) -> Result<Cli, String> {
         Cli::try_parse_from(std::iter::once("forward").chain(args.iter().copied()))
             .map_err(|e| e.to_string())
@@ -176,8 +185,12 @@ impl Serialize for Rate {
     }
 }
 
-checks! {
-    rates_and_cpu_lists {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_cpu_lists() {
         assert_eq!("50k".parse(), Ok(Rate::Pps(50_000)));
         assert_eq!("1234".parse(), Ok(Rate::Pps(1_234)));
         assert_eq!("max".parse(), Ok(Rate::Max));

@@ -115,28 +115,40 @@ fn parse_cpu_set_ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
     (found == cpus.len()).then_some((busy, total))
 }
 
-checks! {
-    cpu_ticks_and_rss_parse {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_and_rss_parse() {
         let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 120 0 0 0 37 5 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat), Some(42));
-        let status = "Name:\tringgate\nVmPeak:\t  10000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
+        let status =
+            "Name:\tringgate\nVmPeak:\t  10000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(parse_peak_rss_kib(status), Some(4321));
         let pid = std::process::id();
         assert!(cpu_ticks(pid).is_ok() && peak_rss_kib(pid).unwrap() > 0);
     }
 
-    udp_drops_of_our_sockets_only {
-        let row = |inode: u64, drops: u64| format!(
-            "  1: 0100007F:A0B1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {inode} 2 0000000000000000 {drops}\n"
-        );
+    #[test]
+    fn udp_drops_of_our_sockets_only() {
+        let row = |inode: u64, drops: u64| {
+            format!(
+                "  1: 0100007F:A0B1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {inode} 2 0000000000000000 {drops}\n"
+            )
+        };
         let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n";
         let table = format!("{header}{}{}{}", row(1001, 17), row(1002, 5), row(1003, 9));
         assert_eq!(socket_drops(&table, &[1001, 1003].into()), 26);
-        assert_eq!((socket_inode("socket:[1001]"), socket_inode("/dev/null")), (Some(1001), None));
+        assert_eq!(
+            (socket_inode("socket:[1001]"), socket_inode("/dev/null")),
+            (Some(1001), None)
+        );
         assert!(udp_drops(std::process::id()).is_ok() && backlog_drops().is_ok());
     }
 
-    cpu_set_ticks_sum_the_chosen_cpus {
+    #[test]
+    fn cpu_set_ticks_sum_the_chosen_cpus() {
         let stat = "cpu  30 0 30 300 0 0 0 0 0 0\ncpu0 10 0 10 100 5 0 5 0 0 0\ncpu1 20 0 20 200 0 0 0 0 0 0\nintr 12345\n";
         assert_eq!(parse_cpu_set_ticks(stat, &[0]), Some((25, 130)));
         assert_eq!(parse_cpu_set_ticks(stat, &[0, 1]), Some((65, 370)));

@@ -1,4 +1,5 @@
-//! `cargo bench --bench forward`: ringgate against a tokio baseline, with a floor.
+//! The forward load driver: ringgate against a tokio baseline, with a floor. Run it with
+//! `cargo build --release && cargo bench -p ringgate-bench [-- OPTIONS]`.
 //!
 //! The driver runs every contestant under the same load, one after the other, at each worker
 //! count of `--workers`, and prints one table: offered and delivered packets per second, loss,
@@ -7,25 +8,28 @@
 //! busy its CPUs were by anyone, its peak RSS, round-trip times, and the CPU use of the
 //! generator and backend, with a note when the load rather than the forwarder was the limit.
 //! Then the ratios per worker count (ringgate/baseline, floor/baseline, and any other ringgate
-//! build against cargo's), and everything, per-flow loss included, as JSON in
+//! build against the default one), and everything, per-flow loss included, as JSON in
 //! `target/bench/forward.json`.
 //!
-//! Contestants: `ringgate` (the real binary, `CARGO_BIN_EXE_ringgate`, any other build given
-//! with `--ringgate-bin`, and cargo's build with other arguments given with `--variant`, such as
-//! the PROXY protocol pair `--proxy-protocol` adds), `baseline` (the tokio forwarder a competent developer would
-//! write, `forward/baseline.rs`) and `floor` (a bare `recvmmsg`/`sendmmsg` relay with no
-//! sessions, the kernel's limit for a userspace forwarder). With N workers each gets N
-//! SO_REUSEPORT sockets and N threads, pinned to the first N `--forwarder-cpus`.
+//! Contestants: `ringgate` (the real binary: by default the release build in this workspace's
+//! target directory, which must be current, see `binary.rs`; another with `--ringgate`; any
+//! other build beside it with `--ringgate-bin`, and the same build with other arguments given
+//! with `--variant`, such as the PROXY protocol pair `--proxy-protocol` adds), `baseline` (the
+//! tokio forwarder a competent developer would write, `baseline.rs`) and `floor` (a bare
+//! `recvmmsg`/`sendmmsg` relay with no sessions, the kernel's limit for a userspace
+//! forwarder). With N workers each gets N SO_REUSEPORT sockets and N threads, pinned to the
+//! first N `--forwarder-cpus`.
 //!
-//! Every role is this binary re-executed with `--role NAME` (loadgen, backend, baseline, floor,
-//! flood, and exec, which becomes ringgate), so each is its own process, pins itself and is
-//! measured separately from /proc. All traffic stays in 127.0.0.0/8: the forwarders and the
-//! backend on 127.0.0.1, each flow of the generator on an address of its own, the flood's forged
-//! sources in a range of their own (`forward/loopback.rs`).
+//! Every role is the driver's executable re-executed with `--role NAME` (loadgen, backend,
+//! baseline, floor, flood, and exec, which becomes ringgate), so each is its own process, pins
+//! itself and is measured separately from /proc. All traffic stays in 127.0.0.0/8: the
+//! forwarders and the backend on 127.0.0.1, each flow of the generator on an address of its
+//! own, the flood's forged sources in a range of their own (`loopback.rs`); every socket the
+//! roles open is made in `sockets.rs`.
 //!
-//! Scenarios: a step is steady load, or the flood scenario (`forward/flood.rs`): established
-//! echo load (64 flows, 50k round trips/s) while spoofed new sources arrive at 10k, 50k, 100k/s
-//! or as fast as one load thread can forge them, against a quiet run of the same load. Its table
+//! Scenarios: a step is steady load, or the flood scenario (`flood.rs`): established echo load
+//! (64 flows, 50k round trips/s) while spoofed new sources arrive at 10k, 50k, 100k/s or as
+//! fast as one load thread can forge them, against a quiet run of the same load. Its table
 //! gives the established loss and RTT p99 (against the quiet run's), the flood's rate, the
 //! forwarder's sessions created, evicted, expired unreplied and new sources dropped per second,
 //! and its CPU per new session. Forging sources needs a raw socket, so root: without it the
@@ -35,73 +39,45 @@
 //! of flow, the longest time the backend went without a datagram, the longest round trip, and
 //! the time the takeover took. ringgate only.
 //!
-//! Modes: `cargo bench --bench forward` is the smoke run (64 flows at 50k pps, 1 s per
-//! contestant, about 6 s); `-- --full` runs every step of the issues, flood included (about 3
-//! minutes per worker count; `--only flood` for the flood alone); `-- --flows N --rate R
-//! --payload B --echo` runs one custom step, `-- --flood R` one custom flood step and its quiet
-//! run, `-- --takeover [--rate R]` one takeover step; `-- --help` lists every option. Under `cargo test --benches` (no `--bench` flag) it runs
-//! its self-checks and a brief plumbing run, and writes no JSON.
+//! Modes: with no options, the smoke run (64 flows at 50k pps, 1 s per contestant, about
+//! 6 s); `-- --full` runs every step of the issues, flood included (about 3 minutes per worker
+//! count; `--only flood` for the flood alone); `-- --flows N --rate R --payload B --echo` runs
+//! one custom step, `-- --flood R` one custom flood step and its quiet run, `-- --takeover
+//! [--rate R]` one takeover step; `-- --help` lists every option. The driver's checks are this
+//! crate's tests (`cargo test --release -p ringgate-bench`): unit tests beside the logic, and
+//! `tests/plumbing.rs`, a brief run of the baseline and the floor end to end.
 
 #![forbid(unsafe_code)]
 
-/// Self-checks of pure logic. A bench built with `harness = false` never runs `#[test]`
-/// functions, so each module lists its checks with this macro and plumbing mode runs them all.
-macro_rules! checks {
-    ($($name:ident $body:block)+) => {
-        pub mod checks {
-            #[allow(unused_imports)]
-            use super::*;
-            $(fn $name() $body)+
-            pub const ALL: &[(&str, fn())] = &[$((concat!(module_path!(), "::", stringify!($name)), $name)),+];
-        }
-    };
-}
-
-#[path = "forward/backend.rs"]
 mod backend;
-#[path = "forward/baseline.rs"]
 mod baseline;
-#[path = "forward/cli.rs"]
+mod binary;
 mod cli;
-#[path = "forward/flood.rs"]
 mod flood;
-#[path = "forward/floor.rs"]
 mod floor;
-#[path = "forward/loadgen.rs"]
 mod loadgen;
-#[path = "forward/loopback.rs"]
 mod loopback;
-#[path = "forward/measure.rs"]
 mod measure;
-#[path = "forward/os.rs"]
 mod os;
-#[path = "forward/pacing.rs"]
 mod pacing;
-#[path = "forward/plan.rs"]
 mod plan;
-#[path = "forward/proc.rs"]
 mod proc;
-#[path = "forward/procfs.rs"]
 mod procfs;
-#[path = "forward/report.rs"]
 mod report;
-#[path = "forward/rig.rs"]
 mod rig;
-#[path = "forward/ringgate.rs"]
 mod ringgate;
-#[path = "forward/wire.rs"]
+mod sockets;
 mod wire;
-
-use std::path::PathBuf;
 
 use clap::Parser;
 
 use cli::Cli;
 use measure::{Context, Missing};
-use plan::{Contestant, Layout, Mode, Plan};
+use plan::{Contestant, Layout, Plan};
 use report::{Outcome, Run};
 
-/// The roles this binary plays when the driver re-executes it as `forward --role NAME ...`.
+/// The roles the driver's executable plays when the driver re-executes it as `forward --role
+/// NAME ...`.
 #[derive(Parser)]
 #[command(name = "forward --role")]
 enum Role {
@@ -113,7 +89,8 @@ enum Role {
     Exec(proc::ExecArgs),
 }
 
-fn main() {
+/// The driver, or the role its arguments name: the `main` of the bench target and the binary.
+pub fn main() {
     let raw: Vec<String> = std::env::args().collect();
     let result = if raw.get(1).is_some_and(|arg| arg == "--role") {
         let argv = raw.iter().take(1).chain(&raw[2..]);
@@ -135,23 +112,6 @@ fn main() {
     }
 }
 
-/// `target/bench`: under CARGO_TARGET_DIR if set, else found from this executable, which cargo
-/// puts at `<target>/<profile>/deps/forward-<hash>`.
-fn bench_output_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir).join("bench");
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let in_deps = exe
-        .parent()
-        .and_then(|dir| dir.file_name())
-        .is_some_and(|name| name == "deps");
-    match exe.ancestors().nth(3) {
-        Some(target) if in_deps => target.join("bench"),
-        _ => PathBuf::from("target").join("bench"),
-    }
-}
-
 fn host_json(ticks_per_second: u64) -> serde_json::Value {
     let read = |path: &str| {
         std::fs::read_to_string(path)
@@ -169,17 +129,23 @@ fn host_json(ticks_per_second: u64) -> serde_json::Value {
 
 fn drive(cli: &Cli) -> Result<(), String> {
     let online = os::allowed_cpus().map_err(|e| format!("reading this process's CPUs: {e}"))?;
-    let plan = Plan::new(cli, &online, PathBuf::from(env!("CARGO_BIN_EXE_ringgate")))?;
+    let ringgate = match &cli.ringgate {
+        Some(path) => path.clone(),
+        None => binary::default_ringgate()?,
+    };
+    let plan = Plan::new(cli, &online, ringgate.clone())?;
+    let measured =
+        |c: &Contestant| matches!(c, Contestant::Ringgate { bin, .. } if *bin == ringgate);
+    if cli.ringgate.is_none() && plan.contestants.iter().any(measured) {
+        binary::check_current(&ringgate)?;
+    }
     os::raise_open_file_limit().map_err(|e| format!("raising the open-file limit: {e}"))?;
-    let output_dir = bench_output_dir();
+    let output_dir = match &cli.output_dir {
+        Some(dir) => dir.clone(),
+        None => binary::output_dir()?,
+    };
     let (log_dir, ticks_per_second) = (output_dir.join("logs"), os::clock_ticks_per_second());
     std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
-    if plan.mode == Mode::Plumbing {
-        eprintln!(
-            "forward: plumbing mode (no --bench flag): self-checks, then a brief run whose numbers mean nothing"
-        );
-        self_checks()?;
-    }
     let layouts: Vec<String> = plan.layouts.iter().map(Layout::to_string).collect();
     eprintln!(
         "forward: {:?} mode, {} step(s) x {} contestant(s), {:.1} s warm-up + {:.1} s measured each, about {:.0} s; {}; {} load thread(s); ringgate logs in {}",
@@ -193,7 +159,7 @@ fn drive(cli: &Cli) -> Result<(), String> {
         plan.load_threads,
         log_dir.display(),
     );
-    let raw_sockets = os::raw_sockets_allowed().map_err(|e| e.to_string());
+    let raw_sockets = sockets::raw_sockets_allowed().map_err(|e| e.to_string());
     if let (Err(e), true) = (&raw_sockets, plan.steps.iter().any(|s| s.flood().is_some())) {
         eprintln!(
             "forward: flood scenario skipped: needs root for a raw socket ({e}); its runs are marked not run"
@@ -226,9 +192,6 @@ fn drive(cli: &Cli) -> Result<(), String> {
         println!(
             "note: where the forwarder and the load share CPUs (see the note column), the forwarder's numbers include the load's interference"
         );
-    }
-    if plan.mode == Mode::Plumbing {
-        return check_plumbing(&runs);
     }
     let path = output_dir.join("forward.json");
     let json = report::json(&runs, &plan, host_json(ticks_per_second));
@@ -300,55 +263,4 @@ fn run_all(plan: &Plan, context: &Context) -> Result<Vec<Run>, String> {
         }
     }
     Ok(runs)
-}
-
-/// Runs every module's self-checks, a line each, and closes with the count.
-fn self_checks() -> Result<(), String> {
-    let suites = [
-        cli::checks::ALL,
-        flood::checks::ALL,
-        loopback::checks::ALL,
-        measure::checks::ALL,
-        pacing::checks::ALL,
-        plan::checks::ALL,
-        procfs::checks::ALL,
-        ringgate::checks::ALL,
-        wire::checks::ALL,
-    ];
-    let checks = suites.iter().flat_map(|suite| suite.iter());
-    // A failed check's panic message reaches stderr through the default hook.
-    let failed = checks.filter(|(name, check)| {
-        let ok = std::panic::catch_unwind(check).is_ok();
-        println!("check {name} ... {}", if ok { "ok" } else { "FAILED" });
-        !ok
-    });
-    let (total, failed) = (
-        suites.iter().map(|suite| suite.len()).sum::<usize>(),
-        failed.count(),
-    );
-    println!("self-checks: {} passed, {failed} failed", total - failed);
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(format!("{failed} self-check(s) failed"))
-    }
-}
-
-/// In plumbing mode the harness's own contestants must work end to end: they are what the
-/// bench relies on. ringgate's failures are reported, not fatal.
-fn check_plumbing(runs: &[Run]) -> Result<(), String> {
-    let broken = |run: &&Run| match &run.outcome {
-        _ if matches!(run.contestant, Contestant::Ringgate { .. }) => false,
-        Outcome::Measured(m) => m.delivered_pps <= 0.0,
-        Outcome::Missing(missing, _) => *missing != Missing::NotRun,
-    };
-    let broken: Vec<String> = runs.iter().filter(broken).map(Run::label).collect();
-    if broken.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "harness plumbing broken for: {}",
-            broken.join(", ")
-        ))
-    }
 }

@@ -20,10 +20,10 @@ use nix::sys::socket::MsgFlags;
 use serde_json::json;
 
 use crate::cli::Rate;
-use crate::loopback;
 use crate::os::{self, Batch};
 use crate::pacing::{Share, shares};
 use crate::proc::{self, RoleArgs};
+use crate::sockets;
 use crate::wire::{GeneratorReport, GeneratorSnap, HEADER_LEN, Header, Rtt};
 
 /// How long echoes are awaited after sending stops, before the per-flow counts are final.
@@ -99,13 +99,8 @@ pub fn run(args: Args) -> Result<(), String> {
             "need at least 1 flow and {HEADER_LEN} payload bytes"
         ));
     }
-    let flow_socket = |flow: usize| {
-        let local = loopback::flow_source(flow, args.target)?;
-        os::connected_socket(local, args.target)
-            .map_err(|e| format!("flow socket from {local} to {}: {e}", args.target))
-    };
     let sockets = (0..args.flows)
-        .map(flow_socket)
+        .map(|flow| sockets::flow(flow, args.target))
         .collect::<Result<Vec<_>, _>>()?;
     let shared: &'static Shared = Box::leak(Box::default());
     proc::serve_commands(args.role.lifetime(), move |command| {

@@ -197,7 +197,7 @@ struct Ratio {
 }
 
 /// Every ringgate build and the floor against the baseline, and every other ringgate build
-/// against cargo's, in every step both ran at the same worker count.
+/// against the default one, in every step both ran at the same worker count.
 fn ratios(runs: &[Run]) -> Vec<Ratio> {
     let mut contestants: Vec<&Contestant> = Vec::new();
     for run in runs {
@@ -569,7 +569,7 @@ pub fn json(runs: &[Run], plan: &Plan, host: Value) -> Value {
             "measure_secs": plan.measure.as_secs_f64(),
             "load_threads": plan.load_threads,
             "layouts": plan.layouts.iter().map(layout).collect::<Vec<_>>(),
-            "socket_buffer_bytes": crate::os::SOCKET_BUFFER_BYTES,
+            "socket_buffer_bytes": crate::sockets::SOCKET_BUFFER_BYTES,
             "cpu_per_packet": "forwarder utime+stime over the window / datagrams the backend received in the window",
         },
         "runs": runs.iter().map(|run| run_json(run, plan)).collect::<Vec<_>>(),

@@ -9,7 +9,7 @@
 //! * the flood's forged sources are drawn from 127.200.0.0 to 127.254.255.255 with ports of
 //!   1024 and up, so they never collide with a flow or with 127.0.0.1.
 //!
-//! The ranges are disjoint by construction; the checks below hold them to it. Pure arithmetic.
+//! The ranges are disjoint by construction; the tests below hold them to it. Pure arithmetic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
@@ -59,31 +59,50 @@ pub fn flood_target(target: SocketAddr) -> Result<SocketAddrV4, String> {
     }
 }
 
-checks! {
-    flows_and_forged_sources_stay_apart_in_127_slash_8 {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flows_and_forged_sources_stay_apart_in_127_slash_8() {
         let target: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let flow = |n| flow_source(n, target).unwrap();
         assert_eq!(flow(0), IpAddr::from([127, 1, 0, 1]));
         assert_eq!(flow(255), IpAddr::from([127, 1, 1, 0]));
         assert_eq!(flow(FLOWS_MAX - 1), IpAddr::from([127, 199, 255, 255]));
         assert!(flow_source(FLOWS_MAX, target).is_err());
-        assert_eq!(flow_source(3, "[::1]:9".parse().unwrap()), Ok(Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(
+            flow_source(3, "[::1]:9".parse().unwrap()),
+            Ok(Ipv6Addr::LOCALHOST.into())
+        );
         let mut state = 0x1234_5678_9abc_def0u64;
         let extremes = [0, u64::MAX, 0xFFFF_FFFF, 0xFFFF_FFFF_0000_0000];
         let randoms = (0..10_000).map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             state
         });
         for random in extremes.into_iter().chain(randoms) {
             let source = spoofed_source(random);
             let ip = u32::from(*source.ip());
             assert!((SPOOFED_FIRST..=SPOOFED_LAST).contains(&ip), "{source}");
-            assert!(source.ip().is_loopback() && ip > FLOWS_LAST && source.port() >= SPOOFED_PORT_MIN);
+            assert!(
+                source.ip().is_loopback() && ip > FLOWS_LAST && source.port() >= SPOOFED_PORT_MIN
+            );
         }
         assert_eq!(spoofed_source(0), "127.200.0.0:1024".parse().unwrap());
-        assert_eq!(spoofed_source(u64::MAX), "127.254.255.255:65535".parse().unwrap());
+        assert_eq!(
+            spoofed_source(u64::MAX),
+            "127.254.255.255:65535".parse().unwrap()
+        );
         assert!(flood_target("127.0.0.1:9".parse().unwrap()).is_ok());
-        for outside in ["10.0.0.1:9", "128.0.0.1:9", "[::1]:9", "[::ffff:127.0.0.1]:9"] {
+        for outside in [
+            "10.0.0.1:9",
+            "128.0.0.1:9",
+            "[::1]:9",
+            "[::ffff:127.0.0.1]:9",
+        ] {
             assert!(flood_target(outside.parse().unwrap()).is_err(), "{outside}");
         }
     }

@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::plan::Layout;
 use crate::proc::Child;
+use crate::sockets::free_port;
 
 /// How long ringgate may take to answer 200 on /readyz.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,17 +69,6 @@ const SESSION_SERIES: [(&str, &str); 9] = [
 pub fn sessions(counters: &Counters) -> Sessions {
     let figure = |&(name, series): &(&'static str, &str)| Some((name, *counters.get(series)?));
     SESSION_SERIES.iter().filter_map(figure).collect()
-}
-
-/// A free port from the kernel, released for ringgate to take; nobody else on loopback grabs
-/// it in between during a bench run.
-fn free_port(udp: bool) -> Result<SocketAddr, String> {
-    let local = if udp {
-        UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr())
-    } else {
-        TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr())
-    };
-    local.map_err(|e| format!("free port: {e}"))
 }
 
 /// The last non-empty line of ringgate's log, to say in the table why it failed.
@@ -234,8 +224,12 @@ fn parse_counters(text: &str) -> Counters {
     text.lines().filter(recorded).filter_map(series).collect()
 }
 
-checks! {
-    counters_from_prometheus_text {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_from_prometheus_text() {
         let text = "# HELP ringgate_packets_total Packets.\n\
                     # TYPE ringgate_packets_total counter\n\
                     ringgate_packets_total{direction=\"upstream\"} 1234\n\
@@ -248,14 +242,26 @@ checks! {
                     # EOF\n";
         let counters = parse_counters(text);
         assert_eq!(counters.len(), 5);
-        assert_eq!(counters["ringgate_packets_total{direction=\"upstream\"}"], 1234.0);
-        assert_eq!(counters["ringgate_drops_total{reason=\"rate_limited\"}"], 5.0);
+        assert_eq!(
+            counters["ringgate_packets_total{direction=\"upstream\"}"],
+            1234.0
+        );
+        assert_eq!(
+            counters["ringgate_drops_total{reason=\"rate_limited\"}"],
+            5.0
+        );
         let sessions = sessions(&counters);
-        let expected = [("created", 70.0), ("evicted", 6.0), ("open", 64.0), ("rate_limited", 5.0)];
+        let expected = [
+            ("created", 70.0),
+            ("evicted", 6.0),
+            ("open", 64.0),
+            ("rate_limited", 5.0),
+        ];
         assert_eq!(sessions, expected.into());
     }
 
-    a_successors_pause_is_read_from_its_log_line {
+    #[test]
+    fn a_successors_pause_is_read_from_its_log_line() {
         let line = "2026-11-27T15:00:00Z  INFO ringgate::proxy::takeover: took over from the running ringgate sessions=1000 pending=0 refused=0 fds=1001 old_pid=7 pause_ms=3.25";
         assert_eq!(parse_pause_ms(line), Some(3.25));
         assert_eq!(parse_pause_ms("\"pause_ms\":3.25"), None);

@@ -29,6 +29,7 @@ use crate::loopback;
 use crate::os::{self, Batch};
 use crate::pacing::{BURST_MAX, Pacer};
 use crate::proc::{self, RoleArgs};
+use crate::sockets;
 use crate::wire::{Counter, FloodSnap, HEADER_LEN};
 
 /// IPv4 and UDP headers in front of every payload.
@@ -98,7 +99,7 @@ pub fn run(args: Args) -> Result<(), String> {
             args.payload
         ));
     }
-    let socket = os::raw_loopback_socket(target)
+    let socket = sockets::raw_loopback(target)
         .map_err(|e| format!("raw socket to {target} (needs root or CAP_NET_RAW): {e}"))?;
     let counters: &'static [Counter; 2] = Box::leak(Box::default());
     proc::serve_commands(args.role.lifetime(), move |command| match command {
@@ -165,8 +166,12 @@ pub fn run(args: Args) -> Result<(), String> {
     }
 }
 
-checks! {
-    forged_packets_are_whole_and_stay_on_loopback {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_packets_are_whole_and_stay_on_loopback() {
         use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
         let target = loopback::flood_target("127.0.0.1:19132".parse().unwrap()).unwrap();
         let mut sources = SplitMix64(7);
@@ -176,11 +181,19 @@ checks! {
             let source = loopback::spoofed_source(sources.next());
             write_packet(&mut buf, source, target, &payload);
             let packet = PacketHeaders::from_ip_slice(&buf).unwrap();
-            let (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Udp(udp))) = (&packet.net, &packet.transport) else {
+            let (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Udp(udp))) =
+                (&packet.net, &packet.transport)
+            else {
                 panic!("not IPv4/UDP: {packet:?}");
             };
-            assert_eq!((ip.source, ip.destination), (source.ip().octets(), [127, 0, 0, 1]));
-            assert_eq!((udp.source_port, udp.destination_port), (source.port(), 19132));
+            assert_eq!(
+                (ip.source, ip.destination),
+                (source.ip().octets(), [127, 0, 0, 1])
+            );
+            assert_eq!(
+                (udp.source_port, udp.destination_port),
+                (source.port(), 19132)
+            );
             assert_eq!(udp.checksum, udp.calc_checksum_ipv4(ip, &payload).unwrap());
             assert_eq!(packet.payload.slice(), &payload[..]);
         }

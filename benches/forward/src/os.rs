@@ -1,86 +1,15 @@
-//! Every OS call the harness makes beyond std, each through a safe wrapper (socket2, nix):
-//! sockets with the fixed buffer size, the flood's raw loopback socket, CPU pinning, dying with the driver, the open-file limit,
-//! the clock tick, timer slack, and batched datagram I/O with `recvmmsg`/`sendmmsg`. Nothing
-//! here knows about the benchmark. This is where `sys.rs` and its raw calls used to be; the
+//! Every OS call the harness makes beyond std and its sockets (`sockets.rs`), each through a
+//! safe wrapper (nix): CPU pinning, dying with the driver, the open-file limit, the clock tick,
+//! timer slack, and batched datagram I/O with `recvmmsg`/`sendmmsg`. Nothing here knows about
+//! the benchmark. This is where `sys.rs` and its raw calls used to be; the
 //! crate root now forbids them, so the wrappers' own invariants are all the harness relies on.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
-use nix::sys::socket::{
-    MsgFlags, MultiHeaders, SockaddrLike, recvmmsg, sendmmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrLike, recvmmsg, sendmmsg};
 use nix::unistd::Pid;
-use socket2::{Domain, Protocol, Socket, Type};
-
-/// The issue fixes 8 MiB receive and send buffers for every forwarder and for the load, so no
-/// contestant wins or loses on buffer sizing.
-pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
-
-/// A UDP socket of `addr`'s family with 8 MiB buffers: SO_RCVBUFFORCE/SO_SNDBUFFORCE where we
-/// have CAP_NET_ADMIN, so net.core.rmem_max cannot silently cap them, else the plain options.
-pub fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES).is_err() {
-        socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
-    }
-    if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES).is_err() {
-        socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
-    }
-    Ok(socket)
-}
-
-/// `count` sockets sharing `addr` through SO_REUSEPORT (the kernel spreads flows over them by
-/// hash); with port 0 the first asks for a free port and the others join it.
-pub fn bind_reuseport(mut addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
-    let mut sockets = Vec::with_capacity(count);
-    for _ in 0..count {
-        let socket = udp_socket(addr)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        let socket = UdpSocket::from(socket);
-        addr = socket.local_addr()?;
-        sockets.push(socket);
-    }
-    Ok(sockets)
-}
-
-/// A socket from an ephemeral port of `local` connected to `target`: one flow of the
-/// generator (each from its own loopback address), or the floor's upstream socket.
-pub fn connected_socket(local: IpAddr, target: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = udp_socket(target)?;
-    socket.bind(&SocketAddr::new(local, 0).into())?;
-    socket.connect(&target.into())?;
-    Ok(socket.into())
-}
-
-/// IPPROTO_RAW (255, from <netinet/in.h>): a raw socket that sends IPv4 packets whole and,
-/// as no packet carries protocol 255, receives none, so the host's UDP traffic is not copied
-/// into it as it would be into an IPPROTO_UDP raw socket.
-const IPPROTO_RAW: i32 = 255;
-
-/// Whether this process may open a raw socket (root, or CAP_NET_RAW).
-pub fn raw_sockets_allowed() -> io::Result<()> {
-    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW))).map(drop)
-}
-
-/// A send-only raw IPv4 socket for forged packets to `target`: IP_HDRINCL (the caller writes
-/// the IPv4 header, source included), SO_BINDTODEVICE `lo` (nothing it sends can leave through
-/// another interface, whatever a header says) and connected to `target`, so `sendmmsg` needs
-/// no addresses and the kernel routes every packet to it. The caller checks that `target` is
-/// loopback and writes it as every packet's destination.
-pub fn raw_loopback_socket(target: SocketAddrV4) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))?;
-    socket.set_header_included_v4(true)?;
-    socket.bind_device(Some(b"lo"))?;
-    if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES).is_err() {
-        socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
-    }
-    socket.connect(&SocketAddr::V4(target).into())?;
-    Ok(socket)
-}
 
 /// Pins the calling thread, and the threads and programs it starts afterwards, to `cpus`.
 pub fn pin(cpus: &[usize]) -> io::Result<()> {

@@ -1,5 +1,5 @@
 //! What a run measures, from the command line: the modes (smoke run, `--full`, one custom
-//! step, and the plumbing check under `cargo test`), the steps, the contestants, and for each
+//! step), the steps, the contestants, and for each
 //! worker count the CPUs of the forwarder and of the load. Pure data; nothing here touches a
 //! socket.
 
@@ -187,8 +187,8 @@ const PROXY_PROTOCOL_VARIANTS: [&str; 2] = [
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Contestant {
-    /// The real binary: cargo's build (`ringgate`), another build (`ringgate:LABEL`), or
-    /// cargo's build with more arguments (`ringgate+LABEL`).
+    /// The real binary: the default build (`ringgate`, `--ringgate`), another build
+    /// (`ringgate:LABEL`), or the default build with more arguments (`ringgate+LABEL`).
     Ringgate {
         name: String,
         bin: PathBuf,
@@ -226,7 +226,7 @@ impl Contestant {
     }
 }
 
-/// Every contestant the command line names (default: all), cargo's ringgate build first.
+/// Every contestant the command line names (default: all), the default ringgate build first.
 fn contestants(cli: &Cli, current: PathBuf) -> Result<Vec<Contestant>, String> {
     let mut all = vec![Contestant::Ringgate {
         name: "ringgate".into(),
@@ -278,15 +278,12 @@ fn contestants(cli: &Cli, current: PathBuf) -> Result<Vec<Contestant>, String> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// `cargo bench --bench forward`: the CI smoke run, a few seconds.
+    /// No step named: the CI smoke run, a few seconds.
     Smoke,
     /// `--full`: every step of the issue.
     Full,
     /// One step given by --flows/--rate/--payload/--echo.
     Custom,
-    /// No `--bench` flag, i.e. `cargo test --benches`: self-checks and a brief run that checks
-    /// the plumbing end to end; its numbers mean nothing.
-    Plumbing,
 }
 
 /// The CPUs of one worker count.
@@ -377,11 +374,10 @@ impl Plan {
             || cli.echo
             || cli.flood.is_some()
             || cli.takeover;
-        let (mode, (warmup, measure)) = match (cli.full, custom, cli.bench) {
-            (true, ..) => (Mode::Full, (1.0, 3.0)),
-            (_, true, _) => (Mode::Custom, (1.0, 3.0)),
-            (.., true) => (Mode::Smoke, (0.3, 1.0)),
-            _ => (Mode::Plumbing, (0.1, 0.3)),
+        let (mode, (warmup, measure)) = match (cli.full, custom) {
+            (true, _) => (Mode::Full, (1.0, 3.0)),
+            (_, true) => (Mode::Custom, (1.0, 3.0)),
+            _ => (Mode::Smoke, (0.3, 1.0)),
         };
         let mut steps = match mode {
             Mode::Full => full_steps(),
@@ -404,7 +400,7 @@ impl Plan {
                     }],
                 }
             }
-            Mode::Smoke | Mode::Plumbing => vec![Step::steady(DEFAULT_FLOWS, DEFAULT_RATE, false)],
+            Mode::Smoke => vec![Step::steady(DEFAULT_FLOWS, DEFAULT_RATE, false)],
         };
         if let Some(only) = &cli.only {
             let selected = |step: &Step| step.name().contains(only.as_str());
@@ -464,77 +460,195 @@ impl Plan {
     }
 }
 
-checks! {
-    modes_steps_and_names {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_steps_and_names() {
         let plan = |raw: &[&str]| Plan::new(&Cli::from_args(raw)?, &[0, 1], "ringgate".into());
+        assert_eq!(plan(&[]).unwrap().mode, Mode::Smoke);
+        // `cargo bench` adds --bench, which changes nothing.
         assert_eq!(plan(&["--bench"]).unwrap().mode, Mode::Smoke);
-        assert_eq!(plan(&[]).unwrap().mode, Mode::Plumbing);
         let names = |plan: Plan| -> Vec<String> { plan.steps.iter().map(Step::name).collect() };
-        let full = names(plan(&["--full", "--bench"]).unwrap());
-        assert_eq!(full[2..], ["64f-200k", "1024f-50k", "1024f-100k", "1024f-200k", "64f-100k-echo", "64f-max",
-            "flood-quiet", "flood-10k", "flood-50k", "flood-100k", "flood-max", "takeover-1000f-150k"]);
-        let custom = plan(&["--flows", "10000", "--rate", "max", "--payload", "1200", "--bench"]).unwrap();
+        let full = names(plan(&["--full"]).unwrap());
+        assert_eq!(
+            full[2..],
+            [
+                "64f-200k",
+                "1024f-50k",
+                "1024f-100k",
+                "1024f-200k",
+                "64f-100k-echo",
+                "64f-max",
+                "flood-quiet",
+                "flood-10k",
+                "flood-50k",
+                "flood-100k",
+                "flood-max",
+                "takeover-1000f-150k"
+            ]
+        );
+        let custom = plan(&["--flows", "10000", "--rate", "max", "--payload", "1200"]).unwrap();
         assert_eq!(custom.steps[0].name(), "10000f-max-1200B");
-        assert_eq!(plan(&["--full", "--only", "1024f", "--bench"]).unwrap().steps.len(), 3);
-        assert_eq!(names(plan(&["--full", "--only", "flood", "--bench"]).unwrap()), full[8..13]);
-        let takeover = plan(&["--takeover", "--rate", "30k", "--bench"]).unwrap();
+        assert_eq!(plan(&["--full", "--only", "1024f"]).unwrap().steps.len(), 3);
+        assert_eq!(
+            names(plan(&["--full", "--only", "flood"]).unwrap()),
+            full[8..13]
+        );
+        let takeover = plan(&["--takeover", "--rate", "30k"]).unwrap();
         assert_eq!(names(takeover), ["takeover-1000f-30k"]);
-        let step = &plan(&["--full", "--only", "takeover", "--bench"]).unwrap().steps[0];
-        assert_eq!((step.echo, step.echo_flows(), step.flood()), (true, Some(334), None));
-        assert!(Contestant::Baseline.cannot_run(step).is_some() && Contestant::Floor.cannot_run(step).is_some());
-        assert_eq!(names(plan(&["--full", "--only", "flood-50k", "--bench"]).unwrap()), ["flood-quiet", "flood-50k"]);
-        assert_eq!(names(plan(&["--full", "--only", "echo", "--bench"]).unwrap()), ["64f-100k-echo"]);
-        let flood = plan(&["--flood", "20k", "--bench"]).unwrap();
-        assert_eq!((flood.mode, flood.steps[1].flood()), (Mode::Custom, Some(Some(Rate::Pps(20_000)))));
-        assert!(flood.steps.iter().all(|step| step.echo && step.settle() == FLOOD_SETTLE));
+        let step = &plan(&["--full", "--only", "takeover"]).unwrap().steps[0];
+        assert_eq!(
+            (step.echo, step.echo_flows(), step.flood()),
+            (true, Some(334), None)
+        );
+        assert!(
+            Contestant::Baseline.cannot_run(step).is_some()
+                && Contestant::Floor.cannot_run(step).is_some()
+        );
+        assert_eq!(
+            names(plan(&["--full", "--only", "flood-50k"]).unwrap()),
+            ["flood-quiet", "flood-50k"]
+        );
+        assert_eq!(
+            names(plan(&["--full", "--only", "echo"]).unwrap()),
+            ["64f-100k-echo"]
+        );
+        let flood = plan(&["--flood", "20k"]).unwrap();
+        assert_eq!(
+            (flood.mode, flood.steps[1].flood()),
+            (Mode::Custom, Some(Some(Rate::Pps(20_000))))
+        );
+        assert!(
+            flood
+                .steps
+                .iter()
+                .all(|step| step.echo && step.settle() == FLOOD_SETTLE)
+        );
         assert_eq!(names(flood), ["flood-quiet", "flood-20k"]);
-        let heavier = plan(&["--flood", "max", "--flows", "128", "--rate", "100k", "--bench"]).unwrap();
-        assert_eq!(names(heavier), ["flood-quiet-128f-100k-echo", "flood-max-128f-100k-echo"]);
-        let smoke = plan(&["--bench"]).unwrap();
+        let heavier = plan(&["--flood", "max", "--flows", "128", "--rate", "100k"]).unwrap();
+        assert_eq!(
+            names(heavier),
+            ["flood-quiet-128f-100k-echo", "flood-max-128f-100k-echo"]
+        );
+        let smoke = plan(&[]).unwrap();
         assert_eq!((smoke.steps.len(), smoke.steps[0].flood()), (1, None));
-        assert_eq!(smoke.run_bound(), smoke.warmup + smoke.measure + Duration::from_secs(30));
-        assert!(Contestant::Floor.cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0]).is_some());
-        assert!(Contestant::Baseline.cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0]).is_none());
-        for bad in [&["--only", "1024f"][..], &["--full", "--only", "none"], &["--full", "--echo"], &["--workers", "3"],
-            &["--full", "--flood", "10k"], &["--flood", "0"], &["--takeover", "--flood", "10k"],
+        assert_eq!(
+            smoke.run_bound(),
+            smoke.warmup + smoke.measure + Duration::from_secs(30)
+        );
+        assert!(
+            Contestant::Floor
+                .cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0])
+                .is_some()
+        );
+        assert!(
+            Contestant::Baseline
+                .cannot_run(&Step::floods(64, DEFAULT_RATE, 64, &[])[0])
+                .is_none()
+        );
+        for bad in [
+            &["--only", "1024f"][..],
+            &["--full", "--only", "none"],
+            &["--full", "--echo"],
+            &["--workers", "3"],
+            &["--full", "--flood", "10k"],
+            &["--flood", "0"],
+            &["--takeover", "--flood", "10k"],
             &["--takeover", "--echo"],
-            &["--workers", "0"], &["--forwarder-cpus", "7"], &["--payload", "19"], &["--load-threads", "0"]] {
+            &["--workers", "0"],
+            &["--forwarder-cpus", "7"],
+            &["--payload", "19"],
+            &["--load-threads", "0"],
+        ] {
             assert!(plan(bad).is_err(), "{bad:?}");
         }
     }
 
-    contestants_and_their_selection {
-        let cli = Cli::from_args(&["--ringgate-bin", "old=/tmp/rg", "--ringgate-bin", "/x",
-            "--ringgate-arg", "--task-run=default", "--forwarders", "ringgate:old,baseline"]).unwrap();
+    #[test]
+    fn contestants_and_their_selection() {
+        let cli = Cli::from_args(&[
+            "--ringgate-bin",
+            "old=/tmp/rg",
+            "--ringgate-bin",
+            "/x",
+            "--ringgate-arg",
+            "--task-run=default",
+            "--forwarders",
+            "ringgate:old,baseline",
+        ])
+        .unwrap();
         let plan = Plan::new(&cli, &[0, 1], "rg".into()).unwrap();
         let names: Vec<&str> = plan.contestants.iter().map(Contestant::name).collect();
         assert_eq!(names, ["ringgate:old", "baseline"]);
         assert_eq!(plan.ringgate_args, ["--task-run=default"]);
-        let cli = Cli::from_args(&["--proxy-protocol", "--variant", "fast=--task-run=default,--buffers=8192"]).unwrap();
+        let cli = Cli::from_args(&[
+            "--proxy-protocol",
+            "--variant",
+            "fast=--task-run=default,--buffers=8192",
+        ])
+        .unwrap();
         let plan = Plan::new(&cli, &[0, 1], "rg".into()).unwrap();
-        let variants: Vec<(&str, Vec<String>)> = plan.contestants.iter().filter_map(|c| match c {
-            Contestant::Ringgate { name, args, .. } if !args.is_empty() => Some((name.as_str(), args.clone())),
-            _ => None,
-        }).collect();
-        let strings = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
-        assert_eq!(variants, [
-            ("ringgate+pp", strings(&["--proxy-protocol=v2"])),
-            ("ringgate+pp-every", strings(&["--proxy-protocol=v2", "--proxy-protocol-every"])),
-            ("ringgate+fast", strings(&["--task-run=default", "--buffers=8192"])),
-        ]);
-        assert!(Plan::new(&Cli::from_args(&["--variant", "nolabel"]).unwrap(), &[0], "rg".into()).is_err());
+        let variants: Vec<(&str, Vec<String>)> = plan
+            .contestants
+            .iter()
+            .filter_map(|c| match c {
+                Contestant::Ringgate { name, args, .. } if !args.is_empty() => {
+                    Some((name.as_str(), args.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let strings =
+            |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
+        assert_eq!(
+            variants,
+            [
+                ("ringgate+pp", strings(&["--proxy-protocol=v2"])),
+                (
+                    "ringgate+pp-every",
+                    strings(&["--proxy-protocol=v2", "--proxy-protocol-every"])
+                ),
+                (
+                    "ringgate+fast",
+                    strings(&["--task-run=default", "--buffers=8192"])
+                ),
+            ]
+        );
+        assert!(
+            Plan::new(
+                &Cli::from_args(&["--variant", "nolabel"]).unwrap(),
+                &[0],
+                "rg".into()
+            )
+            .is_err()
+        );
         let cli = Cli::from_args(&["--ringgate-bin", "/x", "--forwarders", "ringgate:2"]).unwrap();
         assert!(Plan::new(&cli, &[0], "rg".into()).is_err());
     }
 
-    layouts_share_out_the_cpus {
+    #[test]
+    fn layouts_share_out_the_cpus() {
         let layouts = |raw: &[&str], online: &[usize]| -> Vec<(Vec<usize>, Vec<usize>, bool)> {
             let layouts = layouts(&Cli::from_args(raw).unwrap(), online).unwrap();
-            layouts.into_iter().map(|l| (l.forwarder.0.clone(), l.load.0.clone(), l.overlap())).collect()
+            layouts
+                .into_iter()
+                .map(|l| (l.forwarder.0.clone(), l.load.0.clone(), l.overlap()))
+                .collect()
         };
-        assert_eq!(layouts(&["--workers", "1,2"], &[0, 1]), [(vec![0], vec![1], false), (vec![0, 1], vec![1], true)]);
+        assert_eq!(
+            layouts(&["--workers", "1,2"], &[0, 1]),
+            [(vec![0], vec![1], false), (vec![0, 1], vec![1], true)]
+        );
         let sixteen: Vec<usize> = (0..16).collect();
-        assert_eq!(layouts(&["--workers", "4", "--load-cpus", "8-9"], &sixteen), [(vec![0, 1, 2, 3], vec![8, 9], false)]);
-        assert_eq!(layouts(&["--forwarder-cpus", "2,4"], &[0, 1, 2, 3, 4]), [(vec![2], vec![0, 1, 3, 4], false)]);
+        assert_eq!(
+            layouts(&["--workers", "4", "--load-cpus", "8-9"], &sixteen),
+            [(vec![0, 1, 2, 3], vec![8, 9], false)]
+        );
+        assert_eq!(
+            layouts(&["--forwarder-cpus", "2,4"], &[0, 1, 2, 3, 4]),
+            [(vec![2], vec![0, 1, 3, 4], false)]
+        );
     }
 }

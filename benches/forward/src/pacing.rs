@@ -110,17 +110,25 @@ impl Pacer {
     }
 }
 
-checks! {
-    shares_split_flows_and_rate {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_split_flows_and_rate() {
         let split = shares(10, 3, Rate::Pps(1_000));
         let flows: Vec<_> = split.iter().map(|s| s.flows.clone()).collect();
         assert_eq!(flows, [0..3, 3..6, 6..10]);
-        assert_eq!(split.iter().map(|s| s.rate_pps.unwrap()).sum::<u64>(), 1_000);
+        assert_eq!(
+            split.iter().map(|s| s.rate_pps.unwrap()).sum::<u64>(),
+            1_000
+        );
         assert_eq!(shares(2, 8, Rate::Max).len(), 2);
         assert_eq!(shares(2, 8, Rate::Max)[1].rate_pps, None);
     }
 
-    bursts_keep_every_flow_visited {
+    #[test]
+    fn bursts_keep_every_flow_visited() {
         let one = |flows: usize, rate: Rate| shares(flows, 1, rate)[0].burst();
         assert_eq!(one(64, Rate::Max), BURST_MAX);
         // 50k pps over 64 flows: 15.6 datagrams per flow per visit at 50 visits/s.
@@ -129,12 +137,25 @@ checks! {
         assert_eq!(one(1, Rate::Pps(10_000_000)), BURST_MAX);
     }
 
-    pacer_keeps_the_rate_and_bounds_catching_up {
-        let mut pacer = Pacer { rate_pps: 50_000, start_ns: 0, sent: 0, catch_up: 64 };
+    #[test]
+    fn pacer_keeps_the_rate_and_bounds_catching_up() {
+        let mut pacer = Pacer {
+            rate_pps: 50_000,
+            start_ns: 0,
+            sent: 0,
+            catch_up: 64,
+        };
         // 100 us steps: 5 datagrams fall due per step, well under the catch-up bound.
-        let sent: usize = (1..=10_000).map(|step| pacer.next(step * 100_000, 32, 1).unwrap_or(0)).sum();
+        let sent: usize = (1..=10_000)
+            .map(|step| pacer.next(step * 100_000, 32, 1).unwrap_or(0))
+            .sum();
         assert_eq!(sent, 50_000);
-        let mut pacer = Pacer { rate_pps: 1_000_000, start_ns: 0, sent: 0, catch_up: 256 };
+        let mut pacer = Pacer {
+            rate_pps: 1_000_000,
+            start_ns: 0,
+            sent: 0,
+            catch_up: 256,
+        };
         assert_eq!(pacer.next(1_000_000_000, usize::MAX, 1), Ok(256));
         // Then 1 us per datagram at 1M pps: 8 more are due 8 us later.
         assert_eq!(pacer.next(1_000_000_000, usize::MAX, 8), Err(8_000));
