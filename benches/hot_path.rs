@@ -130,7 +130,7 @@ fn session_table(c: &mut Criterion) {
     group.finish();
 }
 
-/// A receive buffer laid out the way the kernel fills it for ringgate's `recv_header()`:
+/// A receive buffer laid out the way the kernel fills it for ringgate's `recv_header(true)`:
 /// `io_uring_recvmsg_out`, the address field, the control field (no control message: the
 /// listener's destination address is absent here), then the payload.
 fn kernel_buffer(from: SocketAddr, payload_len: usize) -> Vec<u8> {
@@ -156,7 +156,7 @@ fn kernel_buffer(from: SocketAddr, payload_len: usize) -> Vec<u8> {
 fn recvmsg_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("recvmsg_out");
     group.throughput(Throughput::Elements(1));
-    let header = recv_header();
+    let header = recv_header(true);
     let v4: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
     let v6: SocketAddr = "[::1]:40000".parse().expect("literal address");
     for (name, from, payload_len) in [

@@ -35,8 +35,14 @@ pub struct DriverConfig {
     /// Receive buffers (a power of two).
     pub buffer_count: u32,
     /// The largest payload a receive buffer takes (`--buffer-size`); the driver adds the room
-    /// its own headers and a PROXY protocol header need.
+    /// its own headers and `headroom` need.
     pub payload_bytes: u32,
+    /// The longest prefix a send writes before a received payload (a PROXY protocol header);
+    /// the driver leaves at least this much room before every payload.
+    pub headroom: usize,
+    /// Receives report each datagram's destination address (a wildcard listener, which asks for
+    /// pktinfo); otherwise the driver reserves no room for it.
+    pub recv_destination: bool,
     /// The period of the reaper's tick.
     pub tick: Duration,
     /// io_uring's task-running mode to try first; plainer ones follow if the kernel refuses it.

@@ -18,6 +18,7 @@ use super::{Started, Worker, adopt, closing, handover};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::handover::{Freeze, Import};
+use crate::pp2;
 use crate::route::{self, resolve::Resolver};
 use crate::session::{Limits, Sessions};
 use crate::stats::{Counters, Shared};
@@ -59,6 +60,12 @@ impl Worker {
             cq_entries: (config.ring_entries * 8).min(65_536),
             buffer_count: config.buffer_count,
             payload_bytes: config.buffer_size_bytes,
+            headroom: if config.proxy_protocol {
+                pp2::HEADER_MAX
+            } else {
+                0
+            },
+            recv_destination: config.listen.ip().is_unspecified(),
             tick,
             task_run: config.task_run,
             streams: lent.streams,

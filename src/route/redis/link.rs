@@ -337,6 +337,8 @@ mod tests {
             cq_entries: 64,
             buffer_count: 2,
             payload_bytes: 64,
+            headroom: 0,
+            recv_destination: false,
             tick: Duration::from_secs(1),
             task_run: crate::sys::uring::TaskRun::Deferred,
             streams: 1,

@@ -30,7 +30,7 @@ mod tests;
 
 use self::buf_ring::BufRing;
 use self::lent::LentMemory;
-use self::msghdr::{PAYLOAD_OFFSET, SendSlots, recv_header};
+use self::msghdr::{SendSlots, payload_offset, recv_header};
 pub use self::setup::{TaskRun, explain_setup_error};
 use super::driver::{Completion, DriverConfig, Received, RecvFault};
 use super::lent::{LENT_BIT, Lent, LentOp};
@@ -48,6 +48,8 @@ pub struct Ring {
     bufs: BufRing,
     sends: SendSlots,
     recv_hdr: Box<libc::msghdr>,
+    /// Where the payload starts in every receive buffer (after the headers `recv_hdr` asks for).
+    payload_offset: usize,
     tick: Box<types::Timespec>,
     wake_buf: Box<u64>,
     /// Stream and timer memory; its operations are in `sys::lent`.
@@ -63,7 +65,11 @@ pub(super) fn refused(what: &str) -> io::Error {
 impl Ring {
     pub fn new(cfg: &DriverConfig) -> io::Result<Ring> {
         let (ring, task_run) = setup::build(cfg)?;
-        let bufs = BufRing::new(cfg.buffer_count, cfg.payload_bytes + PAYLOAD_OFFSET as u32)?;
+        // The control field only where it is used: the destination of a wildcard listener's
+        // datagrams, or headroom for a prefix that would not fit without it.
+        let control = cfg.recv_destination || cfg.headroom > payload_offset(false);
+        let offset = payload_offset(control);
+        let bufs = BufRing::new(cfg.buffer_count, cfg.payload_bytes + offset as u32)?;
         let (ring_addr, entries) = bufs.registration();
         // SAFETY: the descriptor ring is a page-aligned mapping of `entries` descriptors owned
         // by `bufs`, which the returned Driver keeps until after the ring itself is closed
@@ -83,7 +89,8 @@ impl Ring {
             ring,
             sends: SendSlots::new(cfg.buffer_count),
             bufs,
-            recv_hdr: Box::new(recv_header()),
+            recv_hdr: Box::new(recv_header(control)),
+            payload_offset: offset,
             tick: Box::new(
                 types::Timespec::new()
                     .sec(cfg.tick.as_secs())
@@ -166,7 +173,8 @@ impl Ring {
         user_data: u64,
     ) -> io::Result<bool> {
         Self::check_caller(user_data)?;
-        let start = PAYLOAD_OFFSET
+        let start = self
+            .payload_offset
             .checked_sub(prefix.len())
             .ok_or_else(|| refused("prefix larger than the headroom"))?;
         if !prefix.is_empty() && !self.bufs.write(bid, start, prefix) {
@@ -199,7 +207,7 @@ impl Ring {
         Self::check_caller(user_data)?;
         let payload = self
             .bufs
-            .range(bid, PAYLOAD_OFFSET, len)
+            .range(bid, self.payload_offset, len)
             .ok_or_else(|| refused("buffer not leased"))?;
         let hdr = self
             .sends
@@ -317,8 +325,8 @@ impl Ring {
 
     /// The first `len` payload bytes of leased buffer `bid`.
     pub fn payload(&self, bid: u16, len: usize) -> Option<&[u8]> {
-        let buffer = self.bufs.get(bid, PAYLOAD_OFFSET + len)?;
-        Some(&buffer[PAYLOAD_OFFSET..])
+        let buffer = self.bufs.get(bid, self.payload_offset + len)?;
+        Some(&buffer[self.payload_offset..])
     }
 }
 
@@ -332,7 +340,7 @@ impl Drop for Ring {
             std::mem::forget(std::mem::replace(&mut self.sends, SendSlots::new(0)));
             std::mem::forget(std::mem::replace(
                 &mut self.recv_hdr,
-                Box::new(recv_header()),
+                Box::new(recv_header(true)),
             ));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
             std::mem::forget(std::mem::replace(

@@ -1,11 +1,14 @@
 //! The `msghdr`s ringgate's receives and replies point the kernel at.
 //!
-//! Receives: every multishot `recvmsg` (listener and sessions) uses one header that reserves
-//! [`SOCKADDR_MAX`] bytes for the source address and [`CONTROL_LEN`] for control data (the
-//! destination a wildcard listener's datagram was sent to), so every received buffer has the
-//! same layout: a 16-byte `io_uring_recvmsg_out`, the address field, the control field, then
-//! the payload at [`PAYLOAD_OFFSET`]. Once parsed, the bytes before the payload are headroom a
-//! send may prefix to it (a PROXY protocol header) without moving the payload.
+//! Receives: every multishot `recvmsg` of a ring (listener and sessions) uses one header that
+//! reserves [`SOCKADDR_MAX`] bytes for the source address and, when the ring needs it,
+//! [`CONTROL_LEN`] for control data (the destination a wildcard listener's datagram was sent
+//! to), so every buffer a ring receives into has the same layout: a 16-byte
+//! `io_uring_recvmsg_out`, the address field, the control field if any, then the payload at
+//! [`payload_offset`]. Once parsed, the bytes before the payload are headroom a send may prefix
+//! to it (a PROXY protocol header) without moving the payload. The control field is reserved
+//! only where it is used: reserving it costs every receive about 3 % more CPU per forwarded
+//! datagram (docs/PERFORMANCE.md), which a listener on a specific address never needs back.
 //!
 //! Replies: a `sendmsg` needs a header, an iovec, a destination address and perhaps a control
 //! message (the source to leave from) that stay put until its completion. Every reply is sent
@@ -23,8 +26,13 @@ use crate::sys::sockaddr::{self, RawSockAddr, SOCKADDR_MAX};
 
 /// `sizeof(struct io_uring_recvmsg_out)`.
 pub const RECVMSG_OUT_LEN: usize = 16;
-/// Where the payload starts in every received buffer.
-pub const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + SOCKADDR_MAX + CONTROL_LEN;
+/// Where the payload starts in a received buffer, with or without the control field.
+pub const fn payload_offset(control: bool) -> usize {
+    RECVMSG_OUT_LEN + SOCKADDR_MAX + if control { CONTROL_LEN } else { 0 }
+}
+
+/// Where the payload starts in a buffer laid out with the control field.
+pub const PAYLOAD_OFFSET: usize = payload_offset(true);
 
 fn zeroed_header() -> libc::msghdr {
     // SAFETY: msghdr is a plain C struct for which all-zero bytes (null pointers, zero lengths)
@@ -33,12 +41,12 @@ fn zeroed_header() -> libc::msghdr {
     unsafe { std::mem::zeroed() }
 }
 
-/// The header every multishot `recvmsg` is armed with (only its lengths matter to the kernel:
-/// the buffers come from the buffer ring).
-pub fn recv_header() -> libc::msghdr {
+/// The header every multishot `recvmsg` of a ring is armed with, with or without the control
+/// field (only its lengths matter to the kernel: the buffers come from the buffer ring).
+pub fn recv_header(control: bool) -> libc::msghdr {
     let mut hdr = zeroed_header();
     hdr.msg_namelen = SOCKADDR_MAX as libc::socklen_t;
-    hdr.msg_controllen = CONTROL_LEN as _;
+    hdr.msg_controllen = if control { CONTROL_LEN as _ } else { 0 };
     hdr
 }
 
@@ -169,10 +177,10 @@ mod tests {
         let mut control = [0u8; CONTROL_LEN];
         let used = encode_source(&mut control, dest, true);
         let buf = kernel_buffer_with(from, &control[..used], b"hi", 2, 0);
-        assert_eq!(parse(&buf, &recv_header()).unwrap().dest, Some(dest));
+        assert_eq!(parse(&buf, &recv_header(true)).unwrap().dest, Some(dest));
         let truncated =
             kernel_buffer_with(from, &control[..used], b"hi", 2, libc::MSG_CTRUNC as u32);
-        assert_eq!(parse(&truncated, &recv_header()).unwrap().dest, None);
+        assert_eq!(parse(&truncated, &recv_header(true)).unwrap().dest, None);
     }
 
     #[test]
@@ -180,7 +188,7 @@ mod tests {
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let buf = kernel_buffer(from, b"hello", 5, 0);
         assert_eq!(
-            parse(&buf, &recv_header()),
+            parse(&buf, &recv_header(true)),
             Ok(Received {
                 source: from,
                 len: 5,
@@ -190,7 +198,7 @@ mod tests {
         let from6: SocketAddr = "[::1]:6000".parse().unwrap();
         let empty = kernel_buffer(from6, b"", 0, 0);
         assert_eq!(
-            parse(&empty, &recv_header()),
+            parse(&empty, &recv_header(true)),
             Ok(Received {
                 source: from6,
                 len: 0,
@@ -203,18 +211,37 @@ mod tests {
     fn truncated_datagrams_are_faults() {
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let trunc = kernel_buffer(from, b"abcd", 9000, libc::MSG_TRUNC as u32);
-        assert_eq!(parse(&trunc, &recv_header()), Err(RecvFault::Truncated));
+        assert_eq!(parse(&trunc, &recv_header(true)), Err(RecvFault::Truncated));
         let whole = kernel_buffer(from, &[7; 100], 100, 0);
         assert_eq!(
-            parse(&whole[..10], &recv_header()),
+            parse(&whole[..10], &recv_header(true)),
             Err(RecvFault::Truncated)
         );
+    }
+
+    #[test]
+    fn without_the_control_field_the_payload_starts_right_after_the_address() {
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let raw = RawSockAddr::encode(from);
+        let mut buf = Vec::new();
+        buf.extend((raw.as_bytes().len() as u32).to_ne_bytes());
+        buf.extend(0u32.to_ne_bytes());
+        buf.extend(3u32.to_ne_bytes());
+        buf.extend(0u32.to_ne_bytes());
+        let mut name = [0u8; SOCKADDR_MAX];
+        name[..raw.as_bytes().len()].copy_from_slice(raw.as_bytes());
+        buf.extend(name);
+        assert_eq!(buf.len(), payload_offset(false));
+        buf.extend(b"abc");
+        let got = parse(&buf, &recv_header(false)).unwrap();
+        assert_eq!((got.source, got.len, got.dest), (from, 3, None));
+        assert_eq!(payload_offset(true) - payload_offset(false), CONTROL_LEN);
     }
 
     #[test]
     fn foreign_addresses_are_faults() {
         let mut buf = kernel_buffer("127.0.0.1:1".parse().unwrap(), b"x", 1, 0);
         buf[16..18].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
-        assert_eq!(parse(&buf, &recv_header()), Err(RecvFault::BadAddress));
+        assert_eq!(parse(&buf, &recv_header(true)), Err(RecvFault::BadAddress));
     }
 }

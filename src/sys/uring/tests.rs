@@ -8,6 +8,8 @@ fn small() -> DriverConfig {
         cq_entries: 64,
         buffer_count: 8,
         payload_bytes: 16,
+        headroom: 0,
+        recv_destination: false,
         tick: Duration::from_millis(10),
         task_run: TaskRun::Deferred,
         streams: 1,
