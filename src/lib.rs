@@ -8,7 +8,6 @@ pub mod addr;
 pub mod admission;
 pub mod config;
 pub mod datagram;
-pub mod handover;
 pub mod host_check;
 pub mod logtext;
 pub mod metrics;
@@ -22,6 +21,7 @@ pub mod session;
 pub mod stats;
 pub mod summary;
 pub mod sys;
+pub mod takeover;
 pub mod user_data;
 pub mod worker;
 

@@ -2,7 +2,7 @@
 //!
 //! A value, an error message or a disconnect message is whatever a peer chose to send: a
 //! newline in it would forge a second log line, an escape sequence would rewrite a terminal.
-//! [`escaped`] shows printable ASCII as is and everything else escaped (`\n`, `\x1b`,
+//! [`escaped`] shows printable ASCII as is and everything else escaped (`\n`, `\u{1b}`,
 //! `\u{e9}`), cut at a length.
 
 use std::fmt::Write;

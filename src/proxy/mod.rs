@@ -5,12 +5,12 @@
 //! listen address has port 0 it picks the port, and the others join its reuseport group on that
 //! concrete port. Workers share only [`Shared`]: each worker's published counters (each written
 //! by its worker alone), `armed` (counted up and down by the workers), `buffers_forced` (written
-//! by the workers at start), and the flags this module writes after start (`stop`, `let_go`,
+//! by the workers at start), and the flags this module writes after start (`stop`, `taken_over`,
 //! `draining`), which a worker reads on its wake-up or, for `draining`, per new session.
 //!
 //! With `--takeover`, the workers build their rings and then adopt the listening sockets and
 //! sessions of the process being taken over instead of binding (`takeover`); with `--control`,
-//! this process serves takeovers itself (`crate::handover::give`).
+//! this process serves takeovers itself (`crate::takeover::give`).
 
 mod preflight;
 mod takeover;
@@ -27,8 +27,6 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::handover::WorkerLink;
-use crate::handover::give::{Control, HandedOver, Served};
 use crate::metrics::{self, MetricsServer};
 use crate::route::resolve::Resolver;
 use crate::route::{self, Routes};
@@ -36,6 +34,8 @@ use crate::stats::Shared;
 use crate::summary::Summary;
 use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, limits};
+use crate::takeover::WorkerLink;
+use crate::takeover::give::{Control, HandedOver, Served};
 use crate::worker::Listen;
 
 use self::thread::WorkerThread;
@@ -98,7 +98,7 @@ impl Proxy {
         // running process nothing.
         let mut taking = match &config.takeover {
             Some(path) => Some(
-                crate::handover::take::Taking::connect(path, config.listen, config.workers)
+                crate::takeover::take::Taking::connect(path, config.listen, config.workers)
                     .map_err(StartError)?,
             ),
             None => None,
@@ -155,7 +155,7 @@ impl Proxy {
                 }
                 None => Listen::Bind(proxy.local),
             };
-            let (freeze, control) = match &config.control {
+            let (pause, control) = match &config.control {
                 Some(_) => {
                     let (give, take) = mpsc::channel();
                     (Some(give), Some(take))
@@ -164,7 +164,7 @@ impl Proxy {
             };
             match thread::spawn_worker(&config, index, listen, &shared, resolver.clone(), control) {
                 Ok((mut thread, local)) => {
-                    thread.freeze = freeze;
+                    thread.pause = pause;
                     proxy.local = local;
                     proxy.workers.push(thread);
                 }
@@ -181,7 +181,7 @@ impl Proxy {
                 Ok(metrics) => inherited = metrics,
                 Err(why) => {
                     // The old process serves everything again; close nothing it holds.
-                    proxy.shared.let_go.store(true, Ordering::Release);
+                    proxy.shared.taken_over.store(true, Ordering::Release);
                     let _ = proxy.stop();
                     return Err(StartError(format!(
                         "takeover failed: {why}; the running ringgate keeps serving"
@@ -260,7 +260,7 @@ impl Proxy {
             .iter()
             .filter_map(|w| {
                 Some(WorkerLink {
-                    freeze: w.freeze.clone()?,
+                    pause: w.pause.clone()?,
                     waker: w.waker.try_clone().ok()?,
                 })
             })

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::handover::take::Taking;
-use crate::handover::{Adopted, Import};
 use crate::notify::notify;
+use crate::takeover::take::Taking;
+use crate::takeover::{Adopted, Import};
 
 /// How long the workers may take to arm their receives once told to serve.
 const ARM_TIMEOUT: Duration = Duration::from_secs(5);

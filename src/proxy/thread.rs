@@ -10,10 +10,10 @@ use std::thread::JoinHandle;
 
 use super::StartError;
 use crate::config::Config;
-use crate::handover::Freeze;
 use crate::route::resolve::Resolver;
 use crate::stats::Shared;
 use crate::sys::uring::TaskRun;
+use crate::takeover::Pause;
 use crate::worker::{Listen, Started, Worker};
 
 pub(super) struct WorkerThread {
@@ -21,7 +21,7 @@ pub(super) struct WorkerThread {
     pub(super) waker: File,
     pub(super) task_run: Option<TaskRun>,
     /// Where a takeover's pause requests go (`--control`).
-    pub(super) freeze: Option<mpsc::Sender<Freeze>>,
+    pub(super) pause: Option<mpsc::Sender<Pause>>,
 }
 
 /// Starts worker `index` on its own thread and waits until it is built (or failed to be).
@@ -31,7 +31,7 @@ pub(super) fn spawn_worker(
     listen: Listen,
     shared: &Arc<Shared>,
     resolver: Option<Resolver>,
-    control: Option<Receiver<Freeze>>,
+    control: Option<Receiver<Pause>>,
 ) -> Result<(WorkerThread, SocketAddr), StartError> {
     let (tx, rx) = mpsc::sync_channel::<Result<Started, String>>(2);
     let cpu = config
@@ -72,7 +72,7 @@ pub(super) fn spawn_worker(
                 handle,
                 waker: started.waker,
                 task_run: started.task_run,
-                freeze: None,
+                pause: None,
             },
             started.local,
         )),

@@ -1,8 +1,8 @@
 //! Sessions crossing between processes (a takeover), in the one shape they travel in: the
 //! table exports itself as [`OpenSession`]s and [`PendingSession`]s and imports them again
-//! (`handover::state` writes them as lines). [`Sessions::export`] names every field of a
+//! (`takeover::state` writes them as lines). [`Sessions::export`] names every field of a
 //! session, so that a field added to the table fails to compile until it is carried (or said
-//! not to be); the round trip through the lines is tested in `handover::state`.
+//! not to be); the round trip through the lines is tested in `takeover::state`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -163,7 +163,7 @@ impl<U: AsRawFd> Sessions<U> {
         }
     }
 
-    /// Whether no session has an operation in the ring (a handover may take their sockets).
+    /// Whether no session has an operation in the ring (a takeover may take their sockets).
     pub fn quiet(&self) -> bool {
         self.slots
             .iter()

@@ -2,7 +2,7 @@
 //! published counters ([`SharedStats`]) and a few flags ([`Shared`]).
 //!
 //! Workers write their own `SharedStats` only, once per batch, and `armed` and `buffers_forced`;
-//! the owner of the workers writes the flags (`stop`, `let_go`, `draining`) after start; the
+//! the owner of the workers writes the flags (`stop`, `taken_over`, `draining`) after start; the
 //! metrics thread only reads.
 
 use std::net::IpAddr;
@@ -82,7 +82,7 @@ pub struct Shared {
     pub ready_requires_links: bool,
     pub stop: AtomicBool,
     /// With `stop`: stop without closing sessions (another process serves them).
-    pub let_go: AtomicBool,
+    pub taken_over: AtomicBool,
     /// Draining (SIGTERM with `--drain-timeout`): no new sessions, not ready.
     pub draining: AtomicBool,
     /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
@@ -107,7 +107,7 @@ impl Shared {
             links,
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            let_go: AtomicBool::new(false),
+            taken_over: AtomicBool::new(false),
             buffers_forced: AtomicBool::new(false),
         }
     }

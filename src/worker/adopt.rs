@@ -5,7 +5,7 @@
 //! resume, and the two must never both serve. Once told, it arms every receive, and a session
 //! still waiting for its route asks this process's router again, its held datagrams carried as
 //! bytes until it opens. If the takeover fails instead, the worker stops without a word, having
-//! touched nothing. The old process's side is `handover`.
+//! touched nothing. The old process's side is `pause`.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -15,10 +15,10 @@ use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::Worker;
-use crate::handover::state::SessionLine;
-use crate::handover::{Adopted, Armed};
 use crate::session::Key;
 use crate::stats::Counter;
+use crate::takeover::state::SessionLine;
+use crate::takeover::{Adopted, Armed};
 
 /// The tick a worker's reaper starts counting from: a session adopted from another process may
 /// have been idle, or alive, for up to this many ticks.

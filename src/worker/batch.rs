@@ -53,7 +53,7 @@ impl Worker {
         let fd = self.listener.as_raw_fd();
         let result = self.driver.recv_multishot(fd, Op::ListenRecv.encode());
         if result.is_ok() {
-            self.handover.listener_armed = true;
+            self.pause.listener_armed = true;
         }
         self.pushed(result, Deferred::ArmListener);
     }

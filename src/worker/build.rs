@@ -14,10 +14,9 @@ use tracing::info;
 
 use super::lifecycle::Life;
 use super::warnings::Warnings;
-use super::{Started, Worker, adopt, closing, handover};
+use super::{Started, Worker, adopt, closing, pause};
 use crate::admission::Admission;
 use crate::config::Config;
-use crate::handover::{Freeze, Import};
 use crate::pp2;
 use crate::route::{self, resolve::Resolver};
 use crate::session::{Limits, Sessions};
@@ -25,6 +24,7 @@ use crate::stats::{Counters, Shared};
 use crate::sys::driver::{Driver, DriverConfig};
 use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, socket};
+use crate::takeover::{Import, Pause};
 
 /// Where a worker's listening socket comes from.
 pub enum Listen {
@@ -48,7 +48,7 @@ impl Worker {
         listen: Listen,
         shared: Arc<Shared>,
         resolver: Option<Resolver>,
-        control: Option<Receiver<Freeze>>,
+        control: Option<Receiver<Pause>>,
         built: impl FnOnce(Started),
     ) -> io::Result<Worker> {
         let tick = config.tick();
@@ -168,7 +168,7 @@ impl Worker {
             socket_size,
             life: Life::Serving,
             warnings: Warnings::new(config.log_sessions),
-            handover: handover::State::new(control),
+            pause: pause::State::new(control),
             adoption: adopt::State::default(),
         };
         if let Some((sessions, adopted, commit)) = import {

@@ -128,8 +128,8 @@ impl Worker {
         }
         // A takeover that failed after this process took the sockets: the old process serves
         // them again, so nothing may be closed.
-        if self.shared.let_go.load(Ordering::Acquire) {
-            return self.let_go();
+        if self.shared.taken_over.load(Ordering::Acquire) {
+            return self.taken_over();
         }
         self.life.stop(Instant::now());
         debug!(

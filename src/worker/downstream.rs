@@ -29,7 +29,7 @@ impl Worker {
             .send_to(fd, bid, len as usize, &reply.to, from, user_data)
         {
             Ok(flushed) => {
-                self.handover.sends_down += 1;
+                self.pause.sends_down += 1;
                 self.counters.backends.packet_down(reply.backend);
                 self.count_flush(flushed);
             }
@@ -41,7 +41,7 @@ impl Worker {
     }
 
     pub(super) fn on_send_down(&mut self, bid: u16, res: i32) {
-        self.handover.sends_down = self.handover.sends_down.saturating_sub(1);
+        self.pause.sends_down = self.pause.sends_down.saturating_sub(1);
         self.recycle(bid);
         if res >= 0 {
             self.counters.bump(Counter::PacketsDownstream);

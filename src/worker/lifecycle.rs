@@ -14,14 +14,14 @@
 //! admitted is the newcomer gate's question (draining is a process-wide setting it reads).
 //! *Pausing* for a takeover: receives are cancelled and not armed again; what they had already
 //! received is still forwarded; nothing is reaped. Once quiet, the worker exports its sessions
-//! and then **blocks** on the takeover's decision (bounded: see `handover`), the one wait of a
+//! and then **blocks** on the takeover's decision (bounded: see `pause`), the one wait of a
 //! worker outside the driver's. *Stopping*: every operation is cancelled and the worker waits,
 //! at most [`DRAIN_TIMEOUT`], for the driver to drain; its sessions are closed, or, handed over,
 //! left to the next process without a word.
 
 use std::time::{Duration, Instant};
 
-use crate::handover::Freeze;
+use crate::takeover::Pause;
 
 /// How long a stopping worker waits for the kernel to finish its cancelled operations.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -32,10 +32,10 @@ pub(super) enum Life {
     Serving,
     Pausing {
         since: Instant,
-        freeze: Freeze,
+        pause: Pause,
     },
     /// Stopping, since then. Whether its sessions were closed or handed over is decided by
-    /// whoever stops it (`closing`, `handover`): nothing after that differs.
+    /// whoever stops it (`closing`, `pause`): nothing after that differs.
     Stopping {
         since: Instant,
     },
@@ -79,21 +79,21 @@ impl Life {
         }
     }
 
-    /// Serving → pausing for a takeover. A worker not serving refuses, and gets `freeze` back
+    /// Serving → pausing for a takeover. A worker not serving refuses, and gets `pause` back
     /// to answer.
-    pub(super) fn pause(&mut self, freeze: Freeze, now: Instant) -> Result<(), Freeze> {
+    pub(super) fn pause(&mut self, pause: Pause, now: Instant) -> Result<(), Pause> {
         if !self.serving() {
-            return Err(freeze);
+            return Err(pause);
         }
-        *self = Life::Pausing { since: now, freeze };
+        *self = Life::Pausing { since: now, pause };
         Ok(())
     }
 
     /// Takes a pausing worker's takeover request out, to decide; the worker is serving meanwhile
     /// unless it is put back with [`Life::pause`] or moves on.
-    pub(super) fn take_pause(&mut self) -> Option<(Instant, Freeze)> {
+    pub(super) fn take_pause(&mut self) -> Option<(Instant, Pause)> {
         match std::mem::replace(self, Life::Serving) {
-            Life::Pausing { since, freeze } => Some((since, freeze)),
+            Life::Pausing { since, pause } => Some((since, pause)),
             other => {
                 *self = other;
                 None
@@ -102,8 +102,8 @@ impl Life {
     }
 
     /// Pausing → pausing again, since `since` (still waiting to be quiet).
-    pub(super) fn keep_pausing(&mut self, since: Instant, freeze: Freeze) {
-        *self = Life::Pausing { since, freeze };
+    pub(super) fn keep_pausing(&mut self, since: Instant, pause: Pause) {
+        *self = Life::Pausing { since, pause };
     }
 
     /// Any state → stopping. False if it was stopping already.
@@ -137,10 +137,10 @@ mod tests {
 
     use super::*;
 
-    fn freeze() -> Freeze {
+    fn pause() -> Pause {
         let (export, _) = mpsc::sync_channel(1);
         let (_, decision) = mpsc::sync_channel(1);
-        Freeze { export, decision }
+        Pause { export, decision }
     }
 
     #[test]
@@ -156,11 +156,11 @@ mod tests {
     fn a_pause_forwards_what_was_received_but_arms_nothing_and_can_resume() {
         let t0 = Instant::now();
         let mut life = Life::Serving;
-        assert!(life.pause(freeze(), t0).is_ok());
+        assert!(life.pause(pause(), t0).is_ok());
         assert!(life.forwards() && !life.serving() && !life.stopping());
         let soon = Duration::from_millis(1);
         assert_eq!(life.wait(false, soon), Wait::AtMost(soon));
-        assert!(life.pause(freeze(), t0).is_err(), "one takeover at a time");
+        assert!(life.pause(pause(), t0).is_err(), "one takeover at a time");
         let (since, f) = life.take_pause().unwrap();
         assert_eq!(since, t0);
         assert!(life.serving(), "taken out: serving unless put back");
@@ -178,7 +178,7 @@ mod tests {
         assert!(!life.stop(Instant::now()), "stopping already");
         assert!(matches!(life, Life::Stopping { .. }));
         assert!(!life.forwards() && !life.serving());
-        assert!(life.pause(freeze(), Instant::now()).is_err());
+        assert!(life.pause(pause(), Instant::now()).is_err());
         assert!(life.take_pause().is_none() && life.stopping());
         assert_eq!(life.wait(true, Duration::ZERO), Wait::AtMost(STOP_POLL));
         assert_eq!(life.done(0), Some(true));

@@ -8,9 +8,9 @@
 //! through `sys::driver` (completions, received datagrams, sends), never to a ring directly.
 //!
 //! What blocks: the wait in the driver, and one other: a worker paused for a takeover, once
-//! quiet, blocks on the takeover's decision (bounded; see [`lifecycle`] and [`handover`]). What
+//! quiet, blocks on the takeover's decision (bounded; see [`lifecycle`] and [`pause`]). What
 //! is shared: the worker writes only its own published counters; it reads the process's flags
-//! (stop, let go, draining), which the owner writes after start, once per wake-up or new
+//! (stop, taken over, draining), which the owner writes after start, once per wake-up or new
 //! session.
 //!
 //! The packet's path, top to bottom, one module per stretch:
@@ -24,7 +24,7 @@
 //!   shutdown), the reaper tick and stopping.
 //! - [`lifecycle`]: serving, pausing for a takeover, stopping: the one state the packet path
 //!   asks whether to forward and whether to arm receives.
-//! - [`handover`] and [`adopt`]: a takeover, the old process's side and the new one's.
+//! - [`pause`] and [`adopt`]: a takeover, the old process's side (pausing, exporting) and the new one's.
 //! - [`events`]: once per batch, what the session table announced (opened, confirmed, closed)
 //!   goes to the session log lines and the router's session map.
 //! - [`batch`]: once per batch, the router's turn, re-arms within the buffer budget, publishing.
@@ -39,8 +39,8 @@ pub use build::Listen;
 mod closing;
 mod downstream;
 mod events;
-mod handover;
 mod lifecycle;
+mod pause;
 mod recv;
 mod upstream;
 mod warnings;
@@ -127,8 +127,8 @@ pub struct Worker {
     /// Serving, pausing for a takeover, or stopping (`lifecycle`).
     life: Life,
     warnings: Warnings,
-    /// A takeover's state in this worker: giving away (`handover`), taking in (`adopt`).
-    handover: handover::State,
+    /// A takeover's state in this worker: giving away (`pause`), taking in (`adopt`).
+    pause: pause::State,
     adoption: adopt::State,
 }
 

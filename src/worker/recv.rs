@@ -63,7 +63,7 @@ impl Worker {
     fn recv_ended(&mut self, on: On) {
         let rearm = match on {
             On::Listener => {
-                self.handover.listener_armed = false;
+                self.pause.listener_armed = false;
                 Deferred::ArmListener
             }
             On::Session(key) => match self.sessions.recv_ended(key) {

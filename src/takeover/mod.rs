@@ -24,7 +24,7 @@
 //! `BYE` is sent, and the old process resumes every worker with everything it held, while the
 //! new one stops without having read or sent a datagram: nothing is lost or sent twice,
 //! because until `BYE` only the old process ever touches the sockets' traffic. The workers'
-//! side is `worker::handover`.
+//! side is `worker::pause`.
 
 pub mod give;
 pub mod state;
@@ -40,7 +40,7 @@ use state::SessionLine;
 /// The exchange's version, in `HELLO`.
 pub const VERSION: u32 = 1;
 
-/// A worker's part of a handover, as it hands it over. The descriptors stay the worker's: it
+/// A worker's part of a takeover, as it hands it over. The descriptors stay the worker's: it
 /// stays paused, holding them, until the [`Decision`].
 #[derive(Debug)]
 pub struct Export {
@@ -50,7 +50,7 @@ pub struct Export {
     pub fds: Vec<RawFd>,
 }
 
-/// A worker's part of a handover, as the next process receives it.
+/// A worker's part of a takeover, as the next process receives it.
 #[derive(Debug)]
 pub struct Import {
     pub listener: OwnedFd,
@@ -87,14 +87,14 @@ pub enum Decision {
 
 /// What the control thread asks of a worker: pause, export, and wait for the decision.
 #[derive(Debug)]
-pub struct Freeze {
+pub struct Pause {
     pub export: SyncSender<Result<Export, String>>,
     pub decision: Receiver<Decision>,
 }
 
-/// How the control thread reaches one worker: its freeze requests, and its wake-up eventfd.
+/// How the control thread reaches one worker: its pause requests, and its wake-up eventfd.
 #[derive(Debug)]
 pub struct WorkerLink {
-    pub freeze: Sender<Freeze>,
+    pub pause: Sender<Pause>,
     pub waker: File,
 }

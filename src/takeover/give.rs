@@ -2,8 +2,8 @@
 //! connects to it and asks.
 //!
 //! One takeover at a time, on the control socket's own thread. The workers are paused only
-//! once the new process has built its rings (`GO`), and stay paused until it has armed every
-//! receive (`READY`) or the handover timeout passes; until `BYE` is sent every failure resumes
+//! once the new process has built its rings (`GO`), and stay paused until it has adopted
+//! everything (`READY`, arming nothing until `BYE`) or the handover timeout passes; until `BYE` is sent every failure resumes
 //! them. Only a process of the same user (or root) may connect.
 
 use std::io;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use super::wire::{Link, truncated};
-use super::{Decision, Export, Freeze, VERSION, WorkerLink};
+use super::{Decision, Export, Pause, VERSION, WorkerLink};
 use crate::sys::{eventfd, passfd};
 
 /// How long sending `BYE` may take.
@@ -45,7 +45,7 @@ pub struct Served {
     pub handed_over: Option<Box<dyn Fn(HandedOver) + Send>>,
 }
 
-/// A finished handover, as the old process reports it.
+/// A finished takeover, as the old process reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandedOver {
     pub sessions: usize,
@@ -191,7 +191,7 @@ fn hand_over(mut link: Link, served: &Served) -> Result<HandedOver, String> {
     let frozen_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let (exports, decisions) = freeze(&served.workers);
+    let (exports, decisions) = pause(&served.workers);
     let outcome = exports.and_then(|exports| {
         let deadline = frozen_at + served.timeout;
         let counts = send_state(&mut link, &exports, served.metrics, frozen_unix, deadline)?;
@@ -229,14 +229,14 @@ fn hand_over(mut link: Link, served: &Served) -> Result<HandedOver, String> {
 /// Pauses every worker and collects their exports, with one decision channel per worker. A
 /// worker that cannot pause fails the lot.
 #[allow(clippy::type_complexity)]
-fn freeze(workers: &[WorkerLink]) -> (Result<Vec<Export>, String>, Vec<mpsc::Sender<Decision>>) {
+fn pause(workers: &[WorkerLink]) -> (Result<Vec<Export>, String>, Vec<mpsc::Sender<Decision>>) {
     let mut waiting = Vec::with_capacity(workers.len());
     let mut decisions = Vec::with_capacity(workers.len());
     for (i, w) in workers.iter().enumerate() {
         let (export, exported) = mpsc::sync_channel(1);
         let (decide, decision) = mpsc::channel();
         decisions.push(decide);
-        let asked = w.freeze.send(Freeze { export, decision });
+        let asked = w.pause.send(Pause { export, decision });
         if asked.is_err() || eventfd::signal(&w.waker).is_err() {
             return (Err(format!("worker {i} is not running")), decisions);
         }

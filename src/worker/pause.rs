@@ -1,6 +1,6 @@
-//! A worker's side of a takeover (`crate::handover`).
+//! A worker's side of a takeover (`crate::takeover`).
 //!
-//! In the old process: a [`Freeze`] pauses the worker at a batch boundary. Its receives are
+//! In the old process: a [`Pause`] pauses the worker at a batch boundary. Its receives are
 //! cancelled and not re-armed; what they had already received is forwarded as usual, and once
 //! no receive is armed and no send is in flight the worker is quiet: every datagram is either
 //! delivered or still in a socket's receive queue. It then exports every session (its socket
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::Worker;
-use crate::handover::state::SessionLine;
-use crate::handover::{Decision, Export, Freeze};
 use crate::session::{Held, Leaving};
+use crate::takeover::state::SessionLine;
+use crate::takeover::{Decision, Export, Pause};
 use crate::user_data::Op;
 
 /// How long a worker may take to quiet down once asked to pause.
@@ -30,7 +30,7 @@ const DECISION_TIMEOUT: Duration = Duration::from_secs(660);
 
 /// A worker's takeover state (its pause is its lifecycle's: `Life::Pausing`).
 pub(super) struct State {
-    control: Option<Receiver<Freeze>>,
+    control: Option<Receiver<Pause>>,
     /// The listener's multishot receive is armed.
     pub(super) listener_armed: bool,
     /// Replies (sends from the listener) in flight.
@@ -38,7 +38,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new(control: Option<Receiver<Freeze>>) -> State {
+    pub(super) fn new(control: Option<Receiver<Pause>>) -> State {
         State {
             control,
             listener_armed: false,
@@ -52,23 +52,23 @@ impl Worker {
     /// the newest request counts: an older one is from a takeover that has already given up
     /// (this worker was too slow for it), and is answered as such.
     pub(super) fn check_control(&mut self) {
-        let Some(control) = &self.handover.control else {
+        let Some(control) = &self.pause.control else {
             return;
         };
         let mut newest = None;
-        while let Ok(freeze) = control.try_recv() {
-            if let Some(stale) = newest.replace(freeze) {
+        while let Ok(pause) = control.try_recv() {
+            if let Some(stale) = newest.replace(pause) {
                 let _ = stale
                     .export
                     .send(Err("superseded by a newer takeover".into()));
             }
         }
-        let Some(freeze) = newest else {
+        let Some(pause) = newest else {
             return;
         };
-        if let Err(freeze) = self.life.pause(freeze, Instant::now()) {
+        if let Err(pause) = self.life.pause(pause, Instant::now()) {
             // One takeover at a time: the control thread never asks twice.
-            let _ = freeze.export.send(Err("already paused".into()));
+            let _ = pause.export.send(Err("already paused".into()));
             return;
         }
         debug!(worker = self.index, "pausing for a takeover");
@@ -84,28 +84,28 @@ impl Worker {
     /// At the end of a paused worker's batch: once quiet, export, wait for the decision and
     /// carry it out. Gives up (resumes) if it does not quiet down in time.
     pub(super) fn settle(&mut self) {
-        let Some((since, freeze)) = self.life.take_pause() else {
+        let Some((since, pause)) = self.life.take_pause() else {
             return;
         };
         let quiet =
-            !self.handover.listener_armed && self.handover.sends_down == 0 && self.sessions.quiet();
+            !self.pause.listener_armed && self.pause.sends_down == 0 && self.sessions.quiet();
         if !quiet {
             if since.elapsed() > SETTLE_TIMEOUT {
-                let _ = freeze
+                let _ = pause
                     .export
                     .send(Err("its operations did not complete in time".into()));
                 self.resume();
             } else {
-                self.life.keep_pausing(since, freeze);
+                self.life.keep_pausing(since, pause);
             }
             return;
         }
         let export = self.export();
         let sessions = export.sessions.len();
-        if freeze.export.send(Ok(export)).is_err() {
+        if pause.export.send(Ok(export)).is_err() {
             return self.resume();
         }
-        match freeze.decision.recv_timeout(DECISION_TIMEOUT) {
+        match pause.decision.recv_timeout(DECISION_TIMEOUT) {
             Ok(Decision::Commit) => self.commit(sessions),
             Ok(Decision::Resume) | Err(RecvTimeoutError::Disconnected) => self.resume(),
             Err(RecvTimeoutError::Timeout) => {
@@ -170,13 +170,13 @@ impl Worker {
     fn commit(&mut self, sessions: usize) {
         debug!(worker = self.index, sessions, "handed over");
         self.cancel(Op::Wake.encode());
-        self.let_go();
+        self.taken_over();
     }
 
     /// Stops without closing a session, because another process serves them: receives and
     /// the router's operations are cancelled, nothing is said to anyone (no session-closed
     /// line, note or count), and dropping the table closes only this process's descriptors.
-    pub(super) fn let_go(&mut self) {
+    pub(super) fn taken_over(&mut self) {
         self.life.stop(Instant::now());
         self.cancel(Op::Tick.encode());
         self.cancel_receives();
@@ -187,7 +187,7 @@ impl Worker {
 
     /// Cancels the listener's receive and every session's armed receive.
     fn cancel_receives(&mut self) {
-        if self.handover.listener_armed {
+        if self.pause.listener_armed {
             self.cancel(Op::ListenRecv.encode());
         }
         let mut armed = std::mem::take(&mut self.scratch);

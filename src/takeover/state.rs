@@ -2,7 +2,7 @@
 //! `session::OpenSession` and `session::PendingSession`), each open session's with its
 //! socket attached (`SCM_RIGHTS`), in order; a session still waiting for its route is followed
 //! by one line per datagram it holds. Parsing is strict: a line that does not parse ends the
-//! handover (the old process keeps serving).
+//! takeover (the old process keeps serving).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
