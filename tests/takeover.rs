@@ -552,3 +552,68 @@ fn a_new_process_reads_and_sends_nothing_until_the_old_one_lets_go() {
         "nothing reached the backend"
     );
 }
+
+/// A session keeps the PROXY header it was given across a takeover into a process started
+/// without `--proxy-protocol`, even the 52-byte IPv6 one on a listener of a specific address,
+/// whose receive buffers would otherwise leave no room for it before the payload.
+#[test]
+fn a_session_keeps_its_ipv6_proxy_header_across_a_takeover_that_turns_it_off() {
+    use ppp::v2::{Addresses, Header};
+
+    let dir = tempdir("pp-takeover");
+    let notify = Notify::new(&dir);
+    let backend = Backend::start(util::LOCAL6, false);
+    let control = dir.join("control.sock");
+    let command = |extra: &[&str]| {
+        let mut cmd = ringgate(&dir);
+        cmd.args(["--listen", "[::1]:0", "--no-pin", "--workers", "1"])
+            .args(["--log-sessions", "off"])
+            .args(["--backend", &backend.addr.to_string()])
+            .arg("--control")
+            .arg(&control)
+            .args(extra)
+            .env("NOTIFY_SOCKET", &notify.path);
+        cmd
+    };
+    let mut old = Running::spawn(command(&[
+        "--proxy-protocol",
+        "v2",
+        "--proxy-protocol-every",
+    ]));
+    let ready = old.ready_line();
+    assert_eq!(notify.next(), "READY=1");
+    // `listen=[::1]:PORT`, up to the next space.
+    let listen: SocketAddr = ready
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let client = util::udp(util::LOCAL6);
+    let header_then = |payload: &[u8]| {
+        client.send_to(payload, listen).unwrap();
+        let (_, datagram) = backend.next();
+        let header = Header::try_from(&datagram[..]).expect("a PROXY v2 header");
+        let Addresses::IPv6(a) = header.addresses else {
+            panic!("an IPv6 client's header: {:?}", header.addresses)
+        };
+        assert_eq!(
+            SocketAddr::from((a.source_address, a.source_port)),
+            client.local_addr().unwrap()
+        );
+        assert_eq!(header.len(), 52, "the IPv6 header");
+        datagram[header.len()..].to_vec()
+    };
+    assert_eq!(header_then(b"before"), b"before");
+
+    let next = Running::spawn(command(&["--takeover", control.to_str().unwrap()]));
+    assert!(exit_of(&mut old).success(), "the old process exits 0");
+    next.ready_line();
+    // The session was opened with `--proxy-protocol-every`: every datagram keeps its header.
+    assert_eq!(header_then(b"after"), b"after");
+    assert_eq!(header_then(b"again"), b"again");
+    drop(next);
+}

@@ -214,7 +214,12 @@ impl<U: AsRawFd> Sessions<U> {
 
     /// Moves the events announced since the last call into `out` (see `events`).
     pub fn take_events(&mut self, out: &mut Vec<Event>) {
-        out.append(&mut self.events);
+        if out.is_empty() {
+            // Hand the list over whole: the table starts a new one, grown as needed.
+            std::mem::swap(out, &mut self.events);
+        } else {
+            out.append(&mut self.events);
+        }
     }
 
     /// Sessions holding a slot, closing ones included.

@@ -54,18 +54,25 @@ impl Worker {
         let tick = config.tick();
         let router = route::build(&config.routes, index, Instant::now(), resolver);
         let lent = router.resources();
+        let (listen_ip, adopting) = match &listen {
+            Listen::Bind(addr) => (addr.ip(), false),
+            Listen::Adopt { local, .. } => (local.ip(), true),
+        };
         let driver = Driver::new(&DriverConfig {
             sq_entries: config.ring_entries,
             // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
             cq_entries: (config.ring_entries * 8).min(65_536),
             buffer_count: config.buffer_count,
             payload_bytes: config.buffer_size_bytes,
-            headroom: if config.proxy_protocol {
+            // Room for a PROXY header: this process's, or one an adopted session keeps from the
+            // process it was taken over from (whose settings may have differed).
+            headroom: if config.proxy_protocol || adopting {
                 pp2::HEADER_MAX
             } else {
                 0
             },
-            recv_destination: config.listen.ip().is_unspecified(),
+            // A wildcard listener asks for each datagram's destination (pktinfo).
+            recv_destination: listen_ip.is_unspecified(),
             tick,
             task_run: config.task_run,
             streams: lent.streams,

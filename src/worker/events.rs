@@ -9,6 +9,9 @@ use super::Worker;
 use crate::route::Note;
 use crate::session::Event;
 
+/// Events' room kept between batches.
+const EVENTS_KEPT: usize = 1024;
+
 impl Worker {
     /// Takes the table's events and fans them out.
     pub(super) fn announce(&mut self) {
@@ -46,7 +49,9 @@ impl Worker {
                 }
             }
         }
-        // Keep the allocation for the next batch.
+        // Keep the allocation for the next batch, but not a mass close's (a shutdown, an idle
+        // sweep): events are about 112 bytes each.
+        events.shrink_to(EVENTS_KEPT);
         self.events = events;
     }
 }

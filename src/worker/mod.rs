@@ -7,8 +7,11 @@
 //! recycled buffers to the kernel and publish counters. The worker speaks to the kernel only
 //! through `sys::driver` (completions, received datagrams, sends), never to a ring directly.
 //!
-//! What blocks: the wait in the driver, and one other: a worker paused for a takeover, once
-//! quiet, blocks on the takeover's decision (bounded; see [`lifecycle`] and [`pause`]). What
+//! What blocks: the wait in the driver, and the takeover's waits: a worker paused for a
+//! takeover, once quiet, blocks on the takeover's decision (bounded; see [`lifecycle`] and
+//! [`pause`]); a worker of the new process blocks, before it serves, until the sockets it is
+//! handed arrive and until the old process lets go (both end when the takeover thread gives
+//! up or finishes; see [`adopt`]). What
 //! is shared: the worker writes only its own published counters; it reads the process's flags
 //! (stop, taken over, draining), which the owner writes after start, once per wake-up or new
 //! session.
