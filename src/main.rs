@@ -125,7 +125,11 @@ fn main() -> ExitCode {
     let forced = proxy.shared().buffers_forced.load(Ordering::Relaxed);
     let capped = ["net.core.rmem_max", "net.core.wmem_max"];
     for finding in host_check::check(&limits) {
-        if !(forced && capped.contains(&finding.key.as_str())) {
+        // On epoll, the io_uring sysctl was already named once, as the fallback's cause.
+        let on_epoll = proxy.shared().io_backend != "io_uring";
+        let said = (forced && capped.contains(&finding.key.as_str()))
+            || (on_epoll && finding.key == "kernel.io_uring_disabled");
+        if !said {
             warn!("{finding}");
         }
     }
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         %backends,
         ?redis,
         metrics = ?proxy.metrics_addr(),
+        io_backend = proxy.shared().io_backend,
         "ready"
     );
     // systemd: serving (after a takeover, the takeover said so, naming this process).

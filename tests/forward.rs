@@ -365,6 +365,8 @@ fn every_task_run_mode_is_built_as_asked_and_forwards() {
     let backend = Backend::start(LOCAL4, true);
     for mode in TaskRun::ALL {
         let mut cfg = config(LOCAL4, &[backend.addr]);
+        // Task-run modes are io_uring's.
+        cfg.io_backend = Some(ringgate::sys::driver::Backend::IoUring);
         cfg.task_run = mode;
         cfg.workers = 2;
         let proxy = start(cfg);

@@ -431,6 +431,7 @@ fn idle_connections_cannot_blind_health_under_a_low_open_files_limit() {
     for var in VARS {
         cmd.env_remove(var);
     }
+    util::binary::keep_io_backend(&mut cmd);
     let running = Running::spawn(cmd);
     let line = running.ready_line();
     let listen: SocketAddr = field(&line, "listen").parse().unwrap();

@@ -617,3 +617,46 @@ fn a_session_keeps_its_ipv6_proxy_header_across_a_takeover_that_turns_it_off() {
     assert_eq!(header_then(b"again"), b"again");
     drop(next);
 }
+
+/// A process on either backend takes over from one on either: io_uring to epoll and back,
+/// under load, nothing lost and every player on its upstream port.
+#[test]
+fn a_takeover_crosses_between_io_uring_and_epoll() {
+    let setup = Setup::new("cross-backend", 1);
+    let (mut old, listen, metrics) = setup.first(&["--io-backend", "io-uring"]);
+    let backend_is = |name: &str| {
+        let (_, body) = http_get(metrics, "/metrics");
+        let sample =
+            format!(r#"ringgate_io_backend_info{{backend="{name}",reason="configured"}} 1"#);
+        body.contains(&sample)
+    };
+    assert!(backend_is("io_uring"));
+    let load = Load::start(listen, PLAYERS, RATE, LOAD_LIMIT);
+    load.wait_for_echoes(PLAYERS as u64 * 10);
+    let control = setup.control();
+    let takeover = ["--takeover", control.to_str().unwrap()];
+    for (backend, name) in [("epoll", "epoll"), ("io-uring", "io_uring")] {
+        let mut args = takeover.to_vec();
+        args.extend(["--io-backend", backend]);
+        let next = Running::spawn(setup.command(&args));
+        assert!(exit_of(&mut old).success(), "the old process exits 0");
+        let ready = next.ready_line();
+        assert!(
+            ready.contains(&format!(r#"io_backend="{name}""#)),
+            "{ready}"
+        );
+        assert!(backend_is(name), "the metric follows the new process");
+        load.wait_for_echoes(PLAYERS as u64 * 10);
+        old = next;
+    }
+    let report = load.stop();
+    assert_nothing_lost(&report, "io_uring → epoll → io_uring");
+    for (player, ports) in setup.ports_by_player() {
+        assert_eq!(
+            ports.len(),
+            1,
+            "player {player} kept its upstream port: {ports:?}"
+        );
+    }
+    drop(old);
+}

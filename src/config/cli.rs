@@ -19,6 +19,7 @@ pub use super::upgrade::UpgradeArgs;
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::route::resolve::Dest;
+use crate::sys::driver::Backend;
 use crate::sys::uring::TaskRun;
 use crate::user_data::SLOTS_MAX;
 
@@ -133,6 +134,18 @@ pub struct Cli {
         default_value = "deferred"
     )]
     pub task_run: TaskRun,
+
+    /// How workers talk to the kernel: io-uring, epoll (recvmmsg/sendmmsg, where io_uring is
+    /// refused: container seccomp profiles, kernel.io_uring_disabled, kernels before 6.1), or
+    /// auto (io_uring if a probe at start succeeds, else epoll with one warning saying why)
+    #[arg(
+        long,
+        env = "RINGGATE_IO_BACKEND",
+        value_name = "BACKEND",
+        value_parser = ["auto", "io-uring", "epoll"],
+        default_value = "auto"
+    )]
+    pub io_backend: String,
 
     /// Serve /metrics, /healthz and /readyz on this address [default: off]
     #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
@@ -356,6 +369,11 @@ impl Cli {
             socket_buffer_bytes: self.socket_buffer as usize,
             ring_entries: self.ring_entries,
             task_run: self.task_run,
+            io_backend: match self.io_backend.as_str() {
+                "io-uring" => Some(Backend::IoUring),
+                "epoll" => Some(Backend::Epoll),
+                _ => None,
+            },
             metrics: self.metrics,
             metrics_connections_max: self.metrics_connections_max as usize,
             ready_requires_redis: self.ready_requires_redis,

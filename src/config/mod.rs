@@ -20,6 +20,7 @@ pub use parse::CpuList;
 
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
+use crate::sys::driver::Backend;
 use crate::sys::uring::TaskRun;
 
 /// Everything a running ringgate is built from.
@@ -49,6 +50,9 @@ pub struct Config {
     pub socket_buffer_bytes: usize,
     pub ring_entries: u32,
     pub task_run: TaskRun,
+    /// `--io-backend`: the driver every worker uses; `None` (auto) until the process has
+    /// probed io_uring (`proxy`), which then names the one chosen.
+    pub io_backend: Option<Backend>,
     pub metrics: Option<SocketAddr>,
     /// Connections the metrics server holds at once.
     pub metrics_connections_max: usize,
@@ -98,6 +102,7 @@ impl Config {
             socket_buffer_bytes: 8 << 20,
             ring_entries: 2048,
             task_run: TaskRun::Deferred,
+            io_backend: None,
             metrics: None,
             metrics_connections_max: 64,
             ready_requires_redis: false,

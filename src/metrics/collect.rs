@@ -42,6 +42,18 @@ pub fn exposition(shared: &Shared) -> String {
         ],
         1,
     );
+    t.family(
+        "ringgate_io_backend_info",
+        "How the workers talk to the kernel (io_uring, or epoll where io_uring is refused), and why",
+        Kind::Gauge,
+    )
+    .sample(
+        &[
+            ("backend", shared.io_backend),
+            ("reason", shared.io_backend_reason),
+        ],
+        1,
+    );
     process_metrics(&mut t, &process::read());
     t.finish()
 }

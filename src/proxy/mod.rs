@@ -12,6 +12,7 @@
 //! sessions of the process being taken over instead of binding (`takeover`); with `--control`,
 //! this process serves takeovers itself (`crate::takeover::give`).
 
+pub mod backend;
 mod preflight;
 mod takeover;
 mod thread;
@@ -86,6 +87,16 @@ impl Proxy {
         if let Routes::Redis(settings) = &config.routes {
             preflight::check_redis(settings)?;
         }
+        // Once for the process, before any socket is bound: io_uring, or epoll where it is
+        // refused. Every worker builds the driver chosen here.
+        let probe = crate::worker::driver_config(
+            &config,
+            route::Resources::default(),
+            config.listen.ip(),
+            false,
+        );
+        let (io_backend, io_backend_reason) = backend::choose(&config, &probe)?;
+        config.io_backend = Some(io_backend);
         // First, so that a takeover can make room for every descriptor it will receive.
         let nofile = match limits::raise_nofile() {
             Ok(nofile) => nofile,
@@ -119,6 +130,8 @@ impl Proxy {
         drop(probe);
         shared.fd_sessions_per_worker = usize::try_from(per_worker).unwrap_or(usize::MAX);
         shared.ready_requires_links = config.ready_requires_redis;
+        shared.io_backend = io_backend.name();
+        shared.io_backend_reason = io_backend_reason;
         shared.local_ips = limits::local_addresses().unwrap_or_else(|e| {
             warn!(error = %e, "cannot list the host's addresses; only loopback counts as ringgate's own");
             Vec::new()

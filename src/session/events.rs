@@ -14,9 +14,22 @@
 //! session per batch, and the worker empties it at the end of every batch.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
-use super::Key;
+use super::{Key, Sessions};
 use crate::stats::Counter;
+
+impl<U: AsRawFd> Sessions<U> {
+    /// Moves the events announced since the last call into `out`.
+    pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        if out.is_empty() {
+            // Hand the list over whole: the table starts a new one, grown as needed.
+            std::mem::swap(out, &mut self.events);
+        } else {
+            out.append(&mut self.events);
+        }
+    }
+}
 
 /// Why a session closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

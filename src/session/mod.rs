@@ -212,16 +212,6 @@ impl<U: AsRawFd> Sessions<U> {
         }
     }
 
-    /// Moves the events announced since the last call into `out` (see `events`).
-    pub fn take_events(&mut self, out: &mut Vec<Event>) {
-        if out.is_empty() {
-            // Hand the list over whole: the table starts a new one, grown as needed.
-            std::mem::swap(out, &mut self.events);
-        } else {
-            out.append(&mut self.events);
-        }
-    }
-
     /// Sessions holding a slot, closing ones included.
     pub fn live(&self) -> usize {
         self.live

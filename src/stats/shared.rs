@@ -92,6 +92,9 @@ pub struct Shared {
     pub local_ips: Vec<IpAddr>,
     /// Sessions each worker may hold within the open-files limit, after the reserve.
     pub fd_sessions_per_worker: usize,
+    /// The driver every worker uses (`io_uring`, `epoll`), and why (`--io-backend`).
+    pub io_backend: &'static str,
+    pub io_backend_reason: &'static str,
 }
 
 impl Shared {
@@ -100,6 +103,8 @@ impl Shared {
             local_ips: Vec::new(),
             ready_requires_links: false,
             fd_sessions_per_worker: usize::MAX,
+            io_backend: "io_uring",
+            io_backend_reason: "configured",
             stats: (0..workers).map(|_| SharedStats::default()).collect(),
             armed: AtomicUsize::new(0),
             workers,

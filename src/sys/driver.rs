@@ -8,11 +8,11 @@
 //! [`Received`]: source, payload length, and destination when the socket reports it.
 //!
 //! Each way of talking to the kernel is a folder below `sys/` and one variant here, chosen
-//! once when the driver is built (monoio's `driver/uring/` beside `driver/legacy/`): today
-//! `uring/`, io_uring with a provided buffer ring and multishot receives. The variants are
-//! dispatched with a `match` that the compiler folds away while there is one, and that costs
-//! one predictable branch per operation beside a second one; no type of a backend's crate
-//! crosses this wall.
+//! once when the driver is built (monoio's `driver/uring/` beside `driver/legacy/`): `uring/`,
+//! io_uring with a provided buffer ring and multishot receives, and `epoll/`, epoll with
+//! `recvmmsg`/`sendmmsg` where io_uring is refused. The variants are dispatched with a `match`
+//! on a value that never changes for a worker, one predictable branch per operation; no type
+//! of a backend's crate crosses this wall.
 //!
 //! Routers get [`Streams`], a narrow handle on the same driver: streams and timers only.
 
@@ -21,13 +21,33 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use super::epoll::Epoll;
 pub use super::lent::LENT_BIT;
 use super::sockaddr::RawSockAddr;
 use super::uring::{Ring, TaskRun};
 
+/// The ways of talking to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    IoUring,
+    Epoll,
+}
+
+impl Backend {
+    /// `io_uring`, `epoll`: in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
 /// What a worker's driver is built with.
 #[derive(Clone, Copy, Debug)]
 pub struct DriverConfig {
+    /// Which driver to build.
+    pub backend: Backend,
     /// Operations queued at once (the io_uring submission queue's size).
     pub sq_entries: u32,
     /// Completions held at once (the io_uring completion queue's size).
@@ -126,9 +146,15 @@ pub enum RecvFault {
     NotLeased,
 }
 
+/// Whether io_uring, as ringgate uses it, works in this process (see `uring::Ring::probe`).
+pub fn probe_io_uring(cfg: &DriverConfig) -> io::Result<()> {
+    Ring::probe(cfg)
+}
+
 /// A worker's driver: one variant per way of talking to the kernel.
 pub enum Driver {
     Uring(Ring),
+    Epoll(Epoll),
 }
 
 /// Calls the same method on whichever driver this is.
@@ -136,24 +162,38 @@ macro_rules! each {
     ($self:expr, $d:ident => $body:expr) => {
         match $self {
             Driver::Uring($d) => $body,
+            Driver::Epoll($d) => $body,
         }
     };
 }
 
 impl Driver {
-    /// Builds the driver: io_uring (the only one yet).
+    /// Builds the driver `cfg.backend` names.
     pub fn new(cfg: &DriverConfig) -> io::Result<Driver> {
-        Ring::new(cfg).map(Driver::Uring)
+        match cfg.backend {
+            Backend::IoUring => Ring::new(cfg).map(Driver::Uring),
+            Backend::Epoll => Epoll::new(cfg).map(Driver::Epoll),
+        }
     }
 
-    /// `io_uring`: in logs and metrics.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::IoUring,
+            Driver::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// `io_uring`, `epoll`: in logs and metrics.
     pub fn name(&self) -> &'static str {
-        each!(self, _d => "io_uring")
+        self.backend().name()
     }
 
     /// The task-running mode an io_uring was built with.
     pub fn task_run(&self) -> Option<TaskRun> {
-        each!(self, d => Some(d.task_run()))
+        match self {
+            Driver::Uring(d) => Some(d.task_run()),
+            Driver::Epoll(_) => None,
+        }
     }
 
     /// Operations pushed whose final completion has not been reaped.
@@ -239,29 +279,29 @@ impl Driver {
     /// kernel's to give (an anomaly).
     #[inline]
     pub fn lease(&mut self, bid: u16) -> bool {
-        each!(self, d => d.bufs_mut().take(bid))
+        each!(self, d => d.lease(bid))
     }
 
     /// Gives leased buffer `bid` back for receiving (published by [`Driver::publish`]). False
     /// if it was not leased (a second recycle: an anomaly).
     #[inline]
     pub fn recycle(&mut self, bid: u16) -> bool {
-        each!(self, d => d.bufs_mut().recycle(bid))
+        each!(self, d => d.recycle(bid))
     }
 
     /// Makes recycled buffers available to receives: once per batch.
     #[inline]
     pub fn publish(&self) {
-        each!(self, d => d.bufs().publish())
+        each!(self, d => d.publish())
     }
 
     /// Receive buffers leased out, and in all.
     pub fn buffers_leased(&self) -> u32 {
-        each!(self, d => d.bufs().leased())
+        each!(self, d => d.buffers_leased())
     }
 
     pub fn buffers(&self) -> u32 {
-        each!(self, d => d.bufs().entries())
+        each!(self, d => d.buffers())
     }
 
     /// The datagram a receive completion with result `filled` put in leased buffer `bid`.

@@ -19,6 +19,7 @@
 
 pub mod cmsg;
 pub mod driver;
+pub mod epoll;
 pub mod eventfd;
 pub mod lent;
 pub mod limits;

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -21,7 +21,7 @@ use crate::pp2;
 use crate::route::{self, resolve::Resolver};
 use crate::session::{Limits, Sessions};
 use crate::stats::{Counters, Shared};
-use crate::sys::driver::{Driver, DriverConfig};
+use crate::sys::driver::{Backend, Driver, DriverConfig};
 use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, socket};
 use crate::takeover::{Import, Pause};
@@ -36,6 +36,39 @@ pub enum Listen {
         local: SocketAddr,
         import: Receiver<Import>,
     },
+}
+
+/// What a worker's driver is built with: `config`'s sizes and backend (io_uring until the
+/// process has chosen), the router's streams and timers, and room for what the listener on
+/// `listen_ip` and a PROXY header need (`adopting`: sessions taken over may carry one).
+pub fn driver_config(
+    config: &Config,
+    lent: route::Resources,
+    listen_ip: IpAddr,
+    adopting: bool,
+) -> DriverConfig {
+    DriverConfig {
+        backend: config.io_backend.unwrap_or(Backend::IoUring),
+        sq_entries: config.ring_entries,
+        // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
+        cq_entries: (config.ring_entries * 8).min(65_536),
+        buffer_count: config.buffer_count,
+        payload_bytes: config.buffer_size_bytes,
+        // Room for a PROXY header: this process's, or one an adopted session keeps from the
+        // process it was taken over from (whose settings may have differed).
+        headroom: if config.proxy_protocol || adopting {
+            pp2::HEADER_MAX
+        } else {
+            0
+        },
+        // A wildcard listener asks for each datagram's destination (pktinfo).
+        recv_destination: listen_ip.is_unspecified(),
+        tick: config.tick(),
+        task_run: config.task_run,
+        streams: lent.streams,
+        stream_rx_bytes: lent.stream_rx_bytes,
+        timers: lent.timers,
+    }
 }
 
 impl Worker {
@@ -58,27 +91,7 @@ impl Worker {
             Listen::Bind(addr) => (addr.ip(), false),
             Listen::Adopt { local, .. } => (local.ip(), true),
         };
-        let driver = Driver::new(&DriverConfig {
-            sq_entries: config.ring_entries,
-            // The kernel's limit on a completion queue (IORING_MAX_CQ_ENTRIES).
-            cq_entries: (config.ring_entries * 8).min(65_536),
-            buffer_count: config.buffer_count,
-            payload_bytes: config.buffer_size_bytes,
-            // Room for a PROXY header: this process's, or one an adopted session keeps from the
-            // process it was taken over from (whose settings may have differed).
-            headroom: if config.proxy_protocol || adopting {
-                pp2::HEADER_MAX
-            } else {
-                0
-            },
-            // A wildcard listener asks for each datagram's destination (pktinfo).
-            recv_destination: listen_ip.is_unspecified(),
-            tick,
-            task_run: config.task_run,
-            streams: lent.streams,
-            stream_rx_bytes: lent.stream_rx_bytes,
-            timers: lent.timers,
-        })?;
+        let driver = Driver::new(&driver_config(config, lent, listen_ip, adopting))?;
         let mut socket_size = socket::BufferSize {
             bytes: config.socket_buffer_bytes,
             force: true,

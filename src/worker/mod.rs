@@ -38,7 +38,7 @@
 mod adopt;
 mod batch;
 mod build;
-pub use build::Listen;
+pub use build::{Listen, driver_config};
 mod closing;
 mod downstream;
 mod events;

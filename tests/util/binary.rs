@@ -40,6 +40,7 @@ pub const VARS: &[&str] = &[
     "RINGGATE_SOCKET_BUFFER",
     "RINGGATE_RING_ENTRIES",
     "RINGGATE_TASK_RUN",
+    "RINGGATE_IO_BACKEND",
     "RINGGATE_UNREPLIED_TIMEOUT",
     "RINGGATE_NEW_SESSIONS_PER_IP",
     "RINGGATE_NEW_SESSIONS_PER_WORKER",
@@ -57,7 +58,16 @@ pub const VARS: &[&str] = &[
     "RINGGATE_DRAIN_TIMEOUT",
 ];
 
-/// ringgate, in `dir`, logging at `info`, with none of [`VARS`] from the test's environment.
+/// Gives a test's ringgate the backend the suite runs on (`RINGGATE_IO_BACKEND`, see
+/// `util::io_backend`), the one variable of [`VARS`] a test's environment passes on.
+pub fn keep_io_backend(cmd: &mut Command) {
+    if let Ok(backend) = std::env::var("RINGGATE_IO_BACKEND") {
+        cmd.env("RINGGATE_IO_BACKEND", backend);
+    }
+}
+
+/// ringgate, in `dir`, logging at `info`, with none of [`VARS`] from the test's environment
+/// but the backend the suite runs on.
 pub fn ringgate(dir: &Path) -> Command {
     clean(Command::new(BIN), dir)
 }
@@ -75,6 +85,7 @@ fn clean(mut cmd: Command, dir: &Path) -> Command {
     for var in VARS {
         cmd.env_remove(var);
     }
+    keep_io_backend(&mut cmd);
     // Nor may a test's ringgate talk to a systemd the test runs under.
     cmd.env_remove("NOTIFY_SOCKET");
     cmd

@@ -164,7 +164,24 @@ impl Drop for Backend {
 
 /// A test configuration: one unpinned worker on loopback forwarding to `backends`.
 pub fn config(listen: &str, backends: &[SocketAddr]) -> Config {
-    Config::new(listen.parse().unwrap(), backends.to_vec())
+    with_io_backend(Config::new(listen.parse().unwrap(), backends.to_vec()))
+}
+
+/// The backend every test's ringgate runs on: `RINGGATE_IO_BACKEND` (`io-uring`, `epoll`, or
+/// `auto` and unset), as the binary reads it; tests that start the binary inherit the variable.
+/// CI runs the whole suite once with each.
+pub fn io_backend() -> Option<ringgate::sys::driver::Backend> {
+    use ringgate::sys::driver::Backend;
+    match std::env::var("RINGGATE_IO_BACKEND").as_deref() {
+        Ok("epoll") => Some(Backend::Epoll),
+        Ok("io-uring") => Some(Backend::IoUring),
+        _ => None,
+    }
+}
+
+fn with_io_backend(mut config: Config) -> Config {
+    config.io_backend = io_backend();
+    config
 }
 
 pub fn start(config: Config) -> Proxy {
@@ -351,7 +368,7 @@ pub const DISCONNECT_CHANNEL: &str = "udp_gate:disconnect";
 
 /// A test configuration routing through the Redis server at `redis` (no static backends).
 pub fn redis_config(redis: SocketAddr) -> Config {
-    let mut config = Config::new(LOCAL4.parse().unwrap(), Vec::new());
+    let mut config = with_io_backend(Config::new(LOCAL4.parse().unwrap(), Vec::new()));
     config.routes = ringgate::route::Routes::Redis(ringgate::route::redis::Settings {
         addr: redis,
         host: None,

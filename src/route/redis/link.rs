@@ -333,6 +333,7 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Endpoint::new(Role::Command, 0, t0);
         let mut driver = crate::sys::driver::Driver::new(&crate::sys::driver::DriverConfig {
+            backend: crate::sys::driver::Backend::IoUring,
             sq_entries: 8,
             cq_entries: 64,
             buffer_count: 2,

@@ -316,6 +316,29 @@ impl Ring {
         }
     }
 
+    /// Takes the lease of buffer `bid`, which a completion named.
+    pub fn lease(&mut self, bid: u16) -> bool {
+        self.bufs.take(bid)
+    }
+
+    /// Gives leased buffer `bid` back to the kernel (published by [`Ring::publish`]).
+    pub fn recycle(&mut self, bid: u16) -> bool {
+        self.bufs.recycle(bid)
+    }
+
+    /// Publishes recycled buffers to the kernel, with one store.
+    pub fn publish(&self) {
+        self.bufs.publish();
+    }
+
+    pub fn buffers_leased(&self) -> u32 {
+        self.bufs.leased()
+    }
+
+    pub fn buffers(&self) -> u32 {
+        self.bufs.entries()
+    }
+
     /// The datagram a receive completion with result `filled` put in leased buffer `bid`.
     pub fn received(&self, bid: u16, filled: i32) -> Result<Received, RecvFault> {
         let len = usize::try_from(filled).map_err(|_| RecvFault::Truncated)?;

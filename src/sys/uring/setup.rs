@@ -5,6 +5,8 @@ use std::io;
 
 use io_uring::{IoUring, Probe, opcode};
 
+use std::time::Duration;
+
 use crate::sys::driver::DriverConfig;
 
 /// How the ring runs completion work.
@@ -37,6 +39,32 @@ impl TaskRun {
             .position(|&m| m == requested)
             .unwrap_or(0);
         &TaskRun::ALL[first..]
+    }
+}
+
+impl super::Ring {
+    /// Whether this kernel, in this process, gives ringgate the io_uring it uses: a ring built
+    /// as `cfg` asks (set-up flags, the provided buffer ring, the opcodes probed), and one
+    /// operation submitted and completed. The error is the one the first refusal gave:
+    /// `PermissionDenied` (EPERM: a seccomp filter, `kernel.io_uring_disabled`),
+    /// `Unsupported` (ENOSYS, a kernel too old, an opcode missing) or `InvalidInput` (EINVAL)
+    /// mean io_uring is refused here; anything else is a real failure (memory, limits).
+    pub fn probe(cfg: &DriverConfig) -> io::Result<()> {
+        let mut ring = super::Ring::new(cfg)?;
+        let entry = opcode::Nop::new().build().user_data(1);
+        // SAFETY: a no-op carries no pointers.
+        unsafe { ring.push(entry) }?;
+        ring.submit_and_wait_for(Duration::from_secs(1))?;
+        let mut batch = Vec::new();
+        ring.reap(&mut batch);
+        match batch.first() {
+            Some(c) if c.result() < 0 => Err(io::Error::from_raw_os_error(-c.result())),
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "io_uring accepted an operation but did not complete it within 1 s",
+            )),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use super::*;
 
 fn small() -> DriverConfig {
     DriverConfig {
+        backend: crate::sys::driver::Backend::IoUring,
         sq_entries: 8,
         cq_entries: 64,
         buffer_count: 8,
@@ -77,4 +78,9 @@ fn a_lent_timer_completes_once_and_is_free_again() {
         driver.submit_and_wait().unwrap();
         driver.reap(&mut batch);
     }
+}
+
+#[test]
+fn the_probe_passes_on_this_kernel() {
+    Ring::probe(&small()).expect("ringgate's tests need io_uring (Linux 6.1+)");
 }
