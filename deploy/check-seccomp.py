@@ -40,6 +40,10 @@ def unconditional_allow(rule):
     )
 
 
+def but_names(rule):
+    return {k: v for k, v in rule.items() if k != "names"}
+
+
 def without_io_uring(profile):
     """The profile with the three names removed (and a rule left empty by that, dropped)."""
     out = copy.deepcopy(profile)
@@ -72,16 +76,15 @@ def check(profile_path, upstream_path):
             errors.append(f"{profile_path} less io_uring differs from {upstream_path}")
             for key in sorted(set(stripped) | set(upstream)):
                 if key != "syscalls" and stripped.get(key) != upstream.get(key):
-                    errors.append(f"  {key}: ours {stripped.get(key)!r}, upstream {upstream.get(key)!r}")
+                    ours, theirs = stripped.get(key), upstream.get(key)
+                    errors.append(f"  {key}: ours {ours!r}, upstream {theirs!r}")
             ours, theirs = stripped.get("syscalls", []), upstream.get("syscalls", [])
             for i in range(max(len(ours), len(theirs))):
                 a = ours[i] if i < len(ours) else None
                 b = theirs[i] if i < len(theirs) else None
                 if a == b:
                     continue
-                if a and b and {k: v for k, v in a.items() if k != "names"} == {
-                    k: v for k, v in b.items() if k != "names"
-                }:
+                if a and b and but_names(a) == but_names(b):
                     extra = sorted(set(a["names"]) - set(b["names"]))
                     missing = sorted(set(b["names"]) - set(a["names"]))
                     errors.append(f"  syscalls[{i}] names: extra {extra}, missing {missing}")
@@ -100,7 +103,9 @@ def check(profile_path, upstream_path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", nargs="?", type=pathlib.Path, default=HERE / "seccomp.json")
-    parser.add_argument("--upstream", type=pathlib.Path, help="the upstream default.json to compare with")
+    parser.add_argument(
+        "--upstream", type=pathlib.Path, help="the upstream default.json to compare with"
+    )
     args = parser.parse_args()
     errors = check(args.profile, args.upstream)
     for line in errors:
