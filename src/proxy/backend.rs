@@ -152,8 +152,8 @@ pub(super) fn choose(
         cause = cause.label(),
         error = %e,
         "io_uring is not available: {what}. Running on epoll (recvmmsg/sendmmsg): the same \
-         behaviour, more CPU per datagram. For io_uring: {fix}. To silence this: --io-backend \
-         epoll (RINGGATE_IO_BACKEND=epoll)"
+         behaviour, at some more CPU per datagram at high rates (docs/PERFORMANCE.md). For \
+         io_uring: {fix}. To silence this: --io-backend epoll (RINGGATE_IO_BACKEND=epoll)"
     );
     Ok((Backend::Epoll, cause.label()))
 }
