@@ -125,8 +125,8 @@ fn main() -> ExitCode {
     let forced = proxy.shared().buffers_forced.load(Ordering::Relaxed);
     let capped = ["net.core.rmem_max", "net.core.wmem_max"];
     for finding in host_check::check(&limits) {
-        // On epoll, the io_uring sysctl was already named once, as the fallback's cause.
-        let on_epoll = proxy.shared().io_backend != "io_uring";
+        // When the io_uring sysctl made ringgate fall back, it was named once, as the cause.
+        let on_epoll = proxy.shared().io_backend_reason == "io_uring_disabled";
         let said = (forced && capped.contains(&finding.key.as_str()))
             || (on_epoll && finding.key == "kernel.io_uring_disabled");
         if !said {

@@ -79,13 +79,19 @@ pub fn diagnose(
     if kernel.is_some_and(|v| v < (6, 1)) {
         return Cause::Kernel;
     }
-    match io_uring_disabled.map(str::trim) {
-        Some("2") => return Cause::Sysctl(2),
-        Some("1") if refusal == io::ErrorKind::PermissionDenied => return Cause::Sysctl(1),
-        _ => {}
+    // The sysctl answers EPERM; a seccomp filter EPERM (Docker) or ENOSYS (Podman). An EINVAL
+    // is neither's doing.
+    let eperm = refusal == io::ErrorKind::PermissionDenied;
+    let filtered = eperm || refusal == io::ErrorKind::Unsupported;
+    let sysctl = io_uring_disabled.map(str::trim);
+    if eperm && sysctl == Some("2") {
+        return Cause::Sysctl(2);
     }
-    if seccomp == Some(2) {
+    if filtered && seccomp == Some(2) {
         return Cause::Seccomp;
+    }
+    if eperm && sysctl == Some("1") {
+        return Cause::Sysctl(1);
     }
     Cause::Refused
 }
@@ -131,7 +137,9 @@ pub(super) fn choose(
         return Ok((Backend::IoUring, reason));
     };
     if !is_refusal(e.kind()) {
-        return Err(StartError(format!("io_uring failed: {e}")));
+        return Err(StartError(format!(
+            "io_uring failed: {e}; --io-backend epoll (RINGGATE_IO_BACKEND=epoll) runs without it"
+        )));
     }
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -182,6 +190,16 @@ mod tests {
         assert_eq!(
             diagnose(PermissionDenied, Some("1"), Some(0), Some((6, 8))),
             Cause::Sysctl(1)
+        );
+        assert_eq!(
+            diagnose(Unsupported, Some("2"), Some(2), Some((6, 8))),
+            Cause::Seccomp,
+            "ENOSYS is the filter's, whatever the sysctl says"
+        );
+        // EINVAL under a filter (a systemd SystemCallFilter=): not the filter's doing.
+        assert_eq!(
+            diagnose(InvalidInput, Some("0"), Some(2), Some((6, 8))),
+            Cause::Refused
         );
         // The sysctl says 1 but the refusal was not EPERM: not the sysctl's doing.
         assert_eq!(

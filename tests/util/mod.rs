@@ -92,9 +92,17 @@ pub fn signal(pid: u32, signal: &str) {
 
 pub fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
     let mut buf = vec![0u8; 65_536];
-    let (n, from) = socket
-        .recv_from(&mut buf)
-        .unwrap_or_else(|e| panic!("no datagram on {:?}: {e}", socket.local_addr()));
+    let (n, from) = loop {
+        match socket.recv_from(&mut buf) {
+            // A receive with a timeout is not restarted after a stop and continue of the
+            // process (a debugger, a frozen cgroup): try again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => {
+                break other
+                    .unwrap_or_else(|e| panic!("no datagram on {:?}: {e}", socket.local_addr()));
+            }
+        }
+    };
     buf.truncate(n);
     (buf, from)
 }

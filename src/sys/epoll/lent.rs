@@ -47,6 +47,9 @@ impl Epoll {
         tag: u32,
     ) -> io::Result<bool> {
         let token = Self::lent(LentOp::Send { stream }, tag);
+        if self.watches.get(&fd).is_some_and(|w| w.writer.is_some()) {
+            return Err(refused("a send on that stream is in flight"));
+        }
         let m = self.stream(stream)?;
         m.tx = bytes;
         match syscall::send(fd, &m.tx) {
@@ -99,10 +102,17 @@ impl Epoll {
         if slot.armed.is_some() {
             return Err(refused("that timer is already armed"));
         }
-        syscall::timerfd_set(&slot.fd, Some(after))?;
-        slot.armed = Some(token);
         let fd = slot.fd.as_raw_fd();
-        self.read_on(fd, Reader::Timer(timer), token)
+        // Watched first: a timer armed with nothing waiting on it would stay "armed" for good.
+        self.read_on(fd, Reader::Timer(timer), token)?;
+        let slot = &mut self.timers[usize::from(timer)];
+        if let Err(e) = syscall::timerfd_set(&slot.fd, Some(after)) {
+            self.cancel_on(fd, |t| t == token);
+            // The cancel's completion stands for the failed arm; the caller sees the error.
+            return Err(e);
+        }
+        slot.armed = Some(token);
+        Ok(false)
     }
 
     pub fn cancel_timer(&mut self, timer: u16) -> io::Result<bool> {

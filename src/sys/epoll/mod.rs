@@ -192,7 +192,15 @@ impl Epoll {
         } else {
             libc::EPOLL_CTL_ADD
         };
-        syscall::epoll_ctl(&self.epfd, op, fd, mask)?;
+        if let Err(e) = syscall::epoll_ctl(&self.epfd, op, fd, mask) {
+            // Never leave the kernel watching a direction nothing waits on (a level-triggered
+            // spin): take the descriptor out; the next operation on it adds it again.
+            if w.registered {
+                let _ = syscall::epoll_ctl(&self.epfd, libc::EPOLL_CTL_DEL, fd, 0);
+                w.registered = false;
+            }
+            return Err(e);
+        }
         w.registered = true;
         Ok(())
     }
@@ -300,9 +308,13 @@ impl Epoll {
     }
 
     pub fn tick(&mut self, token: u64) -> io::Result<bool> {
-        syscall::timerfd_set(&self.tick_fd, Some(self.tick))?;
         let fd = self.tick_fd.as_raw_fd();
-        self.read_on(fd, Reader::Tick, token)
+        self.read_on(fd, Reader::Tick, token)?;
+        if let Err(e) = syscall::timerfd_set(&self.tick_fd, Some(self.tick)) {
+            self.cancel_on(fd, |t| t == token);
+            return Err(e);
+        }
+        Ok(false)
     }
 
     pub fn read_wake(&mut self, fd: RawFd, token: u64) -> io::Result<bool> {

@@ -100,6 +100,7 @@ impl Pool {
         let mut slots = Vec::with_capacity(bids.len());
         let (mut mem, mut meta) = (&mut self.mem[..], &mut self.meta[..]);
         let mut base = 0;
+        debug_assert!(bids.windows(2).all(|w| w[0] < w[1]), "ascending and unique");
         for &bid in bids {
             let bid = usize::from(bid);
             let (_, rest) = mem.split_at_mut((bid - base) * self.stride);
@@ -191,7 +192,7 @@ impl Pool {
         }
         let at = usize::from(bid) * self.stride + start;
         let end = at.checked_add(len)?;
-        (start + len <= self.stride).then(|| &self.mem[at..end])
+        (start.checked_add(len)? <= self.stride).then(|| &self.mem[at..end])
     }
 
     /// Writes `prefix` just before leased `bid`'s payload; the start of the prefix, or `None`

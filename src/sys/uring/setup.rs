@@ -54,7 +54,12 @@ impl super::Ring {
         let entry = opcode::Nop::new().build().user_data(1);
         // SAFETY: a no-op carries no pointers.
         unsafe { ring.push(entry) }?;
-        ring.submit_and_wait_for(Duration::from_secs(1))?;
+        if let Err(e) = ring.submit_and_wait_for(Duration::from_secs(1)) {
+            // io_uring_enter refused: the kernel never took the no-op, so nothing is in flight
+            // and the ring's memory may be freed (rather than leaked) on the way out.
+            ring.in_flight = 0;
+            return Err(e);
+        }
         let mut batch = Vec::new();
         ring.reap(&mut batch);
         match batch.first() {
