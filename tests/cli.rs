@@ -242,11 +242,21 @@ fn the_affinity_mask_places_the_workers() {
         "one worker per allowed CPU"
     );
     let pid = running.child.id();
-    let worker = std::fs::read_dir(format!("/proc/{pid}/task"))
+    let threads: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .map(|t| t.unwrap().path())
-        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "ringgate-w0"))
-        .expect("a worker thread");
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            Some((path, comm.trim().to_owned()))
+        })
+        .collect();
+    let Some((worker, _)) = threads.iter().find(|(_, comm)| comm == "ringgate-w0") else {
+        let names: Vec<&String> = threads.iter().map(|(_, c)| c).collect();
+        panic!(
+            "no worker thread among {names:?}; ringgate logged {:#?}",
+            running.log(std::time::Duration::from_millis(200))
+        );
+    };
     let status = std::fs::read_to_string(worker.join("status")).unwrap();
     let allowed = status
         .lines()
