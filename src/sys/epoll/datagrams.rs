@@ -69,53 +69,34 @@ impl Epoll {
         if self.sends.is_empty() {
             return;
         }
-        let sends = std::mem::take(&mut self.sends);
-        let mut results = Vec::with_capacity(sends.len());
+        let mut sends = std::mem::take(&mut self.sends);
+        let offset = self.pool.offset();
         for group in sends.chunk_by(|a, b| a.fd == b.fd) {
             for batch in group.chunks(BATCH) {
-                let controls: Vec<([u8; CONTROL_LEN], usize)> = batch
+                let mut controls = [[0u8; CONTROL_LEN]; BATCH];
+                let mut used = [0usize; BATCH];
+                for ((s, c), u) in batch.iter().zip(&mut controls).zip(&mut used) {
+                    *u = s.from.map_or(0, |(ip, v6)| cmsg::encode_source(c, ip, v6));
+                }
+                let pool = &self.pool;
+                let out = batch
                     .iter()
-                    .map(|s| {
-                        let mut c = [0u8; CONTROL_LEN];
-                        let used = s
-                            .from
-                            .map_or(0, |(ip, v6)| cmsg::encode_source(&mut c, ip, v6));
-                        (c, used)
-                    })
-                    .collect();
-                let offset = self.pool.offset();
-                let out: Vec<syscall::Out<'_>> = batch
-                    .iter()
-                    .zip(&controls)
-                    .map(|(s, (c, used))| syscall::Out {
-                        // Checked when queued, and the buffer cannot be recycled before this
-                        // send's completion: never empty in practice.
-                        payload: self.pool.range(s.bid, offset, s.len).unwrap_or(&[]),
-                        to: Some(&s.to),
-                        control: &c[..*used],
-                    })
-                    .collect();
-                let mut i = 0;
-                while i < out.len() {
-                    let n = syscall::sendmmsg(batch[i].fd, &out[i..]);
-                    if n > 0 {
-                        for s in &batch[i..i + n as usize] {
-                            results.push((s.token, s.len as i32));
-                        }
-                        i += n as usize;
-                    } else {
-                        // The first could not leave: say so, go on with the next.
-                        results.push((batch[i].token, if n < 0 { n } else { -libc::EIO }));
-                        i += 1;
-                    }
+                    .zip(controls.iter().zip(used))
+                    .map(|(s, (c, u))| syscall::Out {
+                        // Checked when queued, and the buffer is recycled only on this send's
+                        // completion; were it missing, the result says 0 bytes left.
+                        payload: pool.range(s.bid, offset, s.len).unwrap_or(&[]),
+                        to: &s.to,
+                        control: &c[..u],
+                    });
+                let mut results = [0i32; BATCH];
+                let n = syscall::sendmmsg(batch[0].fd, out, &mut results);
+                for (s, &result) in batch.iter().zip(&results[..n]) {
+                    self.complete(s.token, result, None, false);
                 }
             }
         }
-        for (token, result) in results {
-            self.complete(token, result, None, false);
-        }
         // Keep the allocation.
-        let mut sends = sends;
         sends.clear();
         self.sends = sends;
     }
@@ -132,10 +113,7 @@ impl Epoll {
                 return self.end_read(fd, token, -libc::ENOBUFS);
             }
             let mut got = std::mem::take(&mut self.got);
-            let n = {
-                let mut slots = self.pool.slots(&bids);
-                syscall::recvmmsg(fd, &mut slots, &mut got)
-            };
+            let n = syscall::recvmmsg(fd, self.pool.slots(&bids), &mut got);
             if n < 0 {
                 self.pool.untake(&bids);
                 (self.bids, self.got) = (bids, got);

@@ -40,7 +40,7 @@ use super::sockaddr::RawSockAddr;
 /// others (the rest is reported again: level-triggered).
 const RECV_BUDGET: usize = 64;
 /// Datagrams one `recvmmsg` or `sendmmsg` moves at most.
-const BATCH: usize = 32;
+pub(super) const BATCH: usize = 32;
 /// Readiness reports taken per wait.
 const EVENTS: usize = 256;
 
@@ -152,13 +152,16 @@ impl Epoll {
         self.in_flight
     }
 
-    /// Queues a completion; an operation's last (`more` false) ends its wait for readiness.
+    /// Queues a completion (of an operation that never waited for readiness, or not its last).
     fn complete(&mut self, token: u64, result: i32, buffer: Option<u16>, more: bool) {
-        if !more {
-            self.waiting.remove(&token);
-        }
         self.done
             .push_back(Completion::new(token, result, buffer, more));
+    }
+
+    /// Queues the last completion of an operation that waited for readiness.
+    fn finish(&mut self, token: u64, result: i32) {
+        self.waiting.remove(&token);
+        self.complete(token, result, None, false);
     }
 
     /// An operation that completes at once.
@@ -249,7 +252,7 @@ impl Epoll {
             w.reader = None;
         }
         let _ = self.sync(fd);
-        self.complete(token, result, None, false);
+        self.finish(token, result);
     }
 
     fn end_write(&mut self, fd: RawFd, token: u64, result: i32) {
@@ -257,7 +260,7 @@ impl Epoll {
             w.writer = None;
         }
         let _ = self.sync(fd);
-        self.complete(token, result, None, false);
+        self.finish(token, result);
     }
 
     pub fn cancel(&mut self, target: u64, token: u64) -> io::Result<bool> {
@@ -303,7 +306,7 @@ impl Epoll {
                 }
                 _ => {}
             }
-            self.complete(token, -libc::ECANCELED, None, false);
+            self.finish(token, -libc::ECANCELED);
         }
     }
 

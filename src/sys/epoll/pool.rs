@@ -95,33 +95,34 @@ impl Pool {
         self.free.extend(bids.iter().rev());
     }
 
-    /// The receive slots of `bids` (ascending, each free and taken).
-    pub(super) fn slots(&mut self, bids: &[u16]) -> Vec<Slot<'_>> {
-        let mut slots = Vec::with_capacity(bids.len());
+    /// The receive slots of `bids` (ascending, each free and taken), one at a time: nothing
+    /// is allocated per batch.
+    pub(super) fn slots<'a>(&'a mut self, bids: &'a [u16]) -> impl Iterator<Item = Slot<'a>> {
+        debug_assert!(bids.windows(2).all(|w| w[0] < w[1]), "ascending and unique");
+        let (stride, offset, payload, control) =
+            (self.stride, self.offset, self.payload, self.control);
         let (mut mem, mut meta) = (&mut self.mem[..], &mut self.meta[..]);
         let mut base = 0;
-        debug_assert!(bids.windows(2).all(|w| w[0] < w[1]), "ascending and unique");
-        for &bid in bids {
+        bids.iter().map(move |&bid| {
             let bid = usize::from(bid);
-            let (_, rest) = mem.split_at_mut((bid - base) * self.stride);
-            let (chunk, rest) = rest.split_at_mut(self.stride);
+            let (_, rest) = std::mem::take(&mut mem).split_at_mut((bid - base) * stride);
+            let (chunk, rest) = rest.split_at_mut(stride);
             mem = rest;
-            let (_, rest) = meta.split_at_mut(bid - base);
+            let (_, rest) = std::mem::take(&mut meta).split_at_mut(bid - base);
             let (m, rest) = rest.split_at_mut(1);
             meta = rest;
             base = bid + 1;
             let m = &mut m[0];
-            slots.push(Slot {
-                payload: &mut chunk[self.offset..self.offset + self.payload],
+            Slot {
+                payload: &mut chunk[offset..offset + payload],
                 name: &mut m.name[..],
-                control: if self.control {
+                control: if control {
                     &mut m.control.0[..]
                 } else {
                     &mut []
                 },
-            });
-        }
-        slots
+            }
+        })
     }
 
     /// Records what a receive put in `bid`: it is now named by a completion.
@@ -223,7 +224,7 @@ mod tests {
         let mut bids = Vec::new();
         pool.take_free(3, &mut bids);
         assert_eq!(bids, [0, 1, 2]);
-        let slots = pool.slots(&[0, 2]);
+        let slots: Vec<Slot<'_>> = pool.slots(&[0, 2]).collect();
         assert_eq!(slots.len(), 2);
         assert!(
             slots

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use super::BATCH;
 use crate::sys::cvt;
 use crate::sys::sockaddr::RawSockAddr;
 
@@ -161,99 +162,122 @@ pub(super) struct Got {
     pub flags: i32,
 }
 
-/// Receives up to `slots.len()` datagrams on `fd` without waiting: how many, or `-errno`.
-pub(super) fn recvmmsg(fd: RawFd, slots: &mut [Slot<'_>], got: &mut Vec<Got>) -> i32 {
-    let mut iovs: Vec<libc::iovec> = slots
-        .iter_mut()
-        .map(|s| libc::iovec {
+/// Receives up to [`BATCH`] datagrams on `fd` without waiting, one into each of `slots`:
+/// how many, or `-errno`. The headers live on this stack frame: no allocation per batch.
+pub(super) fn recvmmsg<'a>(
+    fd: RawFd,
+    slots: impl Iterator<Item = Slot<'a>>,
+    got: &mut Vec<Got>,
+) -> i32 {
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    let mut hdrs = [zeroed_mmsghdr(); BATCH];
+    let mut n = 0;
+    for s in slots.take(BATCH) {
+        iovs[n] = libc::iovec {
             iov_base: s.payload.as_mut_ptr().cast(),
             iov_len: s.payload.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = slots
-        .iter_mut()
-        .zip(iovs.iter_mut())
-        .map(|(s, iov)| {
-            let mut h = zeroed_mmsghdr();
-            h.msg_hdr.msg_name = s.name.as_mut_ptr().cast();
-            h.msg_hdr.msg_namelen = s.name.len() as libc::socklen_t;
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            if !s.control.is_empty() {
-                h.msg_hdr.msg_control = s.control.as_mut_ptr().cast();
-                h.msg_hdr.msg_controllen = s.control.len() as _;
-            }
-            h
-        })
-        .collect();
-    let vlen = hdrs.len() as libc::c_uint;
-    // SAFETY: every header points at an iovec in `iovs` and at name, control and payload bytes
-    // borrowed mutably in `slots`, all alive and unmoved until this call returns; the kernel
-    // writes at most the lengths given.
-    let n = unsafe {
+        };
+        let h = &mut hdrs[n].msg_hdr;
+        h.msg_name = s.name.as_mut_ptr().cast();
+        h.msg_namelen = s.name.len() as libc::socklen_t;
+        if !s.control.is_empty() {
+            h.msg_control = s.control.as_mut_ptr().cast();
+            h.msg_controllen = s.control.len() as _;
+        }
+        n += 1;
+    }
+    for (h, iov) in hdrs[..n].iter_mut().zip(iovs.iter_mut()) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at iovecs in `iovs` (this frame, not moved after the
+    // pointers were taken) and at name, control and payload bytes the slots borrowed mutably
+    // for `'a`, which outlives this call; the kernel writes at most the lengths given.
+    let r = unsafe {
         libc::recvmmsg(
             fd,
             hdrs.as_mut_ptr(),
-            vlen,
+            n as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         )
     };
-    if n < 0 {
+    if r < 0 {
         return neg_errno();
     }
     got.clear();
-    got.extend(hdrs[..n as usize].iter().map(|h| Got {
+    got.extend(hdrs[..r as usize].iter().map(|h| Got {
         len: h.msg_len,
         namelen: h.msg_hdr.msg_namelen,
         controllen: h.msg_hdr.msg_controllen as u32,
         flags: h.msg_hdr.msg_flags,
     }));
-    n
+    r
 }
 
 /// One datagram to send with `sendmmsg`.
 pub(super) struct Out<'a> {
     pub payload: &'a [u8],
-    pub to: Option<&'a RawSockAddr>,
+    pub to: &'a RawSockAddr,
     pub control: &'a [u8],
 }
 
-/// Sends `out` on `fd` without waiting: how many left (in order), or `-errno` if the first
-/// could not.
-pub(super) fn sendmmsg(fd: RawFd, out: &[Out<'_>]) -> i32 {
-    let mut iovs: Vec<libc::iovec> = out
-        .iter()
-        .map(|o| libc::iovec {
+/// Sends up to [`BATCH`] datagrams of `out` on `fd` without waiting, every one in order: a
+/// datagram that cannot leave gets its `-errno` and the rest are tried after it. Writes each
+/// one's result (bytes sent, or `-errno`) to `results` and returns how many there were.
+pub(super) fn sendmmsg<'a>(
+    fd: RawFd,
+    out: impl Iterator<Item = Out<'a>>,
+    results: &mut [i32; BATCH],
+) -> usize {
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    let mut hdrs = [zeroed_mmsghdr(); BATCH];
+    let mut n = 0;
+    for o in out.take(BATCH) {
+        iovs[n] = libc::iovec {
             iov_base: o.payload.as_ptr().cast_mut().cast(),
             iov_len: o.payload.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = out
-        .iter()
-        .zip(iovs.iter_mut())
-        .map(|(o, iov)| {
-            let mut h = zeroed_mmsghdr();
-            if let Some(to) = o.to {
-                h.msg_hdr.msg_name = std::ptr::from_ref(to).cast_mut().cast();
-                h.msg_hdr.msg_namelen = to.as_bytes().len() as libc::socklen_t;
-            }
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            if !o.control.is_empty() {
-                h.msg_hdr.msg_control = o.control.as_ptr().cast_mut().cast();
-                h.msg_hdr.msg_controllen = o.control.len() as _;
-            }
-            h
-        })
-        .collect();
-    let vlen = hdrs.len() as libc::c_uint;
+        };
+        let h = &mut hdrs[n].msg_hdr;
+        h.msg_name = std::ptr::from_ref(o.to).cast_mut().cast();
+        h.msg_namelen = o.to.as_bytes().len() as libc::socklen_t;
+        if !o.control.is_empty() {
+            h.msg_control = o.control.as_ptr().cast_mut().cast();
+            h.msg_controllen = o.control.len() as _;
+        }
+        n += 1;
+    }
+    for (h, iov) in hdrs[..n].iter_mut().zip(iovs.iter_mut()) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    // SAFETY: every header points at an iovec in `iovs` and at payload, address and control
-    // bytes borrowed from `out`, all alive and unmoved until this call returns; the kernel only
-    // reads them (the const-to-mut casts are what msghdr's C type asks for).
-    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), vlen, flags) };
-    if n < 0 { neg_errno() } else { n }
+    let mut i = 0;
+    while i < n {
+        // SAFETY: headers `i..n` point at iovecs in `iovs` (this frame, not moved after the
+        // pointers were taken) and at payload, address and control bytes borrowed from `out`
+        // for `'a`, which outlives this call; the kernel only reads them (the const-to-mut
+        // casts are what msghdr's C type asks for).
+        let r =
+            unsafe { libc::sendmmsg(fd, hdrs[i..].as_mut_ptr(), (n - i) as libc::c_uint, flags) };
+        if r > 0 {
+            for k in i..i + r as usize {
+                results[k] = i32::try_from(hdrs[k].msg_len).unwrap_or(i32::MAX);
+            }
+            i += r as usize;
+        } else {
+            // The first could not leave: say so, go on with the next.
+            results[i] = if r < 0 { neg_errno() } else { -libc::EIO };
+            i += 1;
+        }
+    }
+    n
 }
 
 fn zeroed_mmsghdr() -> libc::mmsghdr {
