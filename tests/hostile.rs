@@ -362,7 +362,13 @@ fn a_dry_buffer_ring_rearms_about_once_per_datagram() {
 fn recv_quick(c: &std::net::UdpSocket) -> std::io::Result<usize> {
     c.set_read_timeout(Some(Duration::from_millis(300)))?;
     let mut buf = [0u8; 64];
-    let got = c.recv(&mut buf);
+    let got = loop {
+        match c.recv(&mut buf) {
+            // Not the end of the burst: a timed receive interrupted by a stop and continue.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
     c.set_read_timeout(Some(PATIENCE))?;
     got
 }
