@@ -8,6 +8,7 @@ pub mod addr;
 pub mod admission;
 pub mod config;
 pub mod datagram;
+pub mod heartbeat;
 pub mod host_check;
 pub mod logtext;
 pub mod metrics;

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         },
         None => Vec::new(),
     };
+    let exposed = std::env::var_os(ENV_FILE).and_then(|path| exposed_secret(&path, &from_file));
     let relaunch = relaunch.map(|r| r.forgetting(from_file));
     // The real environment wins over .env: dotenvy never overrides a variable already set.
     // Like udp-gate, only ./.env is read, never one in a parent directory.
@@ -61,6 +62,14 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    if let Some((path, key)) = exposed {
+        warn!(
+            file = %path, key,
+            "the settings file holds a password and other users can read it: keep it mode 0600 \
+             (chmod 600), or give the password in a root-only file with REDIS_PASSWORD_FILE \
+             (systemd: LoadCredential=, see tuning/ringgate.service)"
+        );
+    }
     match dotenv {
         Ok(()) => info!("loaded ./.env"),
         Err(e) if e.not_found() => {}
@@ -94,7 +103,13 @@ fn main() -> ExitCode {
     );
     let (backends, redis) = match &config.routes {
         Routes::Fixed(backends) => (backends.iter().map(ToString::to_string).collect(), None),
-        Routes::Redis(settings) => (Vec::new(), Some(settings.addr)),
+        Routes::Redis(settings) => (
+            Vec::new(),
+            Some(match &settings.sentinel {
+                Some(s) => format!("sentinel master {:?}", s.master),
+                None => settings.addr.to_string(),
+            }),
+        ),
     };
     let backends = format!("[{}]", backends.join(", "));
     let (control, drain_timeout, takeover) = (
@@ -137,7 +152,7 @@ fn main() -> ExitCode {
         listen = %proxy.local_addr(),
         workers,
         %backends,
-        ?redis,
+        redis = redis.as_deref().unwrap_or("none"),
         metrics = ?proxy.metrics_addr(),
         io_backend = proxy.shared().io_backend,
         "ready"
@@ -194,6 +209,19 @@ fn load_env_file(path: &std::path::Path) -> Result<Vec<String>, dotenvy::Error> 
         .collect::<Result<Vec<_>, _>>()?;
     dotenvy::from_path_override(path)?;
     Ok(keys)
+}
+
+/// The settings file and the password it holds, if other users may read it.
+fn exposed_secret(path: &std::ffi::OsStr, keys: &[String]) -> Option<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = keys.iter().find(|k| match k.as_str() {
+        "REDIS_PASSWORD" | "REDIS_SENTINEL_PASSWORD" => true,
+        // redis://user:password@host: a password only with an `@`.
+        "REDIS_URL" => std::env::var("REDIS_URL").is_ok_and(|url| url.contains('@')),
+        _ => false,
+    })?;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| (path.to_string_lossy().into_owned(), key.clone()))
 }
 
 /// SIGTERM with `--drain-timeout`: no new sessions, not ready, until every session has gone

@@ -227,6 +227,75 @@ pub struct Cli {
     )]
     pub redis_password: Option<String>,
 
+    /// A file holding the Redis password (read at start, and again by a successor on reload);
+    /// a relative path is taken in $CREDENTIALS_DIRECTORY when systemd sets it
+    #[arg(
+        long,
+        env = "REDIS_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "redis_password",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_password_file: Option<std::path::PathBuf>,
+
+    /// Sentinels to ask where the master is (host:port, comma-separated); REDIS_ADDR is then
+    /// not used
+    #[arg(
+        long = "redis-sentinel",
+        env = "REDIS_SENTINEL_ADDRS",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ',',
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_sentinel: Vec<String>,
+
+    /// The master's name the sentinels monitor
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_MASTER",
+        value_name = "NAME",
+        default_value = "mymaster",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_sentinel_master: String,
+
+    /// The sentinels' password (their requirepass), if they have one; never logged
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_sentinel_password: Option<String>,
+
+    /// A file holding the sentinels' password (as --redis-password-file)
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "redis_sentinel_password",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub redis_sentinel_password_file: Option<std::path::PathBuf>,
+
+    /// This ringgate's name in a fleet: its heartbeat key udp_gate:instance:ID and its own
+    /// disconnect channel CHANNEL:ID (letters, digits, '.', '_', '-'; default the host name)
+    #[arg(
+        long,
+        env = "RINGGATE_INSTANCE_ID",
+        value_name = "ID",
+        help_heading = "Redis routing (used when no --backend is given)"
+    )]
+    pub instance_id: Option<String>,
+
+    /// Whether a bare port on the shared disconnect channel closes sessions (udp-gate's form;
+    /// ambiguous when several hosts share the channel). This instance's channel always takes one
+    #[arg(long, env = "RINGGATE_DISCONNECT_BARE_PORTS", value_name = "on|off", default_value = "on",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set,
+          help_heading = "Redis routing (used when no --backend is given)")]
+    pub disconnect_bare_ports: bool,
+
     /// Redis database number (SELECT)
     #[arg(long, env = "REDIS_DB", value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(i64).range(0..),

@@ -101,3 +101,121 @@ fn task_run_modes_parse_by_name() {
     }
     assert!(cli(&["--backend", "127.0.0.1:1", "--task-run", "eager"]).is_err());
 }
+
+fn redis_of(config: Config) -> crate::route::redis::Settings {
+    match config.routes {
+        Routes::Redis(settings) => settings,
+        Routes::Fixed(_) => panic!("not Redis routing"),
+    }
+}
+
+#[test]
+fn sentinels_instance_and_bare_ports() {
+    let config = cli(&[
+        "--redis-sentinel",
+        "127.0.0.1:26379, localhost:26380",
+        "--redis-sentinel-master",
+        "game",
+        "--redis-sentinel-password",
+        "spw",
+        "--instance-id",
+        "edge-1",
+        "--disconnect-bare-ports",
+        "off",
+    ])
+    .unwrap()
+    .into_config(None, &[0])
+    .unwrap();
+    let redis = redis_of(config);
+    let sentinel = redis.sentinel.expect("sentinels");
+    assert_eq!(sentinel.places.len(), 2);
+    assert!(sentinel.places[0].host.is_none() && sentinel.places[1].host.is_some());
+    assert_eq!(sentinel.master, "game");
+    assert_eq!(
+        sentinel.handshake.password,
+        Some(crate::route::redis::conn::Secret("spw".into()))
+    );
+    assert_eq!(redis.handshake.master.as_deref(), Some("game"));
+    assert_eq!(
+        redis.handshake.instance_channel.as_deref(),
+        Some("udp_gate:disconnect:edge-1")
+    );
+    assert_eq!(redis.instance, "edge-1");
+    assert!(!redis.bare_ports);
+
+    let plain = redis_of(cli(&[]).unwrap().into_config(None, &[0]).unwrap());
+    assert!(plain.sentinel.is_none() && plain.bare_ports && plain.handshake.master.is_none());
+    assert!(!plain.instance.is_empty(), "the host name by default");
+
+    for (args, flag) in [
+        (&["--instance-id", "a b"][..], "--instance-id"),
+        (&["--instance-id", ""], "--instance-id"),
+        (
+            &[
+                "--redis-sentinel",
+                "127.0.0.1:1",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ],
+            "--redis-url",
+        ),
+        (
+            &["--redis-sentinel", "no-such-host.invalid:1"],
+            "--redis-sentinel",
+        ),
+    ] {
+        let err = cli(args).unwrap().into_config(None, &[0]).unwrap_err();
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn passwords_come_from_files_less_their_line_end() {
+    let dir = std::env::temp_dir().join(format!("ringgate-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("redis-password");
+    std::fs::write(&file, "s3cret\r\n").unwrap();
+    let path = file.to_str().unwrap();
+    let redis = redis_of(
+        cli(&[
+            "--redis-password-file",
+            path,
+            "--redis-sentinel",
+            "127.0.0.1:1",
+            "--redis-sentinel-password-file",
+            path,
+        ])
+        .unwrap()
+        .into_config(None, &[0])
+        .unwrap(),
+    );
+    let secret = Some(crate::route::redis::conn::Secret("s3cret".into()));
+    assert_eq!(redis.handshake.password, secret);
+    assert_eq!(redis.sentinel.unwrap().handshake.password, secret);
+    // Both forms of one password are refused by the parser; a missing or empty file, here.
+    assert!(cli(&["--redis-password", "x", "--redis-password-file", path]).is_err());
+    std::fs::write(&file, "\n").unwrap();
+    let missing = dir.join("absent");
+    for bad in [path, missing.to_str().unwrap()] {
+        let err = cli(&["--redis-password-file", bad])
+            .unwrap()
+            .into_config(None, &[0])
+            .unwrap_err();
+        assert!(
+            err.contains("--redis-password-file") && err.contains(bad),
+            "{err}"
+        );
+    }
+    std::fs::write(&file, "pw").unwrap();
+    let url = cli(&[
+        "--redis-url",
+        "redis://:pw@127.0.0.1:1",
+        "--redis-password-file",
+        path,
+    ])
+    .unwrap()
+    .into_config(None, &[0])
+    .unwrap_err();
+    assert!(url.contains("keep one"), "{url}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -28,6 +28,7 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::heartbeat::{Facts, Heartbeat};
 use crate::metrics::{self, MetricsServer};
 use crate::route::resolve::Resolver;
 use crate::route::{self, Routes};
@@ -68,6 +69,7 @@ pub struct Proxy {
     metrics: Option<MetricsServer>,
     summary: Option<Summary>,
     control: Option<Control>,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Proxy {
@@ -154,6 +156,7 @@ impl Proxy {
             metrics: None,
             summary: None,
             control: None,
+            heartbeat: None,
         };
         let mut imports = Vec::new();
         for index in 0..config.workers {
@@ -237,14 +240,34 @@ impl Proxy {
                 }
             }
         }
+        if let Routes::Redis(settings) = &config.routes {
+            let facts = Facts {
+                id: settings.instance.clone(),
+                listen: proxy.local,
+            };
+            match Heartbeat::start(settings.clone(), facts, Arc::clone(&shared)) {
+                Ok(heartbeat) => proxy.heartbeat = Some(heartbeat),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the fleet heartbeat; carrying on without it")
+                }
+            }
+        }
         if let Some(path) = &config.control {
+            let handed_over = hooks.handed_over;
+            let flag = Arc::clone(&shared);
+            let handed_over: Box<dyn Fn(HandedOver) + Send> = Box::new(move |h| {
+                flag.handed_over.store(true, Ordering::Release);
+                if let Some(hook) = &handed_over {
+                    hook(h);
+                }
+            });
             let served = Served {
                 listen: config.listen,
                 local: proxy.local,
                 workers: proxy.worker_links(),
                 metrics: proxy.metrics.as_ref().map(MetricsServer::listener_fd),
                 timeout: config.handover_timeout,
-                handed_over: hooks.handed_over,
+                handed_over: Some(handed_over),
             };
             // After a takeover the old process still listens on the path: replace it.
             let replace = config.takeover.is_some();
@@ -339,6 +362,12 @@ impl Proxy {
         if let Some(summary) = self.summary.take() {
             summary.stop();
         }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            // Leaving the fleet, unless a successor took over (the key is its now).
+            let delete = !self.shared.handed_over.load(Ordering::Acquire)
+                && !self.shared.taken_over.load(Ordering::Acquire);
+            heartbeat.stop(delete);
+        }
         result
     }
 }
@@ -349,6 +378,7 @@ impl Drop for Proxy {
             || self.metrics.is_some()
             || self.summary.is_some()
             || self.control.is_some()
+            || self.heartbeat.is_some()
         {
             let _ = self.stop();
         }

@@ -15,17 +15,33 @@ use crate::sys::socket;
 /// naming them; an unreachable Redis does not (new clients wait for it, bounded).
 pub(super) fn check_redis(settings: &route::redis::Settings) -> Result<(), StartError> {
     use route::redis::preflight::{Preflight, preflight};
+    let (redis, sentinels) = match &settings.sentinel {
+        Some(s) => (
+            format!("master {:?}", s.master),
+            s.places
+                .iter()
+                .map(|p| p.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        None => (settings.addr.to_string(), String::new()),
+    };
     match preflight(settings, REDIS_PREFLIGHT_TIMEOUT) {
-        Ok(()) => {
-            info!(redis = %settings.addr, "Redis answered");
+        Ok(addr) => {
+            info!(redis = %addr, "Redis answered");
             Ok(())
         }
         Err(Preflight::Refused(why)) => Err(StartError(format!(
-            "Redis at {} refused ringgate: {why}",
-            settings.addr
+            "Redis at {redis} refused ringgate: {why}"
         ))),
+        Err(Preflight::Unreachable(why)) if settings.sentinel.is_some() => {
+            warn!(%sentinels, error = %crate::logtext::escaped(why.as_bytes(), 200),
+                  "no sentinel named a master that answers (REDIS_SENTINEL_ADDRS); starting \
+                   anyway: new clients wait for one, and established sessions never need it");
+            Ok(())
+        }
         Err(Preflight::Unreachable(why)) => {
-            warn!(redis = %settings.addr, error = %crate::logtext::escaped(why.as_bytes(), 200),
+            warn!(%redis, error = %crate::logtext::escaped(why.as_bytes(), 200),
                   "Redis is not answering; starting anyway: new clients wait for it, and \
                    established sessions never need it");
             Ok(())

@@ -195,6 +195,12 @@ pub trait Router {
     /// A session this router placed with `lease` has closed.
     fn release(&mut self, _lease: Lease) {}
 
+    /// Whether every live session is to be noted again now ([`Note::Alive`]): the session
+    /// map's server changed (a failover, a restart) and may not hold the entries.
+    fn take_republish(&mut self) -> bool {
+        false
+    }
+
     /// Sessions' lives, for a router that publishes the session map; most ignore them.
     fn note(&mut self, _note: Note, _io: &mut Io<'_>) {}
 

@@ -88,6 +88,7 @@ counters! {
     RouteResolve => ("ringgate_route_failures", Some(("reason", "resolve")), ROUTE_FAILURES),
     RedisCommandFailures => ("ringgate_redis_connection_failures", Some(("connection", "command")), "Redis connections lost or refused, by connection"),
     RedisSubscriberFailures => ("ringgate_redis_connection_failures", Some(("connection", "subscriber")), "Redis connections lost or refused, by connection"),
+    RedisSentinelFailures => ("ringgate_redis_connection_failures", Some(("connection", "sentinel")), "Redis connections lost or refused, by connection"),
     RedisOversizeReplies => ("ringgate_redis_oversize_replies", None, "Redis replies over the size cap, rejected before being read whole; each reset its connection"),
     SessionMapWritten => ("ringgate_session_map_writes", Some(("result", "written")), SESSION_MAP),
     SessionMapFailed => ("ringgate_session_map_writes", Some(("result", "failed")), SESSION_MAP),
@@ -95,6 +96,8 @@ counters! {
     DisconnectMatched => ("ringgate_redis_disconnect_messages", Some(("result", "matched")), DISCONNECTS),
     DisconnectUnmatched => ("ringgate_redis_disconnect_messages", Some(("result", "unmatched")), DISCONNECTS),
     DisconnectInvalid => ("ringgate_redis_disconnect_messages", Some(("result", "invalid")), DISCONNECTS),
+    DisconnectRefused => ("ringgate_redis_disconnect_messages", Some(("result", "refused")), DISCONNECTS),
+    DisconnectOversize => ("ringgate_redis_disconnect_messages", Some(("result", "oversize")), DISCONNECTS),
     SubmitQueueFull => ("ringgate_submit_queue_full", None, "Times the submission queue was full and flushed early"),
 }
 

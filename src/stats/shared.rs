@@ -85,6 +85,9 @@ pub struct Shared {
     pub taken_over: AtomicBool,
     /// Draining (SIGTERM with `--drain-timeout`): no new sessions, not ready.
     pub draining: AtomicBool,
+    /// A successor took everything over (this process is on its way out, cleanly but not
+    /// leaving the fleet: its heartbeat key is the successor's now).
+    pub handed_over: AtomicBool,
     /// Whether SO_RCVBUFFORCE/SO_SNDBUFFORCE were permitted, so `net.core.rmem_max` and
     /// `wmem_max` do not cap ringgate's socket buffers.
     pub buffers_forced: AtomicBool,
@@ -113,6 +116,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             taken_over: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             buffers_forced: AtomicBool::new(false),
         }
     }

@@ -83,6 +83,14 @@ impl Worker {
         if !self.life.serving() {
             return;
         }
+        if self.router.take_republish() {
+            let mut alive = Vec::new();
+            self.sessions
+                .collect_unannounced(u32::MAX, self.tick, &mut alive);
+            for (upstream, client) in alive {
+                self.note(Note::Alive { upstream, client });
+            }
+        }
         let mut keys = std::mem::take(&mut self.scratch);
         if let Some(cutoff) = idle_cutoff(self.tick, self.unreplied_ticks) {
             self.sessions.collect_unreplied(cutoff, &mut keys);

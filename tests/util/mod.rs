@@ -381,18 +381,22 @@ pub fn redis_config(redis: SocketAddr) -> Config {
         addr: redis,
         host: None,
         handshake: ringgate::route::redis::conn::Handshake {
-            username: None,
-            password: None,
-            db: 0,
-            channel: DISCONNECT_CHANNEL.into(),
+            instance_channel: Some(format!("{DISCONNECT_CHANNEL}:{INSTANCE}")),
+            ..ringgate::route::redis::conn::Handshake::plain(DISCONNECT_CHANNEL)
         },
         key: BACKEND_KEY.into(),
         timeout: Duration::from_millis(200),
         allow: Vec::new(),
         publish: None,
+        sentinel: None,
+        bare_ports: true,
+        instance: INSTANCE.into(),
     });
     config
 }
+
+/// The instance id of a configuration made by [`redis_config`].
+pub const INSTANCE: &str = "test-instance";
 
 /// The Redis settings of a configuration made by [`redis_config`].
 pub fn redis_settings(config: &mut Config) -> &mut ringgate::route::redis::Settings {

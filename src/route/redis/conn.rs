@@ -6,8 +6,11 @@
 //! commands in order (Redis answers a connection's commands in the order it sent them).
 //!
 //! A command connection authenticates, selects the database, then serves `GET`s. A subscriber
-//! connection authenticates and subscribes to the disconnect channel, then only receives
-//! messages. Both start over after every reconnect.
+//! connection authenticates and subscribes to the disconnect channels (the shared one, and this
+//! instance's own), then only receives messages. Behind Sentinel both first check that `ROLE`
+//! says master. A sentinel connection asks for the master's address, then subscribes to
+//! `+switch-master`. All start over after every reconnect; `-READONLY` or `-MASTERDOWN` in any
+//! reply also makes them start over (the server is no longer the master it was).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,6 +24,8 @@ use super::reply::{ReadError, ReplyReader};
 pub enum Role {
     Command,
     Subscriber,
+    /// A connection to a sentinel: the master's address, then `+switch-master` messages.
+    Sentinel,
 }
 
 impl Role {
@@ -28,6 +33,7 @@ impl Role {
         match self {
             Role::Command => "command",
             Role::Subscriber => "subscriber",
+            Role::Sentinel => "sentinel",
         }
     }
 }
@@ -56,7 +62,27 @@ pub struct Handshake {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub db: i64,
+    /// The shared disconnect channel (for a sentinel connection: `+switch-master`).
     pub channel: String,
+    /// This instance's own disconnect channel, subscribed besides the shared one.
+    pub instance_channel: Option<String>,
+    /// Behind Sentinel, the master's name: a sentinel connection asks for its address, and
+    /// data connections check that `ROLE` says master before they serve.
+    pub master: Option<String>,
+}
+
+impl Handshake {
+    /// A handshake with no password, database 0 and one channel.
+    pub fn plain(channel: &str) -> Handshake {
+        Handshake {
+            username: None,
+            password: None,
+            db: 0,
+            channel: channel.to_owned(),
+            instance_channel: None,
+            master: None,
+        }
+    }
 }
 
 /// A reply the FIFO expects.
@@ -68,9 +94,15 @@ enum Expect {
     /// gave answers `NOAUTH` here rather than to the first lookup.
     Ping,
     Subscribe,
+    /// Behind Sentinel: the server must say it is the master.
+    Role,
+    /// A sentinel's `get-master-addr-by-name`.
+    Master,
     Get,
     /// A write of the session map (`SET ... EX`, `DEL`).
     Write,
+    /// Any other command ([`Conn::command`]): the reply is the caller's.
+    Reply,
 }
 
 impl Expect {
@@ -82,8 +114,10 @@ impl Expect {
             }
             Expect::Select => "REDIS_DB (--redis-db, or the database in REDIS_URL)",
             Expect::Subscribe => "REDIS_DISCONNECT_CHANNEL (--disconnect-channel)",
+            Expect::Role | Expect::Master => "REDIS_SENTINEL_MASTER (--redis-sentinel-master)",
             Expect::Get => "REDIS_BACKEND_KEY (--backend-key)",
             Expect::Write => "RINGGATE_PUBLISH_SESSIONS_PREFIX (--publish-sessions-prefix)",
+            Expect::Reply => "RINGGATE_INSTANCE_ID (--instance-id)",
         }
     }
 }
@@ -95,10 +129,17 @@ pub enum Event {
     Ready,
     /// The reply to the oldest outstanding `GET`.
     Got(Value),
-    /// A message published on the disconnect channel.
-    Message(Vec<u8>),
+    /// A message published on a subscribed channel; `None` for one over the size cap, skipped.
+    Message {
+        channel: Vec<u8>,
+        payload: Option<Vec<u8>>,
+    },
+    /// A sentinel's answer: the master's host and port, or `None` if it knows no such master.
+    Master(Option<(String, u16)>),
     /// The reply to a session map write: whether Redis took it.
     Wrote(bool),
+    /// The reply to a [`Conn::command`].
+    Reply(Value),
 }
 
 /// Why a connection must be dropped and made again.
@@ -114,6 +155,9 @@ pub enum Failure {
     Protocol(String),
     /// A reply over the size caps, refused before it was read whole.
     Oversize(String),
+    /// The server is not (or no longer) the master: `ROLE` said otherwise, or a reply was
+    /// `-READONLY` or `-MASTERDOWN`. Ask where the master is again.
+    NotMaster(String),
 }
 
 impl fmt::Display for Failure {
@@ -127,6 +171,7 @@ impl fmt::Display for Failure {
             }
             Failure::Protocol(why) => write!(f, "protocol error: {why}"),
             Failure::Oversize(why) => write!(f, "{why}"),
+            Failure::NotMaster(why) => write!(f, "not the master: {why}"),
         }
     }
 }
@@ -156,7 +201,7 @@ impl Conn {
             phase: Phase::Down,
             out: Vec::new(),
             expect: VecDeque::new(),
-            reader: ReplyReader::default(),
+            reader: Self::reader(role),
             values: Vec::new(),
             failures: 0,
             jitter: RandomState::new().hash_one(0u8) | 1,
@@ -165,6 +210,14 @@ impl Conn {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Subscribed connections skip a message over the cap; a command connection refuses it.
+    fn reader(role: Role) -> ReplyReader {
+        match role {
+            Role::Command => ReplyReader::default(),
+            Role::Subscriber | Role::Sentinel => ReplyReader::skipping(),
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -188,6 +241,9 @@ impl Conn {
             auth.arg(&password.0);
             self.queue(&auth, Expect::Auth);
         }
+        if handshake.master.is_some() && self.role != Role::Sentinel {
+            self.queue(&redis::cmd("ROLE"), Expect::Role);
+        }
         match self.role {
             Role::Command => {
                 if handshake.db != 0 {
@@ -195,10 +251,32 @@ impl Conn {
                 }
                 self.queue(&redis::cmd("PING"), Expect::Ping);
             }
-            Role::Subscriber => self.queue(
-                redis::cmd("SUBSCRIBE").arg(&handshake.channel),
-                Expect::Subscribe,
-            ),
+            Role::Subscriber => {
+                let mut subscribe = redis::cmd("SUBSCRIBE");
+                subscribe.arg(&handshake.channel);
+                self.queue(
+                    subscribe.arg(&handshake.instance_channel),
+                    Expect::Subscribe,
+                );
+                if handshake.instance_channel.is_some() {
+                    // One confirmation per channel.
+                    self.expect.push_back(Expect::Subscribe);
+                }
+            }
+            Role::Sentinel => {
+                if let Some(master) = &handshake.master {
+                    self.queue(
+                        redis::cmd("SENTINEL")
+                            .arg("get-master-addr-by-name")
+                            .arg(master),
+                        Expect::Master,
+                    );
+                }
+                self.queue(
+                    redis::cmd("SUBSCRIBE").arg(&handshake.channel),
+                    Expect::Subscribe,
+                );
+            }
         }
         self.ready_if_done()
     }
@@ -243,6 +321,16 @@ impl Conn {
         true
     }
 
+    /// Queues any other command on a ready command connection; its reply comes back as
+    /// [`Event::Reply`]. False (nothing queued) otherwise.
+    pub fn command(&mut self, cmd: &redis::Cmd) -> bool {
+        if self.role != Role::Command || self.phase != Phase::Ready {
+            return false;
+        }
+        self.queue(cmd, Expect::Reply);
+        true
+    }
+
     /// `GET`s sent or queued whose replies have not arrived.
     pub fn gets_outstanding(&self) -> usize {
         self.expect.iter().filter(|e| **e == Expect::Get).count()
@@ -281,22 +369,63 @@ impl Conn {
 
     fn reply(&mut self, value: Value, events: &mut Vec<Event>) -> Result<(), Failure> {
         // A subscribed connection also receives messages nobody asked for.
-        if self.role == Role::Subscriber
+        if self.role != Role::Command
             && let Value::Array(items) | Value::Push { data: items, .. } = &value
-            && let [
-                Value::BulkString(kind),
-                _channel,
-                Value::BulkString(payload),
-            ] = &items[..]
+            && let [Value::BulkString(kind), Value::BulkString(channel), payload] = &items[..]
             && kind == b"message"
         {
-            events.push(Event::Message(payload.clone()));
+            let payload = match payload {
+                Value::BulkString(payload) => Some(payload.clone()),
+                // The reader's stand-in for a message over the cap.
+                Value::Nil => None,
+                other => return Err(Failure::Protocol(format!("a message of {other:?}"))),
+            };
+            events.push(Event::Message {
+                channel: channel.clone(),
+                payload,
+            });
             return Ok(());
+        }
+        // Sent by a server that is no longer the master (RESP2 error codes).
+        if let Value::ServerError(e) = &value
+            && matches!(e.code(), "READONLY" | "MASTERDOWN")
+        {
+            return Err(Failure::NotMaster(e.to_string()));
         }
         let Some(expect) = self.expect.pop_front() else {
             return Err(Failure::Protocol(format!("unexpected reply {value:?}")));
         };
         match (expect, value) {
+            (Expect::Role, Value::Array(items)) => match items.first() {
+                Some(Value::BulkString(role)) if role == b"master" => {}
+                Some(Value::BulkString(role)) => {
+                    return Err(Failure::NotMaster(format!(
+                        "ROLE says {}",
+                        String::from_utf8_lossy(role)
+                    )));
+                }
+                _ => return Err(Failure::Protocol(format!("ROLE answered {items:?}"))),
+            },
+            (Expect::Master, Value::Nil) => events.push(Event::Master(None)),
+            (Expect::Master, Value::Array(items)) => match &items[..] {
+                [Value::BulkString(host), Value::BulkString(port)] => {
+                    let host = String::from_utf8_lossy(host).into_owned();
+                    let port = std::str::from_utf8(port)
+                        .ok()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| {
+                            Failure::Protocol(format!("a master port of {:?}", items[1]))
+                        })?;
+                    events.push(Event::Master(Some((host, port))));
+                }
+                _ => {
+                    return Err(Failure::Protocol(format!(
+                        "get-master-addr-by-name answered {items:?}"
+                    )));
+                }
+            },
+            (Expect::Reply, value) => events.push(Event::Reply(value)),
             (Expect::Get, value) => {
                 // A server that answers lookups is healthy: the next failure starts the
                 // backoff over.
@@ -329,6 +458,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Starts the backoff over (the next failure waits the shortest delay).
+    pub fn forgive(&mut self) {
+        self.failures = 0;
+    }
+
     /// `delay` less a random part of up to half of it.
     fn jittered(&mut self, delay: Duration) -> Duration {
         self.jitter ^= self.jitter << 13;
@@ -346,7 +480,7 @@ impl Conn {
         self.phase = Phase::Down;
         self.out.clear();
         self.expect.clear();
-        self.reader = ReplyReader::default();
+        self.reader = Self::reader(self.role);
         let delay = BACKOFF_FIRST
             .saturating_mul(1 << self.failures.min(16))
             .min(BACKOFF_MAX);

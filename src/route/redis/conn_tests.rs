@@ -7,7 +7,7 @@ fn handshake(password: Option<&str>, db: i64) -> Handshake {
         username: None,
         password: password.map(|p| Secret(p.into())),
         db,
-        channel: "udp_gate:disconnect".into(),
+        ..Handshake::plain("udp_gate:disconnect")
     }
 }
 
@@ -93,7 +93,10 @@ fn a_subscriber_subscribes_then_reports_messages() {
     let msg = b"*3\r\n$7\r\nmessage\r\n$19\r\nudp_gate:disconnect\r\n$5\r\n40123\r\n";
     assert_eq!(
         feed(&mut c, msg).unwrap(),
-        [Event::Message(b"40123".to_vec())]
+        [Event::Message {
+            channel: b"udp_gate:disconnect".to_vec(),
+            payload: Some(b"40123".to_vec())
+        }]
     );
     assert!(!c.get("k"), "a subscriber does not GET");
 }
@@ -179,4 +182,120 @@ fn reset_reports_lost_gets() {
     assert_eq!(c.reset().0, 2);
     assert_eq!(c.phase(), Phase::Down);
     assert!(!c.has_output());
+}
+
+/// A handshake behind Sentinel, for master `mymaster`.
+fn behind_sentinel() -> Handshake {
+    Handshake {
+        master: Some("mymaster".into()),
+        instance_channel: Some("udp_gate:disconnect:a".into()),
+        ..handshake(None, 0)
+    }
+}
+
+const MASTER_ROLE: &[u8] = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n";
+
+#[test]
+fn behind_sentinel_a_data_connection_checks_role_first() {
+    let mut c = Conn::new(Role::Command);
+    assert_eq!(c.connected(&behind_sentinel()), None);
+    let out = String::from_utf8(c.take_output()).unwrap();
+    assert!(out.starts_with("*1\r\n$4\r\nROLE\r\n"), "{out}");
+    assert_eq!(feed(&mut c, MASTER_ROLE).unwrap(), []);
+    assert_eq!(feed(&mut c, b"+PONG\r\n").unwrap(), [Event::Ready]);
+
+    let mut replica = Conn::new(Role::Command);
+    replica.connected(&behind_sentinel());
+    let slave = b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:1\r\n";
+    assert!(matches!(
+        feed(&mut replica, slave),
+        Err(Failure::NotMaster(why)) if why.contains("slave")
+    ));
+}
+
+#[test]
+fn readonly_or_masterdown_in_any_reply_means_not_the_master() {
+    for error in [
+        &b"-READONLY You can't write against a read only replica.\r\n"[..],
+        b"-MASTERDOWN Link with MASTER is down\r\n",
+    ] {
+        let mut c = ready_command();
+        assert!(c.write("k", Some(("v", 10))));
+        assert!(matches!(feed(&mut c, error), Err(Failure::NotMaster(_))));
+    }
+}
+
+#[test]
+fn a_sentinel_connection_asks_for_the_master_then_listens_for_switches() {
+    let mut c = Conn::new(Role::Sentinel);
+    let sentinel = Handshake {
+        password: Some(Secret("spw".into())),
+        master: Some("mymaster".into()),
+        ..Handshake::plain("+switch-master")
+    };
+    assert_eq!(c.connected(&sentinel), None);
+    let out = String::from_utf8(c.take_output()).unwrap();
+    let auth = out.find("AUTH").unwrap();
+    let ask = out.find("get-master-addr-by-name").unwrap();
+    let sub = out.find("SUBSCRIBE").unwrap();
+    assert!(auth < ask && ask < sub && out.contains("mymaster"), "{out}");
+    assert!(!c.get("k") && !c.command(&redis::cmd("PING")));
+    let replies = b"+OK\r\n*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+    assert_eq!(
+        feed(&mut c, replies).unwrap(),
+        [
+            Event::Master(Some(("127.0.0.1".into(), 6380))),
+            Event::Ready
+        ]
+    );
+    let switch = b"*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$38\r\nmymaster 127.0.0.1 6380 127.0.0.1 6381\r\n";
+    assert!(matches!(
+        &feed(&mut c, switch).unwrap()[..],
+        [Event::Message { payload: Some(p), .. }] if p.ends_with(b"6381")
+    ));
+    // A sentinel that does not know the master answers null.
+    let mut c = Conn::new(Role::Sentinel);
+    c.connected(&sentinel);
+    assert_eq!(
+        feed(&mut c, b"+OK\r\n$-1\r\n").unwrap(),
+        [Event::Master(None)]
+    );
+    // A port that is not one is a protocol error, not a master.
+    let mut c = Conn::new(Role::Sentinel);
+    c.connected(&sentinel);
+    let bad = b"+OK\r\n*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n";
+    assert!(matches!(feed(&mut c, bad), Err(Failure::Protocol(_))));
+}
+
+#[test]
+fn a_subscriber_takes_both_channels_and_skips_an_oversize_message() {
+    let mut c = Conn::new(Role::Subscriber);
+    c.connected(&behind_sentinel());
+    c.take_output();
+    assert_eq!(feed(&mut c, MASTER_ROLE).unwrap(), []);
+    let first = b"*3\r\n$9\r\nsubscribe\r\n$19\r\nudp_gate:disconnect\r\n:1\r\n";
+    assert_eq!(feed(&mut c, first).unwrap(), []);
+    let second = b"*3\r\n$9\r\nsubscribe\r\n$21\r\nudp_gate:disconnect:a\r\n:2\r\n";
+    assert_eq!(feed(&mut c, second).unwrap(), [Event::Ready]);
+    let big = "9".repeat(2000);
+    let oversize = format!(
+        "*3\r\n$7\r\nmessage\r\n$21\r\nudp_gate:disconnect:a\r\n${}\r\n{big}\r\n",
+        big.len()
+    );
+    let small = b"*3\r\n$7\r\nmessage\r\n$21\r\nudp_gate:disconnect:a\r\n$4\r\n4000\r\n";
+    let mut bytes = oversize.into_bytes();
+    bytes.extend_from_slice(small);
+    assert_eq!(
+        feed(&mut c, &bytes).unwrap(),
+        [
+            Event::Message {
+                channel: b"udp_gate:disconnect:a".to_vec(),
+                payload: None
+            },
+            Event::Message {
+                channel: b"udp_gate:disconnect:a".to_vec(),
+                payload: Some(b"4000".to_vec())
+            }
+        ]
+    );
 }

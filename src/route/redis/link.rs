@@ -85,6 +85,11 @@ impl Endpoint {
         }
     }
 
+    /// Whether a socket is open and not being shut down.
+    pub fn connected(&self) -> bool {
+        self.socket.is_some() && !self.failing
+    }
+
     pub fn up(&self) -> bool {
         self.conn.phase() == Phase::Ready
     }
@@ -242,6 +247,15 @@ impl Endpoint {
         delay
     }
 
+    /// Reconnects as soon as the socket is closed, without waiting out the backoff (the
+    /// master moved: the new one is worth trying now), and starts the backoff over.
+    pub fn hurry(&mut self, now: Instant) {
+        if self.retry_at.is_some() {
+            self.retry_at = Some(now);
+        }
+        self.conn.forgive();
+    }
+
     /// Stops for good: the socket is shut down, nothing reconnects.
     pub fn shutdown(&mut self, streams: &mut Streams<'_>) {
         self.stop_socket(streams);
@@ -347,12 +361,7 @@ mod tests {
             timers: 0,
         })
         .unwrap();
-        let handshake = Handshake {
-            username: None,
-            password: None,
-            db: 0,
-            channel: "c".into(),
-        };
+        let handshake = Handshake::plain("c");
         let mut events = Vec::new();
         let recv = Lent {
             op: LentOp::Recv { stream: 0 },

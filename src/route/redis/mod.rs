@@ -3,13 +3,15 @@
 //!
 //! Each worker talks to Redis itself, through its own ring: a command connection (pipelined
 //! `GET`s of the backend key, replies matched in order) and a subscriber connection (the
-//! disconnect channel), each on a stream the driver lends. The pieces: replies decoded as bytes
+//! disconnect channels), each on a stream the driver lends; behind Sentinel a third connection
+//! to a sentinel says where the master is ([`sentinel`]). The pieces: replies decoded as bytes
 //! arrive ([`reply`]), a connection's state machine ([`conn`]), its socket and operations
 //! ([`link`]), coalesced lookups with deadlines ([`lookups`]), backend value validation
 //! ([`backend`]) and disconnect messages ([`disconnect`]). [`RedisRouter`] ties them to the
-//! route seam.
+//! route seam. The fleet's heartbeat is not a worker's (`crate::heartbeat`).
 
 pub mod backend;
+pub mod blocking;
 pub mod conn;
 pub mod disconnect;
 pub mod link;
@@ -17,6 +19,7 @@ pub mod lookups;
 pub mod preflight;
 pub mod publish;
 pub mod reply;
+pub mod sentinel;
 mod value;
 
 use std::net::SocketAddr;
@@ -28,8 +31,9 @@ use tracing::{info, warn};
 use self::conn::{Event, Handshake, Role};
 use self::link::{Completed, Due, Endpoint};
 use self::lookups::{Join, Lookups};
+use self::sentinel::{Heard, Sentinel, Sentinels};
 use super::resolve::{Dest, Name, Names, Resolver};
-use super::{Io, Note, Outcome, Resources, RouteFailure, Router, Ticket};
+use super::{Io, Note, Outcome, Resources, RouteFailure, Router, Target, Ticket};
 use crate::logtext::escaped;
 use crate::ratelimit::RateLimited;
 use crate::stats::Counter;
@@ -50,6 +54,13 @@ pub struct Settings {
     pub allow: Vec<IpNet>,
     /// Publish the session map (`--publish-sessions`).
     pub publish: Option<publish::Publish>,
+    /// Where the master is, when Sentinel says (`--redis-sentinel`); `addr` is then unused.
+    pub sentinel: Option<Sentinels>,
+    /// Whether a bare port on the shared channel closes sessions (`--disconnect-bare-ports`);
+    /// this instance's own channel always takes one.
+    pub bare_ports: bool,
+    /// This ringgate's name in the fleet (`--instance-id`): its heartbeat key and channel.
+    pub instance: String,
 }
 
 /// The least time a handshake or a GET may go unanswered before the connection is dropped
@@ -59,11 +70,11 @@ const STALL_MIN: Duration = Duration::from_secs(2);
 const RX_BYTES: usize = 16 * 1024;
 /// The router's one timer (lookup deadlines, reconnects, stalls).
 const TIMER: u16 = 0;
-/// The lent stream the names' eventfd is read on (after the command and subscriber's).
-const NAMES_STREAM: u16 = 2;
-
 const COMMAND: usize = 0;
 const SUBSCRIBER: usize = 1;
+/// The lent stream of the sentinel connection, if any (after the command and subscriber's);
+/// the names' eventfd is read on the next one.
+const SENTINEL_STREAM: u16 = 2;
 /// Distinct backends remembered for [`Router::is_backend`]: the control plane's pool is small;
 /// an older one forgotten is still caught by the worker's loop guard.
 const RECENT_BACKENDS: usize = 64;
@@ -82,6 +93,12 @@ pub struct RedisRouter {
     /// Names in the key, and the Redis server's own name.
     names: Option<Names>,
     publisher: Option<publish::Publisher>,
+    /// Behind Sentinel: where the master is.
+    sentinel: Option<Sentinel>,
+    /// Each data connection's sentinel generation and address when it connected.
+    used: [(u64, Option<SocketAddr>); 2],
+    /// Live sessions' map entries are to be written again (a new master, or a reconnect).
+    republish: bool,
     warn_conn: RateLimited,
     warn_value: RateLimited,
     warn_missing: RateLimited,
@@ -92,6 +109,11 @@ impl RedisRouter {
         let publisher = settings.publish.as_ref().map(publish::Publisher::new);
         let timer_tick =
             (settings.timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
+        let sentinel = settings
+            .sentinel
+            .clone()
+            .map(|s| Sentinel::new(s, SENTINEL_STREAM, now));
+        let names_stream = SENTINEL_STREAM + u16::from(sentinel.is_some());
         RedisRouter {
             settings,
             ends: [
@@ -104,8 +126,11 @@ impl RedisRouter {
             stopping: false,
             events: Vec::new(),
             recent: Vec::new(),
-            names: resolver.and_then(|r| Names::new(r, NAMES_STREAM).ok()),
+            names: resolver.and_then(|r| Names::new(r, names_stream).ok()),
             publisher,
+            sentinel,
+            used: [(0, None); 2],
+            republish: false,
             warn_conn: RateLimited::default(),
             warn_value: RateLimited::default(),
             warn_missing: RateLimited::default(),
@@ -121,9 +146,11 @@ impl RedisRouter {
             Event::Ready => {
                 info!(
                     connection = self.ends[conn].role().name(),
-                    redis = %self.settings.addr,
+                    redis = %self.used[conn].1.unwrap_or(self.settings.addr),
                     "Redis connection ready"
                 );
+                // This server may not hold the entries (a promoted replica, a restart).
+                self.republish |= conn == COMMAND && self.publisher.is_some();
                 self.send_get(io);
             }
             Event::Got(value) => {
@@ -148,15 +175,73 @@ impl RedisRouter {
             } else {
                 Counter::SessionMapFailed
             }),
-            Event::Message(payload) => match disconnect::parse(&payload) {
-                Some(target) => io.out.push(Outcome::Disconnect(target)),
-                None => {
-                    io.counters.bump(Counter::DisconnectInvalid);
-                    if let Some(suppressed) = self.warn_value.check() {
-                        warn!(message = %escaped(&payload, 64), suppressed, "ignoring an invalid disconnect message");
-                    }
+            Event::Message { channel, payload } => self.on_message(&channel, payload, io),
+            Event::Master(_) | Event::Reply(_) => io.counters.bump(Counter::Anomalies),
+        }
+    }
+
+    /// A message on a disconnect channel: the shared one, or this instance's own.
+    fn on_message(&mut self, channel: &[u8], payload: Option<Vec<u8>>, io: &mut Io<'_>) {
+        let own = self.settings.handshake.instance_channel.as_deref()
+            == Some(std::str::from_utf8(channel).unwrap_or_default());
+        let Some(payload) = payload else {
+            io.counters.bump(Counter::DisconnectOversize);
+            if let Some(suppressed) = self.warn_value.check() {
+                warn!(channel = %escaped(channel, 100), suppressed,
+                      "skipping a disconnect message over 1024 bytes");
+            }
+            return;
+        };
+        match disconnect::parse(&payload) {
+            Some(Target::Port(_)) if !own && !self.settings.bare_ports => {
+                io.counters.bump(Counter::DisconnectRefused);
+                if let Some(suppressed) = self.warn_value.check() {
+                    warn!(message = %escaped(&payload, 64), suppressed,
+                          "refusing a bare port on the shared disconnect channel \
+                           (RINGGATE_DISCONNECT_BARE_PORTS=off): send ip:port, or use this \
+                           instance's own channel");
                 }
-            },
+            }
+            Some(target) => io.out.push(Outcome::Disconnect(target)),
+            None => {
+                io.counters.bump(Counter::DisconnectInvalid);
+                if let Some(suppressed) = self.warn_value.check() {
+                    warn!(message = %escaped(&payload, 64), suppressed, "ignoring an invalid disconnect message");
+                }
+            }
+        }
+    }
+
+    /// Heard from the sentinel connection: a master (connections elsewhere move to it at
+    /// once), or a reason to ask the next sentinel.
+    fn on_heard(&mut self, heard: Heard, io: &mut Io<'_>) {
+        match heard {
+            Heard::Nothing => {}
+            Heard::Fail(why) => {
+                if let Some(sentinel) = &mut self.sentinel {
+                    io.counters.bump(Counter::RedisSentinelFailures);
+                    sentinel.fail(&why, &mut io.streams, io.now);
+                }
+            }
+            Heard::Master(_) => {
+                let here = self.master_addr(io.now);
+                for conn in [COMMAND, SUBSCRIBER] {
+                    if self.used[conn].1 != here && self.ends[conn].connected() {
+                        self.fail(conn, "the master moved", io);
+                    }
+                    self.ends[conn].hurry(io.now);
+                }
+            }
+        }
+    }
+
+    /// Behind Sentinel: the address of the master the latest answer named (`None` until one
+    /// is in, or while its name resolves).
+    fn master_addr(&mut self, now: Instant) -> Option<SocketAddr> {
+        let (dest, _) = self.sentinel.as_ref()?.master()?;
+        match dest {
+            Dest::Addr(addr) => Some(*addr),
+            Dest::Name(name) => self.names.as_mut()?.peek(name, now),
         }
     }
 
@@ -177,10 +262,11 @@ impl RedisRouter {
         io.counters.bump(match role {
             Role::Command => Counter::RedisCommandFailures,
             Role::Subscriber => Counter::RedisSubscriberFailures,
+            Role::Sentinel => Counter::RedisSentinelFailures,
         });
         let delay = end.fail(&mut io.streams, io.now);
         if let Some(suppressed) = self.warn_conn.check() {
-            warn!(connection = role.name(), redis = %self.settings.addr, error = %escaped(why.as_bytes(), 200),
+            warn!(connection = role.name(), redis = %self.used[conn].1.unwrap_or(self.settings.addr), error = %escaped(why.as_bytes(), 200),
                   retry_ms = delay.as_millis() as u64, suppressed, "Redis connection lost");
         }
         if role == Role::Command {
@@ -209,8 +295,25 @@ impl RedisRouter {
             Due::Nothing => {}
             Due::Fail(why) => return self.fail(conn, why, io),
             Due::Connect => {
-                let addr = self.redis_addr(io.now);
-                if let Err(why) = self.ends[conn].connect(addr, &mut io.streams, io.now) {
+                let addr = match &mut self.sentinel {
+                    None => (0, self.redis_addr(io.now)),
+                    // Start over from the sentinels: connect only with an answer newer than
+                    // the one the last connection used.
+                    Some(sentinel) => {
+                        let used = self.used[conn].0;
+                        if !sentinel.fresh(used) {
+                            return sentinel.ask_again(used, &mut io.streams, io.now);
+                        }
+                        let generation = sentinel.master().map_or(0, |(_, g)| g);
+                        match self.master_addr(io.now) {
+                            Some(addr) => (generation, addr),
+                            // A name still resolving: the timer comes back.
+                            None => return,
+                        }
+                    }
+                };
+                self.used[conn] = (addr.0, Some(addr.1));
+                if let Err(why) = self.ends[conn].connect(addr.1, &mut io.streams, io.now) {
                     return self.fail(conn, &why, io);
                 }
             }
@@ -225,12 +328,19 @@ impl Router for RedisRouter {
     }
 
     fn links(&self) -> &'static [&'static str] {
-        &["command", "subscriber"]
+        if self.sentinel.is_some() {
+            &["command", "subscriber", "sentinel"]
+        } else {
+            &["command", "subscriber"]
+        }
     }
 
     fn links_up(&self, up: &mut [bool]) {
         for (up, end) in up.iter_mut().zip(&self.ends) {
             *up = end.up();
+        }
+        if let (Some(sentinel), Some(up)) = (&self.sentinel, up.get_mut(2)) {
+            *up = sentinel.up();
         }
     }
 
@@ -248,9 +358,13 @@ impl Router for RedisRouter {
         }
     }
 
+    fn take_republish(&mut self) -> bool {
+        std::mem::take(&mut self.republish)
+    }
+
     fn resources(&self) -> Resources {
         Resources {
-            streams: if self.names.is_some() { 3 } else { 2 },
+            streams: 2 + usize::from(self.sentinel.is_some()) + usize::from(self.names.is_some()),
             stream_rx_bytes: RX_BYTES,
             timers: 1,
         }
@@ -287,6 +401,22 @@ impl Router for RedisRouter {
                 usize::from(stream)
             }
         };
+        if conn == usize::from(SENTINEL_STREAM)
+            && let Some(sentinel) = &mut self.sentinel
+        {
+            let mut events = std::mem::take(&mut self.events);
+            let (completed, heard) =
+                sentinel.complete(lent, res, &mut io.streams, io.now, &mut events);
+            self.events = events;
+            match completed {
+                Completed::Ok => {}
+                Completed::Stale => io.counters.bump(Counter::Anomalies),
+                Completed::Failed(why) | Completed::Oversize(why) => {
+                    return self.on_heard(Heard::Fail(why), io);
+                }
+            }
+            return self.on_heard(heard, io);
+        }
         let Some(end) = self.ends.get_mut(conn) else {
             return io.counters.bump(Counter::Anomalies);
         };
@@ -331,6 +461,9 @@ impl Router for RedisRouter {
                 result: Err(why),
             });
         }
+        if let Some(sentinel) = &mut self.sentinel {
+            sentinel.drive(self.names.as_mut(), &mut io.streams, io.now);
+        }
         for conn in [COMMAND, SUBSCRIBER] {
             self.drive(conn, io);
         }
@@ -347,6 +480,7 @@ impl Router for RedisRouter {
         self.take_resolved(io);
         let waiting = self.lookups.waiting()
             || self.ends.iter().any(Endpoint::waiting)
+            || self.sentinel.as_ref().is_some_and(Sentinel::waiting)
             || self.names.as_ref().is_some_and(Names::waiting);
         if waiting && !self.timer_armed && io.streams.timer(TIMER, self.timer_tick, 0).is_ok() {
             self.timer_armed = true;
@@ -361,6 +495,9 @@ impl Router for RedisRouter {
         }
         for end in &mut self.ends {
             end.shutdown(&mut io.streams);
+        }
+        if let Some(sentinel) = &mut self.sentinel {
+            sentinel.shutdown(&mut io.streams);
         }
         let _ = io.streams.cancel_timer(TIMER);
     }

@@ -83,12 +83,7 @@ mod tests {
 
     fn ready() -> Conn {
         let mut c = Conn::new(Role::Command);
-        let handshake = Handshake {
-            username: None,
-            password: None,
-            db: 0,
-            channel: "c".into(),
-        };
+        let handshake = Handshake::plain("c");
         c.connected(&handshake);
         c.take_output();
         let mut events = Vec::new();

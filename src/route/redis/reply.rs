@@ -12,6 +12,11 @@
 //! refuses an element over [`ELEMENT_BYTES_MAX`], an array over [`ARRAY_LEN_MAX`] elements or
 //! nested deeper than [`DEPTH_MAX`], before the parser sees it. ringgate's replies are a
 //! backend address, a disconnect message, `+OK` and a subscribe confirmation: all tiny.
+//!
+//! A subscriber connection cannot refuse what others publish, so for it the guard skips a bulk
+//! string over the cap instead ([`ReplyReader::skipping`]): its bytes are read and dropped, and
+//! the parser sees a null in its place (a published message is never null), so one oversize
+//! message is counted and skipped while the connection and the messages after it live on.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -21,8 +26,8 @@ use redis::Value;
 /// The most bytes of one bulk string or status/error line: a backend value is an `ip:port`
 /// or a host name and port, a disconnect message a port or an address.
 pub const ELEMENT_BYTES_MAX: usize = 1024;
-/// The most elements in one array (a pub/sub message has 3).
-pub const ARRAY_LEN_MAX: i64 = 16;
+/// The most elements in one array (a pub/sub message has 3; `ROLE` lists a master's replicas).
+pub const ARRAY_LEN_MAX: i64 = 64;
 /// How deep arrays may nest.
 pub const DEPTH_MAX: usize = 4;
 /// A length prefix has at most this many bytes (`-1`, or up to 19 digits).
@@ -50,6 +55,8 @@ impl fmt::Display for ReadError {
 pub struct ReplyReader {
     guard: Guard,
     parser: redis::Parser,
+    /// The bytes the guard let through, reused across feeds.
+    passed: Vec<u8>,
 }
 
 /// The bytes of one receive, then `WouldBlock`.
@@ -70,11 +77,26 @@ impl Read for Chunk<'_> {
 }
 
 impl ReplyReader {
+    /// A reader that replaces a bulk string over [`ELEMENT_BYTES_MAX`] with a null instead of
+    /// refusing the stream (for a subscriber: messages are what others published).
+    pub fn skipping() -> ReplyReader {
+        ReplyReader {
+            guard: Guard {
+                skip_oversize: true,
+                ..Guard::default()
+            },
+            ..ReplyReader::default()
+        }
+    }
+
     /// Decodes every reply `bytes` completes into `out`. An `Err` means the stream cannot be
     /// trusted any more and the connection must be dropped.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Value>) -> Result<(), ReadError> {
-        self.guard.scan(bytes)?;
-        let mut chunk = Chunk { bytes };
+        self.passed.clear();
+        self.guard.scan(bytes, &mut self.passed)?;
+        let mut chunk = Chunk {
+            bytes: &self.passed,
+        };
         loop {
             match self.parser.parse_value(&mut chunk) {
                 Ok(value) => out.push(value),
@@ -105,30 +127,44 @@ enum State {
     HeaderEnd { kind: u8, value: i64 },
     /// This many bytes of a bulk string and its `\r\n` are still to come.
     Bulk(usize),
+    /// As `Bulk`, for a string over the cap being dropped.
+    Skip(usize),
 }
 
-/// A RESP2 scanner that reads only structure: type bytes, lengths, line ends.
+/// A RESP2 scanner that reads only structure: type bytes, lengths, line ends. It passes on
+/// what it accepts: the same bytes, length prefixes written again, a skipped string as a null.
 #[derive(Default)]
 pub struct Guard {
     state: State,
     /// Elements still to come in each open array, outermost first.
     open: Vec<i64>,
+    /// Drop a bulk string over the cap (passed on as a null) instead of refusing the stream.
+    skip_oversize: bool,
 }
 
 impl Guard {
-    pub fn scan(&mut self, mut bytes: &[u8]) -> Result<(), ReadError> {
+    /// Scans `bytes`, appending what the parser may see to `out`.
+    pub fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ReadError> {
         while let Some((&byte, rest)) = bytes.split_first() {
             match self.state {
-                State::Bulk(left) => {
+                State::Bulk(left) | State::Skip(left) => {
                     let take = left.min(bytes.len());
+                    if let State::Bulk(_) = self.state {
+                        out.extend_from_slice(&bytes[..take]);
+                        self.state = State::Bulk(left - take);
+                    } else {
+                        self.state = State::Skip(left - take);
+                    }
                     bytes = &bytes[take..];
-                    self.state = State::Bulk(left - take);
                     if left == take {
                         self.element_done();
                     }
                     continue;
                 }
                 State::Type => {
+                    if matches!(byte, b'+' | b'-' | b':') {
+                        out.push(byte);
+                    }
                     self.state = match byte {
                         b'+' | b'-' | b':' => State::Line(0),
                         b'$' | b'*' => State::Header {
@@ -144,14 +180,20 @@ impl Guard {
                         }
                     }
                 }
-                State::Line(_) if byte == b'\n' => self.element_done(),
+                State::Line(_) if byte == b'\n' => {
+                    out.push(byte);
+                    self.element_done();
+                }
                 // The line and its `\r` are in; anything but `\n` makes it too long.
                 State::Line(n) if n > ELEMENT_BYTES_MAX => {
                     return Err(ReadError::Oversize(format!(
                         "a status line over {ELEMENT_BYTES_MAX} bytes"
                     )));
                 }
-                State::Line(n) => self.state = State::Line(n + 1),
+                State::Line(n) => {
+                    out.push(byte);
+                    self.state = State::Line(n + 1);
+                }
                 State::Header {
                     kind,
                     value,
@@ -187,7 +229,7 @@ impl Guard {
                     if byte != b'\n' {
                         return Err(ReadError::Protocol("a length prefix without \\n".into()));
                     }
-                    self.header(kind, value)?;
+                    self.header(kind, value, out)?;
                 }
             }
             bytes = rest;
@@ -195,11 +237,20 @@ impl Guard {
         Ok(())
     }
 
-    fn header(&mut self, kind: u8, value: i64) -> Result<(), ReadError> {
+    fn header(&mut self, kind: u8, value: i64, out: &mut Vec<u8>) -> Result<(), ReadError> {
+        if value >= -1 && !(kind == b'$' && value > ELEMENT_BYTES_MAX as i64) {
+            out.push(kind);
+            out.extend_from_slice(value.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         match (kind, value) {
             // Null bulk string or array, or an empty array: a whole element.
             (_, -1) | (b'*', 0) => self.element_done(),
             (_, ..=-2) => return Err(ReadError::Protocol("a negative length".into())),
+            (b'$', n) if n > ELEMENT_BYTES_MAX as i64 && self.skip_oversize => {
+                out.extend_from_slice(b"$-1\r\n");
+                self.state = State::Skip(n as usize + 2);
+            }
             (b'$', n) if n > ELEMENT_BYTES_MAX as i64 => {
                 return Err(ReadError::Oversize(format!(
                     "a {n}-byte string (at most {ELEMENT_BYTES_MAX})"
@@ -318,20 +369,64 @@ mod tests {
         for bad in [line.as_str(), wide.as_str(), deep.as_str()] {
             let mut guard = Guard::default();
             assert!(
-                matches!(guard.scan(bad.as_bytes()), Err(ReadError::Oversize(_))),
+                matches!(
+                    guard.scan(bad.as_bytes(), &mut Vec::new()),
+                    Err(ReadError::Oversize(_))
+                ),
                 "{}",
                 &bad[..bad.len().min(20)]
             );
         }
         let mut guard = Guard::default();
-        assert!(guard.scan(b"$99999999999999999999999999\r\n").is_err());
-        assert!(Guard::default().scan(b"$-5\r\n").is_err());
+        assert!(
+            guard
+                .scan(b"$99999999999999999999999999\r\n", &mut Vec::new())
+                .is_err()
+        );
+        assert!(Guard::default().scan(b"$-5\r\n", &mut Vec::new()).is_err());
     }
 
     #[test]
     fn the_guard_tracks_nested_arrays_to_their_end() {
         let mut guard = Guard::default();
-        guard.scan(b"*2\r\n*2\r\n:1\r\n:2\r\n$1\r\nx\r\n").unwrap();
+        let mut out = Vec::new();
+        let stream = b"*2\r\n*2\r\n:1\r\n:2\r\n$1\r\nx\r\n";
+        guard.scan(stream, &mut out).unwrap();
+        assert_eq!(out, stream, "what it accepts passes unchanged");
         assert_eq!((guard.state, guard.open.len()), (State::Type, 0));
+    }
+
+    #[test]
+    fn a_skipping_reader_drops_an_oversize_string_and_reads_on() {
+        let big = "x".repeat(ELEMENT_BYTES_MAX + 1);
+        let stream = format!(
+            "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n${}\r\n{big}\r\n*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\n42\r\n",
+            big.len()
+        );
+        let message = |payload: Value| {
+            Value::Array(vec![
+                Value::BulkString(b"message".to_vec()),
+                Value::BulkString(b"ch".to_vec()),
+                payload,
+            ])
+        };
+        let want = [
+            message(Value::Nil),
+            message(Value::BulkString(b"42".to_vec())),
+        ];
+        for split in 0..=stream.len() {
+            let (a, b) = stream.as_bytes().split_at(split);
+            let mut reader = ReplyReader::skipping();
+            let mut out = Vec::new();
+            reader.feed(a, &mut out).unwrap();
+            reader.feed(b, &mut out).unwrap();
+            assert_eq!(out, want, "split at {split}");
+        }
+        // A reader that does not skip refuses the same stream.
+        let mut strict = ReplyReader::default();
+        assert!(matches!(
+            strict.feed(stream.as_bytes(), &mut Vec::new()),
+            Err(ReadError::Oversize(_))
+        ));
     }
 }
