@@ -56,6 +56,14 @@ pub const VARS: &[&str] = &[
     "RINGGATE_TAKEOVER",
     "RINGGATE_HANDOVER_TIMEOUT",
     "RINGGATE_DRAIN_TIMEOUT",
+    // Redis Sentinel and fleet settings (tests/fleet.rs).
+    "REDIS_SENTINEL_ADDRS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_PASSWORD_FILE",
+    "REDIS_SENTINEL_PASSWORD_FILE",
+    "RINGGATE_INSTANCE_ID",
+    "RINGGATE_DISCONNECT_BARE_PORTS",
 ];
 
 /// Gives a test's ringgate the backend the suite runs on (`RINGGATE_IO_BACKEND`, see

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod load;
 pub mod process;
+pub mod sentinel;
 pub mod spoof;
 
 use std::io::{Read, Write};
