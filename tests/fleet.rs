@@ -68,6 +68,22 @@ impl Gate {
         assert_eq!(self.metric(series), value, "{series} went past {value}");
     }
 
+    /// A line that `matches`, logged already (before the ready line, say) or within
+    /// [`PATIENCE`].
+    fn logged(&self, what: &str, mut matches: impl FnMut(&str) -> bool) -> String {
+        let earlier = self.running.log(Duration::ZERO);
+        match earlier.into_iter().find(|line| matches(line)) {
+            Some(line) => line,
+            None => self.running.wait_line(what, matches),
+        }
+    }
+
+    /// [`Gate::logged`]: a line with every one of `needles`.
+    fn logged_with(&self, needles: &[&str]) -> String {
+        let what = format!("a line with {needles:?}");
+        self.logged(&what, |line| needles.iter().all(|n| line.contains(n)))
+    }
+
     /// Waits for the process to exit (after a signal) and returns whether it exited 0.
     fn wait_exit(&mut self) -> bool {
         let deadline = Instant::now() + PATIENCE;
@@ -162,7 +178,11 @@ fn the_sentinel_fixture_takes_passwords_and_restarts_sentinels() {
     let (new, _) = group.wait_promotion(old);
     group.stop_sentinels();
     group.start_sentinels();
-    assert_eq!(group.master(), new, "the restarted sentinels forgot the failover");
+    assert_eq!(
+        group.master(),
+        new,
+        "the restarted sentinels forgot the failover"
+    );
     group.set("k", "v");
 }
 
@@ -183,9 +203,7 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
         .args(["--metrics", "127.0.0.1:0", "--publish-sessions"])
         .args(["--redis-sentinel", &group.sentinel_list()]);
     let gate = Gate::spawn(cmd);
-    let found = gate
-        .running
-        .line_with(&["Redis master found", &format!("master={old}")]);
+    let found = gate.logged_with(&["Redis master found", &format!("master={old}")]);
     let sentinel: SocketAddr = field(&found, "sentinel").parse().unwrap();
     assert!(group.sentinel_addrs().contains(&sentinel), "{found}");
     wait_within("every worker's subscriber", PATIENCE, || {
@@ -208,7 +226,7 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
         "a new player got no echo within 3 s of the promotion of {new}: {:#?}",
         gate.running.log(Duration::from_millis(100))
     );
-    gate.running.line_with(&[
+    gate.logged_with(&[
         "Redis master switched",
         &format!("from={old}"),
         &format!("to={new}"),
@@ -223,22 +241,28 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
     // The session map follows the master: the newcomer's entry is on the new one.
     let me = addr_text(&newcomer);
     let mut entry = None;
-    wait_within("the newcomer's session map entry on the new master", PATIENCE, || {
-        let keys: Vec<String> = group.cmd(&["KEYS", &format!("{SESSION_PREFIX}*")]);
-        entry = keys.into_iter().find(|key| {
-            group
-                .cmd::<Option<String>>(&["GET", key])
-                .is_some_and(|client| client == me)
-        });
-        entry.is_some()
-    });
+    wait_within(
+        "the newcomer's session map entry on the new master",
+        PATIENCE,
+        || {
+            let keys: Vec<String> = group.cmd(&["KEYS", &format!("{SESSION_PREFIX}*")]);
+            entry = keys.into_iter().find(|key| {
+                group
+                    .cmd::<Option<String>>(&["GET", key])
+                    .is_some_and(|client| client == me)
+            });
+            entry.is_some()
+        },
+    );
     let upstream: SocketAddr = entry.unwrap()[SESSION_PREFIX.len()..].parse().unwrap();
     assert_eq!(upstream.ip(), backend.addr.ip());
 
     // So do the subscribers: a disconnect published on the new master closes the session.
-    wait_within("every worker's subscriber on the new master", PATIENCE, || {
-        group.publish(DISCONNECT_CHANNEL, NOBODY) == workers
-    });
+    wait_within(
+        "every worker's subscriber on the new master",
+        PATIENCE,
+        || group.publish(DISCONNECT_CHANNEL, NOBODY) == workers,
+    );
     group.publish(DISCONNECT_CHANNEL, &me);
     gate.wait_metric(CLOSED_DISCONNECT, 1);
 }
@@ -256,7 +280,7 @@ fn sentinels_down_at_start_then_up() {
     cmd.args(["--redis-sentinel", &group.sentinel_list()]);
     let gate = Gate::spawn(cmd);
     // Ready without Redis (established sessions need none), saying why Redis is missing.
-    let why = gate.running.wait_line("a warning that no sentinel answers", |line| {
+    let why = gate.logged("a warning that no sentinel answers", |line| {
         line.contains("WARN") && line.to_lowercase().contains("sentinel")
     });
     assert!(
@@ -268,9 +292,11 @@ fn sentinels_down_at_start_then_up() {
     );
     let player = udp(LOCAL4);
     player.send_to(b"too early", gate.listen).unwrap();
-    wait_within("the early player to be refused for want of Redis", PATIENCE, || {
-        NO_REDIS.iter().map(|s| gate.metric(s)).sum::<u64>() >= 1
-    });
+    wait_within(
+        "the early player to be refused for want of Redis",
+        PATIENCE,
+        || NO_REDIS.iter().map(|s| gate.metric(s)).sum::<u64>() >= 1,
+    );
 
     group.start_sentinels();
     let took = round_trip_within(&player, gate.listen, b"now", PATIENCE);
@@ -279,8 +305,7 @@ fn sentinels_down_at_start_then_up() {
         "no echo within {PATIENCE:?} of the sentinels' start: {:#?}",
         gate.running.log(Duration::from_millis(100))
     );
-    gate.running
-        .line_with(&["Redis master found", &format!("master={master}")]);
+    gate.logged_with(&["Redis master found", &format!("master={master}")]);
 }
 
 /// Passwords from files, for the data servers and the sentinels; neither is ever logged.
@@ -309,15 +334,13 @@ fn sentinel_and_master_passwords_come_from_files() {
         .env("REDIS_PASSWORD_FILE", &data_file)
         .env("REDIS_SENTINEL_PASSWORD_FILE", &sentinel_file);
     let gate = Gate::spawn(cmd);
-    gate.running.line_with(&[
-        "Redis master found",
-        &format!("master={}", group.master()),
-    ]);
+    gate.logged_with(&["Redis master found", &format!("master={}", group.master())]);
     let player = udp(LOCAL4);
     assert!(round_trip_within(&player, gate.listen, b"hi", PATIENCE).is_some());
     let log = gate.running.log(Duration::from_millis(100));
     assert!(
-        log.iter().all(|l| !l.contains(data) && !l.contains(sentinel)),
+        log.iter()
+            .all(|l| !l.contains(data) && !l.contains(sentinel)),
         "a password was logged: {log:#?}"
     );
 }
@@ -328,9 +351,7 @@ fn sentinel_and_master_passwords_come_from_files() {
 /// The heartbeat of instance `id`, parsed, if its key exists.
 fn heartbeat(redis: &RedisServer, id: &str) -> Option<serde_json::Value> {
     let text: Option<String> = redis.cmd(0, &["GET", &format!("udp_gate:instance:{id}")]);
-    text.map(|t| {
-        serde_json::from_str(&t).unwrap_or_else(|e| panic!("heartbeat {id}: {e}: {t}"))
-    })
+    text.map(|t| serde_json::from_str(&t).unwrap_or_else(|e| panic!("heartbeat {id}: {e}: {t}")))
 }
 
 #[test]
@@ -356,7 +377,10 @@ fn two_instances_on_one_redis() {
         });
         let beat = heartbeat(&redis, id).unwrap();
         assert_eq!(beat["listen"], gate.listen.to_string(), "{beat}");
-        assert!(beat["version"].as_str().is_some_and(|v| !v.is_empty()), "{beat}");
+        assert!(
+            beat["version"].as_str().is_some_and(|v| !v.is_empty()),
+            "{beat}"
+        );
         assert_eq!(beat["sessions"], 0, "{beat}");
         assert_eq!(beat["draining"], false, "{beat}");
         for key in ["backend", "started_at"] {
@@ -382,9 +406,11 @@ fn two_instances_on_one_redis() {
     let ua = upstream_of(&ca, a.listen, &backend);
     let ub = upstream_of(&cb, b.listen, &backend);
     // The heartbeat is refreshed: it comes to count the session.
-    wait_within("a's heartbeat to count its session", Duration::from_secs(15), || {
-        heartbeat(&redis, "a").is_some_and(|beat| beat["sessions"] == 1)
-    });
+    wait_within(
+        "a's heartbeat to count its session",
+        Duration::from_secs(15),
+        || heartbeat(&redis, "a").is_some_and(|beat| beat["sessions"] == 1),
+    );
 
     // a's channel: b's upstream port matches nothing on a and closes nothing on b; a's client
     // address closes a's session.
@@ -407,7 +433,10 @@ fn two_instances_on_one_redis() {
     // The shared channel: a bare port is refused (and counted) by a, obeyed by b.
     let ca3 = udp(LOCAL4);
     let ua3 = upstream_of(&ca3, a.listen, &backend);
-    assert_eq!(redis.publish(DISCONNECT_CHANNEL, &ua3.port().to_string()), 2);
+    assert_eq!(
+        redis.publish(DISCONNECT_CHANNEL, &ua3.port().to_string()),
+        2
+    );
     assert_eq!(redis.publish(DISCONNECT_CHANNEL, &ub.port().to_string()), 2);
     a.wait_metric(REFUSED, 2);
     b.wait_metric(CLOSED_DISCONNECT, 1);
@@ -421,11 +450,17 @@ fn two_instances_on_one_redis() {
     // A clean stop deletes the heartbeat: SIGTERM for a, SIGINT for b.
     a.running.signal("TERM");
     assert!(a.wait_exit(), "a exited non-zero after SIGTERM");
-    assert!(heartbeat(&redis, "a").is_none(), "a's heartbeat outlived it");
+    assert!(
+        heartbeat(&redis, "a").is_none(),
+        "a's heartbeat outlived it"
+    );
     assert!(heartbeat(&redis, "b").is_some());
     b.running.signal("INT");
     assert!(b.wait_exit(), "b exited non-zero after SIGINT");
-    assert!(heartbeat(&redis, "b").is_none(), "b's heartbeat outlived it");
+    assert!(
+        heartbeat(&redis, "b").is_none(),
+        "b's heartbeat outlived it"
+    );
 }
 
 #[test]
@@ -463,11 +498,8 @@ fn an_oversize_channel_message_is_skipped_not_fatal() {
     assert_eq!(gate.metric(INVALID), 0);
     assert_eq!(gate.metric(MATCHED), 2);
     let log = gate.running.log(Duration::from_millis(100));
-    assert_eq!(
-        log.iter()
-            .filter(|l| l.contains("Redis connection ready") && l.contains("connection=subscriber"))
-            .count(),
-        1,
-        "the subscriber reconnected: {log:#?}"
+    assert!(
+        !log.iter().any(|l| l.contains("Redis connection lost")),
+        "a connection was dropped: {log:#?}"
     );
 }

@@ -158,10 +158,22 @@ impl Running {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("ringgate never logged {what}"));
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                // Say why: a process that exited (a refused flag), or the lines it did log.
+                Err(e) => {
+                    let why = match e {
+                        mpsc::RecvTimeoutError::Timeout => "in time",
+                        mpsc::RecvTimeoutError::Disconnected => "before its stderr closed",
+                    };
+                    let seen = self.seen.borrow();
+                    let tail = &seen[seen.len().saturating_sub(20)..];
+                    panic!(
+                        "ringgate never logged {what} {why}; its last lines:\n{}",
+                        tail.join("\n")
+                    );
+                }
+            };
             self.seen.borrow_mut().push(line.clone());
             if matches(&line) {
                 return line;

@@ -427,4 +427,3 @@ pub fn wait_within(what: &str, within: Duration, mut condition: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
