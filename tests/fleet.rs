@@ -78,10 +78,12 @@ impl Gate {
         }
     }
 
-    /// [`Gate::logged`]: a line with every one of `needles`.
-    fn logged_with(&self, needles: &[&str]) -> String {
-        let what = format!("a line with {needles:?}");
-        self.logged(&what, |line| needles.iter().all(|n| line.contains(n)))
+    /// [`Gate::logged`]: a line with `message` and each `key=value` of `fields`.
+    fn logged_event(&self, message: &str, fields: &[(&str, SocketAddr)]) -> String {
+        let what = format!("{message} with {fields:?}");
+        self.logged(&what, |line| {
+            line.contains(message) && fields.iter().all(|(k, v)| has_field(line, k, v))
+        })
     }
 
     /// Waits for the process to exit (after a signal) and returns whether it exited 0.
@@ -117,6 +119,17 @@ fn upstream_of(client: &UdpSocket, listen: SocketAddr, backend: &Backend) -> Soc
         assert_eq!(from, upstream, "one client, one upstream");
     }
     upstream
+}
+
+/// Whether `line` has the field `key=value`, the value bare (`%` and `?` of an address) or
+/// quoted (tracing's text format quotes a `&str` value: `connection="command"`).
+fn has_field(line: &str, key: &str, value: impl std::fmt::Display) -> bool {
+    line.contains(&format!(" {key}={value}")) || line.contains(&format!(" {key}=\"{value}\""))
+}
+
+/// The value of field `key` in `line`, unquoted.
+fn field_value(line: &str, key: &str) -> String {
+    field(line, key).trim_matches('"').to_owned()
 }
 
 fn addr_text(socket: &UdpSocket) -> String {
@@ -203,8 +216,8 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
         .args(["--metrics", "127.0.0.1:0", "--publish-sessions"])
         .args(["--redis-sentinel", &group.sentinel_list()]);
     let gate = Gate::spawn(cmd);
-    let found = gate.logged_with(&["Redis master found", &format!("master={old}")]);
-    let sentinel: SocketAddr = field(&found, "sentinel").parse().unwrap();
+    let found = gate.logged_event("Redis master found", &[("master", old)]);
+    let sentinel: SocketAddr = field_value(&found, "sentinel").parse().unwrap();
     assert!(group.sentinel_addrs().contains(&sentinel), "{found}");
     wait_within("every worker's subscriber", PATIENCE, || {
         group.publish(DISCONNECT_CHANNEL, NOBODY) == workers
@@ -226,11 +239,7 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
         "a new player got no echo within 3 s of the promotion of {new}: {:#?}",
         gate.running.log(Duration::from_millis(100))
     );
-    gate.logged_with(&[
-        "Redis master switched",
-        &format!("from={old}"),
-        &format!("to={new}"),
-    ]);
+    gate.logged_event("Redis master switched", &[("from", old), ("to", new)]);
 
     // The established players, throughout: nothing lost, nothing twice.
     load.wait_for_echoes(players as u64 * 20);
@@ -305,7 +314,7 @@ fn sentinels_down_at_start_then_up() {
         "no echo within {PATIENCE:?} of the sentinels' start: {:#?}",
         gate.running.log(Duration::from_millis(100))
     );
-    gate.logged_with(&["Redis master found", &format!("master={master}")]);
+    gate.logged_event("Redis master found", &[("master", master)]);
 }
 
 /// Passwords from files, for the data servers and the sentinels; neither is ever logged.
@@ -334,7 +343,7 @@ fn sentinel_and_master_passwords_come_from_files() {
         .env("REDIS_PASSWORD_FILE", &data_file)
         .env("REDIS_SENTINEL_PASSWORD_FILE", &sentinel_file);
     let gate = Gate::spawn(cmd);
-    gate.logged_with(&["Redis master found", &format!("master={}", group.master())]);
+    gate.logged_event("Redis master found", &[("master", group.master())]);
     let player = udp(LOCAL4);
     assert!(round_trip_within(&player, gate.listen, b"hi", PATIENCE).is_some());
     let log = gate.running.log(Duration::from_millis(100));
