@@ -219,6 +219,7 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
     let found = gate.logged_event("Redis master found", &[("master", old)]);
     let sentinel: SocketAddr = field_value(&found, "sentinel").parse().unwrap();
     assert!(group.sentinel_addrs().contains(&sentinel), "{found}");
+    // Each worker has its own Redis connections (`ringgate_redis_up` is per worker).
     wait_within("every worker's subscriber", PATIENCE, || {
         group.publish(DISCONNECT_CHANNEL, NOBODY) == workers
     });
@@ -286,7 +287,10 @@ fn sentinels_down_at_start_then_up() {
         .unwrap();
 
     let mut cmd = one_worker_with_metrics("fleet-late");
-    cmd.args(["--redis-sentinel", &group.sentinel_list()]);
+    // REDIS_ADDR names the live master, but with --redis-sentinel it is not used: the early
+    // player below must be refused all the same.
+    cmd.args(["--redis-sentinel", &group.sentinel_list()])
+        .env("REDIS_ADDR", master.to_string());
     let gate = Gate::spawn(cmd);
     // Ready without Redis (established sessions need none), saying why Redis is missing.
     let why = gate.logged("a warning that no sentinel answers", |line| {
