@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod load;
+pub mod netns;
 pub mod process;
 pub mod sentinel;
 pub mod spoof;
