@@ -1,6 +1,7 @@
 //! This instance's entry in the fleet: a heartbeat key in Redis, `udp_gate:instance:<id>`,
-//! holding what the control plane needs to know of this ringgate (JSON: listen address,
-//! version, the backend new players go to, sessions, draining or not, started at). Refreshed
+//! holding what the control plane needs to know of this ringgate (JSON: id, listen address,
+//! version and commit, `backend` (the backend most of its sessions are on) and `backends`
+//! (sessions per backend), sessions, draining or not, started at in Unix seconds). Refreshed
 //! every [`EVERY`] with an expiry of [`TTL`] (a host that dies drops out on its own), deleted on
 //! a clean stop, and left for the successor after a takeover.
 //!
@@ -18,7 +19,7 @@ use tracing::warn;
 use crate::ratelimit::RateLimited;
 use crate::route::redis::Settings;
 use crate::route::redis::blocking::{Client, Refusal, command_client};
-use crate::stats::Shared;
+use crate::stats::{Shared, backends};
 
 /// The heartbeat key is this followed by the instance id.
 pub const KEY_PREFIX: &str = "udp_gate:instance:";
@@ -126,17 +127,22 @@ impl Beat {
     }
 
     fn write(&mut self) {
-        let backend = match self.run(redis::cmd("GET").arg(&self.settings.key)) {
-            Ok(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
-            Ok(_) => None,
-            Err(e) => return self.failed(&e),
-        };
+        // The backends this instance's sessions are on, busiest first (at most 32 by address,
+        // as in /metrics).
+        let mut backends: Vec<(String, u64)> =
+            backends::merge(self.shared.stats.iter().map(|w| w.backends.read()))
+                .into_iter()
+                .filter(|(_, c)| c.sessions > 0)
+                .map(|(label, c)| (label, c.sessions))
+                .collect();
+        backends.sort_by_key(|(label, sessions)| (std::cmp::Reverse(*sessions), label.clone()));
         let value = serde_json::json!({
             "id": self.facts.id,
             "listen": self.facts.listen.to_string(),
             "version": env!("CARGO_PKG_VERSION"),
             "commit": env!("RINGGATE_COMMIT"),
-            "backend": backend,
+            "backend": backends.first().map(|(label, _)| label),
+            "backends": backends.iter().map(|(label, n)| serde_json::json!({"addr": label, "sessions": n})).collect::<Vec<_>>(),
             "sessions": self.shared.sessions(),
             "draining": self.shared.draining.load(std::sync::atomic::Ordering::Relaxed),
             "started_at": self.started_at,

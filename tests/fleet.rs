@@ -358,6 +358,69 @@ fn sentinel_and_master_passwords_come_from_files() {
     );
 }
 
+#[test]
+fn a_credential_file_is_read_from_the_credentials_directory_and_an_exposed_env_file_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let password = "cred-pa55";
+    let redis = RedisServer::with_password(password);
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let dir = tempdir("fleet-credentials");
+    // As systemd's LoadCredential= leaves it: a directory of files named by the credential.
+    let credentials = dir.join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("redis-password"), password).unwrap();
+    let settings = dir.join("ringgate.env");
+    std::fs::write(&settings, format!("REDIS_ADDR={}\n", redis.addr())).unwrap();
+    std::fs::set_permissions(&settings, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let start = |settings: &std::path::Path| {
+        let mut cmd = one_worker_with_metrics("fleet-credentials-run");
+        cmd.env("CREDENTIALS_DIRECTORY", &credentials)
+            .env("REDIS_PASSWORD_FILE", "redis-password")
+            .env("RINGGATE_ENV_FILE", settings);
+        Gate::spawn(cmd)
+    };
+    // The relative path is taken in $CREDENTIALS_DIRECTORY: the password works.
+    let gate = start(&settings);
+    let player = udp(LOCAL4);
+    assert!(round_trip_within(&player, gate.listen, b"hi", PATIENCE).is_some());
+    let warned = |gate: &Gate| {
+        gate.running
+            .log(Duration::from_millis(100))
+            .iter()
+            .any(|l| l.contains("other users can read it"))
+    };
+    assert!(
+        !warned(&gate),
+        "no password in the settings file, no warning"
+    );
+    drop(gate);
+    // A password in a settings file others can read is warned of, naming the variable and
+    // never the password; the same file at 0600 is not.
+    std::fs::write(
+        &settings,
+        format!("REDIS_ADDR={}\nREDIS_PASSWORD={password}\n", redis.addr()),
+    )
+    .unwrap();
+    let mut cmd = one_worker_with_metrics("fleet-credentials-exposed");
+    cmd.env("RINGGATE_ENV_FILE", &settings);
+    let exposed = Gate::spawn(cmd);
+    let line = exposed.logged("the exposed-password warning", |l| {
+        l.contains("other users can read it")
+    });
+    assert!(
+        line.contains("REDIS_PASSWORD") && !line.contains(password),
+        "{line}"
+    );
+    drop(exposed);
+    std::fs::set_permissions(&settings, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = one_worker_with_metrics("fleet-credentials-private");
+    cmd.env("RINGGATE_ENV_FILE", &settings);
+    let private = Gate::spawn(cmd);
+    assert!(round_trip_within(&udp(LOCAL4), private.listen, b"hi", PATIENCE).is_some());
+    assert!(!warned(&private), "a 0600 settings file is not warned of");
+}
+
 // ---------------------------------------------------------------------------------------
 // Instances: heartbeats and their own disconnect channels.
 

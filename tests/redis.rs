@@ -198,14 +198,16 @@ fn garbage_on_the_disconnect_channel_is_counted_and_ignored() {
         count(&proxy, Counter::DisconnectInvalid) == 7
             && count(&proxy, Counter::DisconnectUnmatched) == 1
     });
-    // A message over the reply cap is refused unread; the subscriber reconnects.
+    // A message over the cap is skipped unread and counted; the subscriber stays connected.
     redis.publish(DISCONNECT_CHANNEL, &"9".repeat(100_000));
     wait_for("the oversize message", || {
-        count(&proxy, Counter::RedisOversizeReplies) == 1
+        count(&proxy, Counter::DisconnectOversize) == 1
     });
-    wait_ready(&proxy);
-    wait_for("the subscriber again", || {
-        redis.publish(DISCONNECT_CHANNEL, "2") == 1
+    assert_eq!(count(&proxy, Counter::RedisOversizeReplies), 0);
+    assert_eq!(count(&proxy, Counter::RedisSubscriberFailures), 0);
+    assert_eq!(redis.publish(DISCONNECT_CHANNEL, "2"), 1);
+    wait_for("the message after it", || {
+        count(&proxy, Counter::DisconnectUnmatched) == 2
     });
     assert_eq!(upstream_of(&client, &proxy, &backend), upstream);
     assert_eq!(count(&proxy, Counter::ClosedDisconnect), 0);

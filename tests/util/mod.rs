@@ -318,7 +318,21 @@ impl RedisServer {
     fn connection_as(&self, password: Option<&str>) -> redis::RedisResult<redis::Connection> {
         let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
         let client = redis::Client::open(format!("redis://{auth}127.0.0.1:{}/", self.port))?;
-        client.get_connection_with_timeout(Duration::from_secs(1))
+        // A connect interrupted by a signal (this sandbox stops processes between steps) is
+        // tried again, a few times.
+        let mut tries = 0;
+        loop {
+            match client.get_connection_with_timeout(Duration::from_secs(1)) {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Io
+                        && e.to_string().contains("os error 4")
+                        && tries < 5 =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs a command on a fresh connection (in database `db`) and returns its reply.

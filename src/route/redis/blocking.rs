@@ -122,6 +122,8 @@ pub fn ask_sentinels(
     timeout: Duration,
 ) -> Result<(SocketAddr, SocketAddr), Refusal> {
     let mut last = Refusal::Unreachable("no sentinel given".into());
+    // A sentinel that answered "no such master" outweighs one that did not answer at all.
+    let mut unknown = None;
     for place in &sentinels.places {
         let addr = match &place.host {
             Some(name) => resolve(&name.host, name.port).unwrap_or(place.addr),
@@ -158,15 +160,15 @@ pub fn ask_sentinels(
                 }
             }
             None => {
-                last = Refusal::Refused(format!(
+                unknown = Some(Refusal::Refused(format!(
                     "sentinel {addr} knows no master named {:?}; check REDIS_SENTINEL_MASTER \
                      (--redis-sentinel-master)",
                     sentinels.master
-                ));
+                )));
             }
         }
     }
-    Err(last)
+    Err(unknown.unwrap_or(last))
 }
 
 fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
