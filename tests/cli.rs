@@ -411,6 +411,7 @@ fn help_lists_every_environment_variable() {
     let cli = [
         include_str!("../src/config/cli.rs"),
         include_str!("../src/config/upgrade.rs"),
+        include_str!("../src/config/redis_args.rs"),
     ]
     .concat();
     let readme = include_str!("../README.md");

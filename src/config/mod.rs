@@ -9,6 +9,7 @@ pub mod cli;
 mod origins;
 mod parse;
 mod redis;
+mod redis_args;
 mod upgrade;
 
 use std::net::SocketAddr;

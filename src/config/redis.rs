@@ -16,7 +16,7 @@ impl Cli {
     pub(super) fn redis_settings(&self) -> Result<RedisSettings, String> {
         use redis::IntoConnectionInfo;
         use std::net::ToSocketAddrs;
-        let (flag, resolved, shown, username, password, db) = match &self.redis_url {
+        let (flag, resolved, shown, username, password, db) = match &self.redis.redis_url {
             Some(url) => {
                 // The parser's own message is not shown: it could quote the password.
                 let bad = || {
@@ -40,11 +40,11 @@ impl Cli {
             }
             None => (
                 "--redis-addr",
-                self.redis_addr.to_socket_addrs(),
-                self.redis_addr.clone(),
+                self.redis.redis_addr.to_socket_addrs(),
+                self.redis.redis_addr.clone(),
                 None,
-                self.redis_password.clone(),
-                self.redis_db,
+                self.redis.redis_password.clone(),
+                self.redis.redis_db,
             ),
         };
         let password = match (password, self.password_file("redis_password_file")?) {
@@ -67,7 +67,7 @@ impl Cli {
                 ));
             }
         };
-        let instance = match &self.instance_id {
+        let instance = match &self.redis.instance_id {
             Some(id) => id.clone(),
             None => host_name(),
         };
@@ -89,7 +89,7 @@ impl Cli {
             Some(Dest::Name(name)) => Some(name),
             _ => None::<Name>,
         };
-        if self.backend_key.is_empty() || self.disconnect_channel.is_empty() {
+        if self.redis.backend_key.is_empty() || self.redis.disconnect_channel.is_empty() {
             return Err("--backend-key and --disconnect-channel must not be empty".into());
         }
         Ok(RedisSettings {
@@ -99,20 +99,20 @@ impl Cli {
                 username,
                 password: password.filter(|p| !p.is_empty()).map(Secret),
                 db,
-                channel: self.disconnect_channel.clone(),
-                instance_channel: Some(format!("{}:{instance}", self.disconnect_channel)),
+                channel: self.redis.disconnect_channel.clone(),
+                instance_channel: Some(format!("{}:{instance}", self.redis.disconnect_channel)),
                 master: sentinel.as_ref().map(|s| s.master.clone()),
             },
-            key: self.backend_key.clone(),
-            timeout: Duration::from_millis(self.redis_timeout_ms),
-            allow: self.backend_allow.clone(),
+            key: self.redis.backend_key.clone(),
+            timeout: Duration::from_millis(self.redis.redis_timeout_ms),
+            allow: self.redis.backend_allow.clone(),
             publish: self.publish_sessions.then(|| Publish {
                 prefix: self.publish_sessions_prefix.clone(),
                 // Twice the idle timeout: a live session's entry is refreshed every timeout.
                 ttl: Duration::from_secs(self.idle_timeout.saturating_mul(2)),
             }),
             sentinel,
-            bare_ports: self.disconnect_bare_ports,
+            bare_ports: self.redis.disconnect_bare_ports,
             instance,
         })
     }
@@ -120,10 +120,15 @@ impl Cli {
     /// The sentinels, if `--redis-sentinel` names any; each resolved once here.
     fn sentinels(&self) -> Result<Option<Sentinels>, String> {
         use std::net::ToSocketAddrs;
-        if self.redis_sentinel.iter().all(|s| s.trim().is_empty()) {
+        if self
+            .redis
+            .redis_sentinel
+            .iter()
+            .all(|s| s.trim().is_empty())
+        {
             return Ok(None);
         }
-        if self.redis_url.is_some() {
+        if self.redis.redis_url.is_some() {
             return Err(format!(
                 "{} and {} both say where Redis is: with sentinels, give the password with \
                  REDIS_PASSWORD and the database with REDIS_DB",
@@ -134,6 +139,7 @@ impl Cli {
         let flag = self.origins.name("redis_sentinel");
         let mut places = Vec::new();
         for text in self
+            .redis
             .redis_sentinel
             .iter()
             .map(|s| s.trim())
@@ -155,20 +161,20 @@ impl Cli {
         if places.len() > 16 {
             return Err(format!("{flag}: at most 16 sentinels"));
         }
-        let password = match &self.redis_sentinel_password {
+        let password = match &self.redis.redis_sentinel_password {
             Some(p) => Some(p.clone()),
             None => self.password_file("redis_sentinel_password_file")?,
         };
         Ok(Some(Sentinels {
             places,
-            master: self.redis_sentinel_master.clone(),
+            master: self.redis.redis_sentinel_master.clone(),
             handshake: Handshake {
                 username: None,
                 password: password.filter(|p| !p.is_empty()).map(Secret),
                 db: 0,
                 channel: SWITCH_CHANNEL.to_owned(),
                 instance_channel: None,
-                master: Some(self.redis_sentinel_master.clone()),
+                master: Some(self.redis.redis_sentinel_master.clone()),
             },
         }))
     }
@@ -178,8 +184,8 @@ impl Cli {
     /// (`LoadCredential=`).
     fn password_file(&self, field: &str) -> Result<Option<String>, String> {
         let path = match field {
-            "redis_password_file" => &self.redis_password_file,
-            _ => &self.redis_sentinel_password_file,
+            "redis_password_file" => &self.redis.redis_password_file,
+            _ => &self.redis.redis_sentinel_password_file,
         };
         let Some(path) = path else {
             return Ok(None);

@@ -11,6 +11,10 @@
 //! says master. A sentinel connection asks for the master's address, then subscribes to
 //! `+switch-master`. All start over after every reconnect; `-READONLY` or `-MASTERDOWN` in any
 //! reply also makes them start over (the server is no longer the master it was).
+//!
+//! Why this file is long: the handshake each role queues and the meaning of each reply are one
+//! state machine around one FIFO of expected replies; split, the FIFO would be pushed in one
+//! file and popped in another.
 
 use std::collections::VecDeque;
 use std::fmt;
