@@ -227,6 +227,8 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
     let players = 16;
     let load = Load::start(gate.listen, players, 50, Duration::from_secs(60));
     load.wait_for_echoes(players as u64 * 20);
+    let written = r#"ringgate_session_map_writes_total{result="written"}"#;
+    gate.wait_metric(written, players as u64);
 
     let killed = group.kill_master();
     let (new, promoted) = group.wait_promotion(killed);
@@ -266,6 +268,11 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
     );
     let upstream: SocketAddr = entry.unwrap()[SESSION_PREFIX.len()..].parse().unwrap();
     assert_eq!(upstream.ip(), backend.addr.ip());
+    // Every live session's entry is written again on the new master (replication is
+    // asynchronous): the players' once more, the newcomer's once (the refresh is 30 s away).
+    wait_within("the session map written again", PATIENCE, || {
+        gate.metric(written) > 2 * players as u64
+    });
 
     // So do the subscribers: a disconnect published on the new master closes the session.
     wait_within(

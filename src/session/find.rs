@@ -69,15 +69,20 @@ impl<U: AsRawFd> Sessions<U> {
         Some((key, local))
     }
 
-    /// Appends to `out` the open sessions announced before `cutoff_tick`, as `(upstream local
-    /// address, client)`, and marks them announced at `tick` (the session map's refresh).
+    /// Appends to `out` at most `max` open sessions announced before `cutoff_tick`, as
+    /// `(upstream local address, client)`, and marks them announced at `tick` (the session
+    /// map's refresh); the others stay due for a later call.
     pub fn collect_unannounced(
         &mut self,
         cutoff_tick: u32,
         tick: u32,
+        max: usize,
         out: &mut Vec<(SocketAddr, SocketAddr)>,
     ) {
         for entry in &mut self.slots {
+            if out.len() >= max {
+                return;
+            }
             if let Some(s) = &mut entry.session
                 && s.phase == Phase::Open
                 && s.noted_tick < cutoff_tick

@@ -178,6 +178,7 @@ impl Worker {
             scratch: Vec::new(),
             events: Vec::new(),
             tick: adopt::TICK_ORIGIN,
+            republish: None,
             tick_len: tick,
             idle_ticks: closing::idle_ticks(config.idle_timeout, tick),
             unreplied_ticks: closing::idle_ticks(config.unreplied_timeout, tick),

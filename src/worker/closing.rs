@@ -83,10 +83,18 @@ impl Worker {
         if !self.life.serving() {
             return;
         }
+        // The session map's server changed: every live session is noted again, a slice per
+        // tick (marked as noted at the request's next tick, so each is taken once).
         if self.router.take_republish() {
+            self.republish = Some(self.tick.wrapping_add(1));
+        }
+        if let Some(cutoff) = self.republish {
             let mut alive = Vec::new();
             self.sessions
-                .collect_unannounced(u32::MAX, self.tick, &mut alive);
+                .collect_unannounced(cutoff, cutoff, NOTES_PER_TICK, &mut alive);
+            if alive.len() < NOTES_PER_TICK {
+                self.republish = None;
+            }
             for (upstream, client) in alive {
                 self.note(Note::Alive { upstream, client });
             }
@@ -108,7 +116,7 @@ impl Worker {
             if self.router.wants_notes() {
                 let mut alive = Vec::new();
                 self.sessions
-                    .collect_unannounced(cutoff, self.tick, &mut alive);
+                    .collect_unannounced(cutoff, self.tick, NOTES_PER_TICK, &mut alive);
                 for (upstream, client) in alive {
                     self.note(Note::Alive { upstream, client });
                 }
@@ -157,6 +165,10 @@ impl Worker {
         self.deferred.retain(|d| matches!(d, Deferred::Cancel(_)));
     }
 }
+
+/// Sessions noted per tick for each of the session map's refresh and rewrite: together well
+/// under the notes a router keeps between flushes (`publish::PENDING_MAX`), so none is dropped.
+const NOTES_PER_TICK: usize = 2048;
 
 /// Reaper ticks in `idle` (rounded up, so a session is never reaped early).
 pub(super) fn idle_ticks(idle: Duration, tick: Duration) -> u32 {

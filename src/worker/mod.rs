@@ -117,6 +117,9 @@ pub struct Worker {
     /// The reaper's tick count: the only clock the packet path reads. It starts at
     /// [`adopt::TICK_ORIGIN`], so that sessions adopted from another process keep their past.
     tick: u32,
+    /// Rewriting the session map (a new Redis master): sessions noted before this tick are
+    /// still to be noted again.
+    republish: Option<u32>,
     tick_len: Duration,
     idle_ticks: u32,
     unreplied_ticks: u32,

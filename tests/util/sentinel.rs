@@ -165,12 +165,24 @@ impl SentinelGroup {
     /// instant that was first seen (at most one poll, 20 ms, after it became true).
     pub fn wait_promotion(&self, old: SocketAddr) -> (SocketAddr, Instant) {
         let deadline = Instant::now() + PROMOTION_PATIENCE;
+        // The promotion is the moment a replica's ROLE says master (before the sentinels
+        // announce it and agree on it), so that a "within N s of the promotion" is not lenient.
+        let mut promoted_at = None;
         loop {
-            if let Some(new) = self.agreed_master()
+            if promoted_at.is_none()
+                && self
+                    .server_addrs()
+                    .into_iter()
+                    .any(|s| s != old && self.is_master(s))
+            {
+                promoted_at = Some(Instant::now());
+            }
+            if let Some(at) = promoted_at
+                && let Some(new) = self.agreed_master()
                 && new != old
                 && self.is_master(new)
             {
-                return (new, Instant::now());
+                return (new, at);
             }
             assert!(
                 Instant::now() < deadline,

@@ -24,8 +24,7 @@ impl RedisRouter {
             Heard::Nothing => {}
             Heard::Fail(why) => {
                 if let Some(sentinel) = &mut self.sentinel {
-                    io.counters.bump(Counter::RedisSentinelFailures);
-                    sentinel.fail(&why, &mut io.streams, io.now);
+                    sentinel.fail(&why, &mut io.streams, io.now, io.counters);
                 }
             }
             Heard::Master(_) => {

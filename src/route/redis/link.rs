@@ -21,8 +21,11 @@ use crate::sys::driver::Streams;
 use crate::sys::lent::{Lent, LentOp};
 use crate::sys::socket;
 
-/// How long a TCP connect may take before it is abandoned and retried.
+/// How long a TCP connect to Redis may take before it is abandoned and retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same for a sentinel: short, as the Sentinel client guidelines ask, since the next
+/// sentinel may answer.
+pub const SENTINEL_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Epochs wrap within the 32-bit tag of a lent operation.
 const EPOCH_MASK: u32 = u32::MAX;
 
@@ -140,7 +143,12 @@ impl Endpoint {
             .map_err(|e| e.to_string())?;
         self.ops += 1;
         self.conn.connecting();
-        self.connect_deadline = Some(now + CONNECT_TIMEOUT);
+        self.connect_deadline = Some(
+            now + match self.conn.role() {
+                Role::Sentinel => SENTINEL_CONNECT_TIMEOUT,
+                Role::Command | Role::Subscriber => CONNECT_TIMEOUT,
+            },
+        );
         Ok(())
     }
 
@@ -250,10 +258,21 @@ impl Endpoint {
     /// Reconnects as soon as the socket is closed, without waiting out the backoff (the
     /// master moved: the new one is worth trying now), and starts the backoff over.
     pub fn hurry(&mut self, now: Instant) {
+        self.retry_now(now);
+        self.conn.forgive();
+    }
+
+    /// Reconnects as soon as the socket is closed, keeping the backoff where it is (the next
+    /// sentinel in a round).
+    pub fn retry_now(&mut self, now: Instant) {
         if self.retry_at.is_some() {
             self.retry_at = Some(now);
         }
-        self.conn.forgive();
+    }
+
+    /// When the next connection attempt is due, if one is.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
     }
 
     /// Stops for good: the socket is shut down, nothing reconnects.

@@ -298,14 +298,17 @@ impl Router for RedisRouter {
             let (completed, heard) =
                 sentinel.complete(lent, res, &mut io.streams, io.now, &mut events);
             self.events = events;
-            match completed {
+            // What the replies said first (a new master), then what the completion says.
+            let failed = matches!(heard, Heard::Fail(_));
+            self.on_heard(heard, io);
+            return match completed {
                 Completed::Ok => {}
                 Completed::Stale => io.counters.bump(Counter::Anomalies),
-                Completed::Failed(why) | Completed::Oversize(why) => {
-                    return self.on_heard(Heard::Fail(why), io);
+                Completed::Failed(why) | Completed::Oversize(why) if !failed => {
+                    self.on_heard(Heard::Fail(why), io)
                 }
-            }
-            return self.on_heard(heard, io);
+                Completed::Failed(_) | Completed::Oversize(_) => {}
+            };
         }
         let Some(end) = self.ends.get_mut(conn) else {
             return io.counters.bump(Counter::Anomalies);
@@ -352,7 +355,7 @@ impl Router for RedisRouter {
             });
         }
         if let Some(sentinel) = &mut self.sentinel {
-            sentinel.drive(self.names.as_mut(), &mut io.streams, io.now);
+            sentinel.drive(self.names.as_mut(), &mut io.streams, io.now, io.counters);
         }
         for conn in [COMMAND, SUBSCRIBER] {
             self.drive(conn, io);

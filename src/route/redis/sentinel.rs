@@ -22,6 +22,7 @@ use super::link::{Completed, Due, Endpoint};
 use crate::logtext::escaped;
 use crate::ratelimit::RateLimited;
 use crate::route::resolve::{Dest, Name, Names, parse_dest};
+use crate::stats::{Counter, Counters};
 use crate::sys::driver::Streams;
 use crate::sys::lent::Lent;
 
@@ -110,16 +111,22 @@ impl Sentinel {
             return;
         }
         // Subscribed, the connection can only listen: a new question takes a new connection,
-        // to the same sentinel, at once.
+        // to the same sentinel, at once (the data connection's own backoff paces this).
         self.end.fail(streams, now);
-        self.end.hurry(now);
+        self.end.retry_now(now);
     }
 
     /// Connects when due, keeps the connection's operations flowing.
-    pub fn drive(&mut self, names: Option<&mut Names>, streams: &mut Streams<'_>, now: Instant) {
+    pub fn drive(
+        &mut self,
+        names: Option<&mut Names>,
+        streams: &mut Streams<'_>,
+        now: Instant,
+        counters: &mut Counters,
+    ) {
         match self.end.due(now, STALL) {
             Due::Nothing => {}
-            Due::Fail(why) => return self.fail(why, streams, now),
+            Due::Fail(why) => return self.fail(why, streams, now, counters),
             Due::Connect => {
                 let place = &self.settings.places[self.at];
                 let addr = match (&place.host, names) {
@@ -127,7 +134,7 @@ impl Sentinel {
                     _ => place.addr,
                 };
                 if let Err(why) = self.end.connect(addr, streams, now) {
-                    return self.fail(&why, streams, now);
+                    return self.fail(&why, streams, now, counters);
                 }
             }
         }
@@ -207,15 +214,23 @@ impl Sentinel {
         Heard::Master(dest)
     }
 
-    /// Drops the connection and moves on to the next sentinel: at once while some in this
-    /// round are still to be asked, after the backoff once all have failed.
-    pub fn fail(&mut self, why: &str, streams: &mut Streams<'_>, now: Instant) {
+    /// Drops the connection (counted) and moves on to the next sentinel: at once while some
+    /// in this round are still to be asked, after the backoff once all have failed. The
+    /// backoff grows from round to round; only an answer starts it over.
+    pub fn fail(
+        &mut self,
+        why: &str,
+        streams: &mut Streams<'_>,
+        now: Instant,
+        counters: &mut Counters,
+    ) {
+        counters.bump(Counter::RedisSentinelFailures);
         let asked = self.current();
         self.end.fail(streams, now);
         self.at = (self.at + 1) % self.settings.places.len();
         self.failed_in_round += 1;
         if self.failed_in_round < self.settings.places.len() {
-            self.end.hurry(now);
+            self.end.retry_now(now);
         } else {
             self.failed_in_round = 0;
         }
@@ -259,6 +274,94 @@ pub fn switch(payload: &[u8], name: &str) -> Option<Dest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::driver::{Backend, Driver, DriverConfig};
+
+    fn driver() -> Driver {
+        Driver::new(&DriverConfig {
+            backend: Backend::Epoll,
+            sq_entries: 8,
+            cq_entries: 64,
+            buffer_count: 2,
+            payload_bytes: 64,
+            headroom: 0,
+            recv_destination: false,
+            tick: std::time::Duration::from_secs(1),
+            task_run: crate::sys::uring::TaskRun::Deferred,
+            streams: 1,
+            stream_rx_bytes: 64,
+            timers: 0,
+        })
+        .unwrap()
+    }
+
+    fn three() -> Sentinels {
+        let place = |port| Place {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            host: None,
+        };
+        Sentinels {
+            places: vec![place(1), place(2), place(3)],
+            master: "mymaster".into(),
+            handshake: Handshake::plain(SWITCH_CHANNEL),
+        }
+    }
+
+    #[test]
+    fn sentinels_are_asked_in_turn_and_the_backoff_grows_from_round_to_round() {
+        let mut driver = driver();
+        let mut counters = Counters::default();
+        let t0 = Instant::now();
+        let mut s = Sentinel::new(three(), 0, t0);
+        let mut waits = Vec::new();
+        for round in 0..3 {
+            for i in 0..3 {
+                assert_eq!(s.current().port(), i + 1, "round {round}");
+                s.fail("refused", &mut driver.streams(), t0, &mut counters);
+                let wait = s.end.retry_at().unwrap() - t0;
+                if i < 2 {
+                    assert!(wait.is_zero(), "the next sentinel at once");
+                } else {
+                    waits.push(wait);
+                }
+            }
+        }
+        assert_eq!(counters.get(Counter::RedisSentinelFailures), 9);
+        // 50 ms doubling per failure, jittered down by up to half: after 3, 6, 9 failures.
+        assert!(
+            waits[0] >= std::time::Duration::from_millis(100),
+            "{waits:?}"
+        );
+        assert!(
+            waits[1] >= std::time::Duration::from_millis(800),
+            "{waits:?}"
+        );
+        assert!(
+            waits[2] >= std::time::Duration::from_millis(2500),
+            "{waits:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_is_a_generation_and_news_only_when_the_master_moved() {
+        let mut s = Sentinel::new(three(), 0, Instant::now());
+        assert!(!s.fresh(0));
+        let a = || Event::Master(Some(("127.0.0.1".into(), 6379)));
+        assert!(matches!(s.on_event(a()), Heard::Master(_)));
+        assert!(s.fresh(0) && !s.fresh(1));
+        assert_eq!(s.on_event(a()), Heard::Nothing, "the same master again");
+        assert!(s.fresh(1), "but a newer answer all the same");
+        let switch = Event::Message {
+            channel: SWITCH_CHANNEL.into(),
+            payload: Some(b"mymaster 127.0.0.1 6379 127.0.0.1 6380".to_vec()),
+        };
+        assert_eq!(
+            s.on_event(switch),
+            Heard::Master(Dest::Addr("127.0.0.1:6380".parse().unwrap()))
+        );
+        assert!(
+            matches!(s.on_event(Event::Master(None)), Heard::Fail(why) if why.contains("REDIS_SENTINEL_MASTER"))
+        );
+    }
 
     #[test]
     fn a_switch_message_names_the_new_master_of_our_master_only() {
