@@ -66,6 +66,14 @@ impl Heartbeat {
                     warn: RateLimited::default(),
                 };
                 loop {
+                    // After a takeover the key is the successor's: leave it alone.
+                    if beat
+                        .shared
+                        .handed_over
+                        .load(std::sync::atomic::Ordering::Acquire)
+                    {
+                        return;
+                    }
                     beat.write();
                     match stopped.recv_timeout(EVERY) {
                         Err(RecvTimeoutError::Timeout) => {}

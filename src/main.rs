@@ -215,7 +215,9 @@ fn load_env_file(path: &std::path::Path) -> Result<Vec<String>, dotenvy::Error> 
 fn exposed_secret(path: &std::ffi::OsStr, keys: &[String]) -> Option<(String, String)> {
     use std::os::unix::fs::PermissionsExt;
     let key = keys.iter().find(|k| match k.as_str() {
-        "REDIS_PASSWORD" | "REDIS_SENTINEL_PASSWORD" => true,
+        "REDIS_PASSWORD" | "REDIS_SENTINEL_PASSWORD" => {
+            std::env::var_os(k.as_str()).is_some_and(|v| !v.is_empty())
+        }
         // redis://user:password@host: a password only with an `@`.
         "REDIS_URL" => std::env::var("REDIS_URL").is_ok_and(|url| url.contains('@')),
         _ => false,

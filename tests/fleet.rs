@@ -318,6 +318,18 @@ fn sentinels_down_at_start_then_up() {
         || NO_REDIS.iter().map(|s| gate.metric(s)).sum::<u64>() >= 1,
     );
 
+    // Nobody answers, and ringgate does not hammer: each round of the three sentinels waits
+    // longer than the last (3 s of rounds at a fixed 50 ms would be some 180 attempts).
+    let sentinel_failures = r#"ringgate_redis_connection_failures_total{connection="sentinel"}"#;
+    let early = gate.metric(sentinel_failures);
+    assert!(early >= 3, "every sentinel asked at least once: {early}");
+    std::thread::sleep(Duration::from_secs(3)); // a window to count in, not a wait for an event
+    let later = gate.metric(sentinel_failures);
+    assert!(
+        later <= 15,
+        "{later} sentinel connections failed in the first seconds"
+    );
+
     group.start_sentinels();
     let took = round_trip_within(&player, gate.listen, b"now", PATIENCE);
     assert!(

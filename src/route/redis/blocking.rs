@@ -115,16 +115,22 @@ impl Client {
     }
 }
 
-/// Asks each sentinel in turn where the master is; returns the sentinel that answered and the
-/// master's address (a name in the answer is resolved here: callers are not workers).
+/// Asks each sentinel in turn where the master is, each within `timeout` and all within
+/// 2 x `timeout`; returns the sentinel that answered and the master's address (a name in the
+/// answer is resolved here: callers are not workers).
 pub fn ask_sentinels(
     sentinels: &Sentinels,
     timeout: Duration,
 ) -> Result<(SocketAddr, SocketAddr), Refusal> {
+    let deadline = Instant::now() + timeout * 2;
     let mut last = Refusal::Unreachable("no sentinel given".into());
     // A sentinel that answered "no such master" outweighs one that did not answer at all.
     let mut unknown = None;
     for place in &sentinels.places {
+        let timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        if timeout.is_zero() {
+            break;
+        }
         let addr = match &place.host {
             Some(name) => resolve(&name.host, name.port).unwrap_or(place.addr),
             None => place.addr,

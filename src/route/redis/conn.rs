@@ -118,7 +118,10 @@ impl Expect {
             }
             Expect::Select => "REDIS_DB (--redis-db, or the database in REDIS_URL)",
             Expect::Subscribe => "REDIS_DISCONNECT_CHANNEL (--disconnect-channel)",
-            Expect::Role | Expect::Master => "REDIS_SENTINEL_MASTER (--redis-sentinel-master)",
+            Expect::Role => {
+                "REDIS_SENTINEL_MASTER, or the data nodes' ACL (the user must be allowed ROLE)"
+            }
+            Expect::Master => "REDIS_SENTINEL_MASTER (--redis-sentinel-master)",
             Expect::Get => "REDIS_BACKEND_KEY (--backend-key)",
             Expect::Write => "RINGGATE_PUBLISH_SESSIONS_PREFIX (--publish-sessions-prefix)",
             Expect::Reply => "RINGGATE_INSTANCE_ID (--instance-id)",
