@@ -440,6 +440,75 @@ fn a_credential_file_is_read_from_the_credentials_directory_and_an_exposed_env_f
     assert!(!warned(&private), "a 0600 settings file is not warned of");
 }
 
+/// `calls` of `command` in the server's `INFO commandstats`.
+fn calls(redis: &RedisServer, password: &str, command: &str) -> u64 {
+    let stats: String = redis.query_with(password, &["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_takeover_reads_the_password_file_again_and_leaves_the_heartbeat_to_the_successor() {
+    let (old_pw, new_pw) = ("before-rotation", "after-rotation");
+    let redis = RedisServer::with_password(old_pw);
+    let backend = Backend::start(LOCAL4, true);
+    redis.set(BACKEND_KEY, &backend.addr.to_string());
+    let dir = tempdir("fleet-takeover");
+    let (file, control) = (dir.join("redis-password"), dir.join("control.sock"));
+    std::fs::write(&file, old_pw).unwrap();
+    let command = |extra: &[&str]| {
+        let mut cmd = one_worker(&dir);
+        cmd.args(["--metrics", "127.0.0.1:0", "--instance-id", "rolling"])
+            .arg("--control")
+            .arg(&control)
+            .args(extra)
+            .env("REDIS_ADDR", redis.addr().to_string())
+            .env("REDIS_PASSWORD_FILE", &file);
+        cmd
+    };
+    let key = "udp_gate:instance:rolling";
+    let mut old = Gate::spawn(command(&[]));
+    wait_within("the first heartbeat", PATIENCE, || {
+        redis.query_with::<bool>(old_pw, &["EXISTS", key])
+    });
+    let player = udp(LOCAL4);
+    assert!(round_trip_within(&player, old.listen, b"before", PATIENCE).is_some());
+
+    // The password is rotated: Redis wants the new one from now on (connections already
+    // authenticated stay), and the file says so.
+    redis.cmd_with(old_pw, &["CONFIG", "SET", "requirepass", new_pw]);
+    std::fs::write(&file, new_pw).unwrap();
+    let next = Gate::spawn(command(&["--takeover", control.to_str().unwrap()]));
+    wait_within("the old process to exit", PATIENCE, || {
+        old.running.child.try_wait().unwrap().is_some()
+    });
+    assert!(old.running.child.wait().unwrap().success());
+    // The old process left the fleet's key alone: no DEL reached Redis.
+    assert_eq!(
+        calls(&redis, new_pw, "del"),
+        0,
+        "the old process deleted the heartbeat"
+    );
+    assert!(redis.query_with::<bool>(new_pw, &["EXISTS", key]));
+    // The successor logged in with the file's new password: a new player gets a route.
+    let newcomer = udp(LOCAL4);
+    assert!(
+        round_trip_within(&newcomer, next.listen, b"after", PATIENCE).is_some(),
+        "{:#?}",
+        next.running.log(Duration::from_millis(100))
+    );
+    assert!(round_trip_within(&player, next.listen, b"still", PATIENCE).is_some());
+    // A clean stop of the successor leaves the fleet.
+    next.running.signal("TERM");
+    wait_within("the heartbeat to be deleted", PATIENCE, || {
+        !redis.query_with::<bool>(new_pw, &["EXISTS", key])
+    });
+    assert_eq!(calls(&redis, new_pw, "del"), 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Instances: heartbeats and their own disconnect channels.
 

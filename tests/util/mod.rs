@@ -348,8 +348,13 @@ impl RedisServer {
 
     /// Runs a command authenticated with `password` (after the server's password changed).
     pub fn cmd_with(&self, password: &str, args: &[&str]) {
+        let _: redis::Value = self.query_with(password, args);
+    }
+
+    /// As [`RedisServer::cmd_with`], returning the reply.
+    pub fn query_with<T: redis::FromRedisValue>(&self, password: &str, args: &[&str]) -> T {
         let mut c = self.connection_as(Some(password)).unwrap();
-        let _: redis::Value = command(args).query(&mut c).unwrap();
+        command(args).query(&mut c).unwrap()
     }
 
     /// `total_connections_received`, asked with `password`.
