@@ -230,6 +230,7 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
     let written = r#"ringgate_session_map_writes_total{result="written"}"#;
     gate.wait_metric(written, players as u64);
 
+    let killed_at = Instant::now();
     let killed = group.kill_master();
     let (new, promoted) = group.wait_promotion(killed);
     // A player who arrives now (a source port ringgate has never seen) is served within 3 s
@@ -241,6 +242,12 @@ fn a_failover_loses_no_established_player_and_serves_new_ones_within_3s_of_promo
         took.is_some(),
         "a new player got no echo within 3 s of the promotion of {new}: {:#?}",
         gate.running.log(Duration::from_millis(100))
+    );
+    println!(
+        "failover: the master died {:?} before its replica's promotion; a new player was \
+         served {:?} after the promotion",
+        promoted.duration_since(killed_at),
+        promoted.elapsed()
     );
     gate.logged_event("Redis master switched", &[("from", old), ("to", new)]);
 
