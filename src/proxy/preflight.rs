@@ -15,6 +15,15 @@ use crate::sys::socket;
 /// naming them; an unreachable Redis does not (new clients wait for it, bounded).
 pub(super) fn check_redis(settings: &route::redis::Settings) -> Result<(), StartError> {
     use route::redis::preflight::{Preflight, preflight};
+    if settings
+        .sentinel
+        .as_ref()
+        .is_some_and(|s| s.places.is_empty())
+    {
+        return Err(StartError(
+            "Redis Sentinel needs at least one sentinel (--redis-sentinel)".into(),
+        ));
+    }
     let (redis, sentinels) = match &settings.sentinel {
         Some(s) => (
             format!("master {:?}", s.master),
