@@ -534,7 +534,8 @@ fn two_instances_on_one_redis() {
         let mut cmd = one_worker_with_metrics(&format!("fleet-instance-{id}"));
         cmd.env("REDIS_ADDR", redis.addr().to_string())
             .args(["--instance-id", id])
-            .args(["--disconnect-bare-ports", bare_ports]);
+            .args(["--disconnect-bare-ports", bare_ports])
+            .args(["--drain-timeout", "30"]);
         Gate::spawn(cmd)
     };
     // a refuses bare ports on the shared channel; b takes them (the default, as udp-gate).
@@ -626,6 +627,14 @@ fn two_instances_on_one_redis() {
         "a's heartbeat outlived it"
     );
     assert!(heartbeat(&redis, "b").is_some());
+    // b drains a live session: its heartbeat says so (at the next beat), until a second
+    // signal stops the drain.
+    let cb2 = udp(LOCAL4);
+    upstream_of(&cb2, b.listen, &backend);
+    b.running.signal("INT");
+    wait_within("b's heartbeat to say it drains", PATIENCE, || {
+        heartbeat(&redis, "b").is_some_and(|h| h["draining"] == true && h["sessions"] == 1)
+    });
     b.running.signal("INT");
     assert!(b.wait_exit(), "b exited non-zero after SIGINT");
     assert!(
