@@ -156,6 +156,14 @@ impl Beat {
             "started_at": self.started_at,
         })
         .to_string();
+        // A beat under way while a successor took over must not overwrite its key.
+        if self
+            .shared
+            .handed_over
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
         let set = redis::cmd("SET")
             .arg(&self.key)
             .arg(value)

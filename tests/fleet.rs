@@ -332,9 +332,12 @@ fn sentinels_down_at_start_then_up() {
     assert!(early >= 3, "every sentinel asked at least once: {early}");
     std::thread::sleep(Duration::from_secs(3)); // a window to count in, not a wait for an event
     let later = gate.metric(sentinel_failures);
+    // No 3 s holds more than three rounds of three, four with the ends of rounds under way
+    // (a fixed 50 ms would be some 180).
     assert!(
-        later <= 15,
-        "{later} sentinel connections failed in the first seconds"
+        later - early <= 12,
+        "{} sentinel connections failed in 3 s",
+        later - early
     );
 
     group.start_sentinels();

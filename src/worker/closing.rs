@@ -86,7 +86,8 @@ impl Worker {
         // The session map's server changed: every live session is noted again, a slice per
         // tick (marked as noted at the request's next tick, so each is taken once).
         if self.router.take_republish() {
-            self.republish = Some(self.tick.wrapping_add(1));
+            // Ticks never wrap in practice (the reaper assumes so: 490 days at 10 ms).
+            self.republish = Some(self.tick.saturating_add(1));
         }
         if let Some(cutoff) = self.republish {
             let mut alive = Vec::new();

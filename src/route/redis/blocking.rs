@@ -126,8 +126,12 @@ pub fn ask_sentinels(
     let mut last = Refusal::Unreachable("no sentinel given".into());
     // A sentinel that answered "no such master" outweighs one that did not answer at all.
     let mut unknown = None;
-    for place in &sentinels.places {
-        let timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+    let count = sentinels.places.len();
+    for (i, place) in sentinels.places.iter().enumerate() {
+        // What is left shared among the sentinels still to ask, so that slow ones first do
+        // not leave a live one last unasked.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = timeout.min(left / u32::try_from(count - i).unwrap_or(u32::MAX));
         if timeout.is_zero() {
             break;
         }

@@ -296,8 +296,13 @@ impl Conn {
     fn ready_if_done(&mut self) -> Option<Event> {
         if self.phase == Phase::Handshaking && self.expect.is_empty() {
             self.phase = Phase::Ready;
-            // The whole handshake was accepted: the next failure starts the backoff over.
-            self.failures = 0;
+            // The whole handshake was accepted: the next failure starts the backoff over. Not
+            // for a sentinel: one that accepts the handshake but knows no master is no
+            // better than one that is down ([`Sentinel`](super::sentinel) forgives on an
+            // answer).
+            if self.role != Role::Sentinel {
+                self.failures = 0;
+            }
             return Some(Event::Ready);
         }
         None

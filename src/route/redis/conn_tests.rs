@@ -214,6 +214,28 @@ fn behind_sentinel_a_data_connection_checks_role_first() {
 }
 
 #[test]
+fn a_sentinel_handshake_does_not_restart_the_backoff_by_itself() {
+    let sentinel = Handshake {
+        master: Some("mymaster".into()),
+        ..Handshake::plain("+switch-master")
+    };
+    let mut c = Conn::new(Role::Sentinel);
+    for _ in 0..4 {
+        c.reset();
+    }
+    c.connected(&sentinel);
+    // "No such master" and the subscription, in one read.
+    let replies = b"$-1\r\n*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+    assert_eq!(
+        feed(&mut c, replies).unwrap(),
+        [Event::Master(None), Event::Ready]
+    );
+    // The fifth failure waits 800 ms less up to half of it, not the first 50 ms.
+    let (_, delay) = c.reset();
+    assert!(delay >= Duration::from_millis(400), "{delay:?}");
+}
+
+#[test]
 fn readonly_or_masterdown_in_any_reply_means_not_the_master() {
     for error in [
         &b"-READONLY You can't write against a read only replica.\r\n"[..],

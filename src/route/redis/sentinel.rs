@@ -65,6 +65,8 @@ pub struct Sentinel {
     failed_in_round: usize,
     master: Option<Dest>,
     generation: u64,
+    /// This connection named a master (its backoff is forgiven once its handshake is done).
+    answered: bool,
     warn: RateLimited,
 }
 
@@ -77,6 +79,7 @@ impl Sentinel {
             failed_in_round: 0,
             master: None,
             generation: 0,
+            answered: false,
             warn: RateLimited::default(),
         }
     }
@@ -154,11 +157,20 @@ impl Sentinel {
             self.end
                 .completed(lent, res, streams, now, &self.settings.handshake, events);
         let mut heard = Heard::Nothing;
+        let mut ready = false;
         for event in events.drain(..) {
+            ready |= event == Event::Ready;
             match self.on_event(event) {
                 Heard::Nothing => {}
                 other => heard = other,
             }
+        }
+        // A whole handshake with an answer: the sentinel works, the backoff starts over. An
+        // answer on a connection that then fails (a refused SUBSCRIBE) does not count.
+        if ready && self.answered && completed == Completed::Ok && !matches!(heard, Heard::Fail(_))
+        {
+            self.failed_in_round = 0;
+            self.end.conn.forgive();
         }
         (completed, heard)
     }
@@ -172,7 +184,7 @@ impl Sentinel {
             )),
             Event::Master(Some((host, port))) => match master_dest(&host, port) {
                 Some(dest) => {
-                    self.failed_in_round = 0;
+                    self.answered = true;
                     if self.master.as_ref() != Some(&dest) {
                         info!(sentinel = %self.current(), master = %dest, name = %self.settings.master,
                               "Redis master found");
@@ -225,6 +237,7 @@ impl Sentinel {
         counters: &mut Counters,
     ) {
         counters.bump(Counter::RedisSentinelFailures);
+        self.answered = false;
         let asked = self.current();
         self.end.fail(streams, now);
         self.at = (self.at + 1) % self.settings.places.len();
@@ -339,6 +352,22 @@ mod tests {
             waits[2] >= std::time::Duration::from_millis(2500),
             "{waits:?}"
         );
+    }
+
+    #[test]
+    fn an_answer_on_a_connection_that_then_fails_does_not_restart_the_backoff() {
+        let mut driver = driver();
+        let mut counters = Counters::default();
+        let t0 = Instant::now();
+        let mut s = Sentinel::new(three(), 0, t0);
+        let mut last = std::time::Duration::ZERO;
+        for _ in 0..6 {
+            // Each sentinel names the master, then refuses the SUBSCRIBE (-NOPERM).
+            s.on_event(Event::Master(Some(("127.0.0.1".into(), 6379))));
+            s.fail("NOPERM", &mut driver.streams(), t0, &mut counters);
+            last = s.end.retry_at().unwrap() - t0;
+        }
+        assert!(last >= std::time::Duration::from_millis(800), "{last:?}");
     }
 
     #[test]
