@@ -50,12 +50,14 @@ struct {
 	__type(value, struct flow_value);
 } flows SEC(".maps");
 
-/* Egress interfaces, keyed by ifindex; the value is the same ifindex. */
+/* Egress interfaces, keyed by ifindex; the value names the same ifindex (and no chained
+ * program). The full bpf_devmap_val, not a bare ifindex, because that is what aya writes on
+ * kernels that know it (5.8 and later). */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
 	__uint(max_entries, TX_PORTS_MAX);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct bpf_devmap_val);
 } tx_ports SEC(".maps");
 
 struct {

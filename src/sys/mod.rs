@@ -27,6 +27,7 @@ pub mod passfd;
 pub mod sockaddr;
 pub mod socket;
 pub mod uring;
+pub mod xdp;
 
 use std::io;
 
