@@ -228,7 +228,7 @@ fn a_hit_from_the_client_is_rewritten_and_redirected_to_the_backend() {
         return;
     }
     let net = Net::new();
-    let (x0, y0) = (net.x0, net.y0);
+    let x0 = net.x0;
     net.run(|xdp| {
         insert_session(xdp);
         let from = Tuple {
@@ -267,7 +267,6 @@ fn a_hit_from_the_client_is_rewritten_and_redirected_to_the_backend() {
             "{before} <= {last_seen} <= {after}"
         );
         assert_eq!(xdp.counter(Counter::ForwardedRedirect).unwrap(), 1);
-        let _ = y0;
     });
 }
 
