@@ -509,3 +509,39 @@ fn with_forwarding_off_the_lookup_fails_and_frames_pass() {
         assert_passed(xdp, &hit, x0, Counter::PassFib);
     });
 }
+
+#[test]
+fn a_udp_checksum_that_computes_to_zero_leaves_as_all_ones() {
+    if skip("a_udp_checksum_that_computes_to_zero_leaves_as_all_ones") {
+        return;
+    }
+    // A two-byte payload for which the rewritten datagram's checksum computes to 0, which
+    // RFC 768 sends as 0xffff (0 would mean "no checksum"); etherparse reports it as 0xffff.
+    let to = Tuple {
+        src: upstream(),
+        dst: backend(),
+    };
+    let payload = (0..=u16::MAX)
+        .map(u16::to_be_bytes)
+        .find(|payload| {
+            let rewritten = frame(BACKEND_MAC, to.src, to.dst, 63, payload);
+            let packet = SlicedPacket::from_ethernet(&rewritten).unwrap();
+            let Some(TransportSlice::Udp(udp)) = packet.transport else {
+                unreachable!()
+            };
+            udp.checksum() == 0xffff
+        })
+        .expect("some two-byte payload sums to zero");
+    let net = Net::new();
+    let x0 = net.x0;
+    net.run(|xdp| {
+        insert_session(xdp);
+        let out = xdp
+            .test_run(&frame(X0_MAC, client(), listen(), 64, &payload), x0)
+            .unwrap();
+        assert_eq!(out.action, XdpAction::Redirect);
+        let seen = decode(&out.frame);
+        assert_eq!(seen.tuple, to);
+        assert_eq!(seen.udp_checksum, 0xffff);
+    });
+}
