@@ -58,8 +58,9 @@ impl RedisRouter {
         }
     }
 
-    /// Drops connection `conn` (see [`Endpoint::fail`]); on the command connection every
-    /// waiting request fails as `unavailable`.
+    /// Drops data connection `conn` (see `Endpoint::fail`), counted and logged; requests
+    /// waiting on the command connection keep waiting, within their deadlines, for the
+    /// reconnect.
     pub(super) fn fail(&mut self, conn: usize, why: &str, io: &mut Io<'_>) {
         let end = &mut self.ends[conn];
         let role = end.role();
