@@ -5,7 +5,8 @@
 //! went through), `tx_ports` (the interfaces a frame may be redirected to, by ifindex) and
 //! `counters` (per-CPU, one per reason in `layout::Counter`).
 //!
-//! This module loads, fills and reads; it does not attach and knows nothing of sessions. The
+//! This module loads, fills and reads, and attaches (`attach.rs`: one `XdpAttachment` per
+//! interface, detached on drop); it knows nothing of sessions. The
 //! layout shared with the program is `bpf/xdp_forward.h`, mirrored in `layout.rs`; aya checks
 //! the key and value sizes against the object's when the maps are opened here, and `load`
 //! checks the counter count, so a drift fails at start-up.
@@ -14,6 +15,7 @@
 //! it sends nothing, but the program's lookups (flows, routes, neighbours in the calling
 //! thread's network namespace) are the real ones.
 
+mod attach;
 mod layout;
 
 use std::io;
@@ -24,6 +26,7 @@ use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
+pub use attach::{Interface, XdpAttachment, XdpMode};
 pub use layout::{Counter, Tuple, XdpAction};
 use layout::{FlowKey, FlowValue};
 
