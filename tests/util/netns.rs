@@ -19,7 +19,9 @@ pub fn unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root to create network namespaces (CI runs as root)".into());
     }
-    let probe = format!("ringgate-probe-{}", std::process::id());
+    // Unique per call: tests of one process probe in parallel.
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let probe = format!("ringgate-probe-{}-{n}", std::process::id());
     let added = Command::new("ip").args(["netns", "add", &probe]).output();
     match added {
         Err(e) => Some(format!(
