@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use redis::Value;
 
+pub use super::handshake::{Handshake, Secret};
 use super::reply::{ReadError, ReplyReader};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,45 +49,6 @@ pub enum Phase {
     Connecting,
     Handshaking,
     Ready,
-}
-
-/// A password that never appears in `Debug` output, logs or errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// What a connection authenticates and subscribes with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Handshake {
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub db: i64,
-    /// The shared disconnect channel (for a sentinel connection: `+switch-master`).
-    pub channel: String,
-    /// This instance's own disconnect channel, subscribed besides the shared one.
-    pub instance_channel: Option<String>,
-    /// Behind Sentinel, the master's name: a sentinel connection asks for its address, and
-    /// data connections check that `ROLE` says master before they serve.
-    pub master: Option<String>,
-}
-
-impl Handshake {
-    /// A handshake with no password, database 0 and one channel.
-    pub fn plain(channel: &str) -> Handshake {
-        Handshake {
-            username: None,
-            password: None,
-            db: 0,
-            channel: channel.to_owned(),
-            instance_channel: None,
-            master: None,
-        }
-    }
 }
 
 /// A reply the FIFO expects.

@@ -15,6 +15,7 @@ pub mod blocking;
 pub mod conn;
 mod connect;
 pub mod disconnect;
+pub mod handshake;
 pub mod link;
 pub mod lookups;
 pub mod preflight;
