@@ -17,18 +17,20 @@
 
 mod attach;
 mod layout;
+mod maps;
 
 use std::io;
 use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, OwnedFd};
 
 use aya::maps::xdp::DevMapHash;
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{MapData, MapError};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 pub use attach::{Interface, XdpAttachment, XdpMode};
 pub use layout::{Counter, Tuple, XdpAction};
-use layout::{FlowKey, FlowValue};
+pub use maps::{XdpCounters, XdpFlows, is_full, monotonic_ns};
 
 /// The compiled program, as `scripts/build-bpf` left it in `bpf/`.
 static OBJECT: &[u8] = include_bytes!("../../../bpf/xdp_forward.o");
@@ -46,13 +48,25 @@ const XDP_MD_LEN: usize = 6 * 4;
 /// run whose output does not fit, so a little slack turns a bug into a visible length change).
 const TEST_RUN_SLACK: usize = 256;
 
-/// The loaded program and its maps. Dropping it unloads the program (once detached
-/// everywhere) and frees the maps.
+/// The loaded program and its maps. Dropping it closes this process's handles: the program
+/// stays while it is attached (or another process holds it), the maps while the program does.
 pub struct XdpForward {
-    ebpf: Ebpf,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// The object as aya loaded it; `None` for one rebuilt from descriptors (a takeover).
+    ebpf: Option<Ebpf>,
+    program: OwnedFd,
+    flows: XdpFlows,
     tx_ports: DevMapHash<MapData>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: XdpCounters,
+}
+
+/// The program's and maps' descriptors, to hand to another process (a takeover) and rebuild
+/// there with [`XdpForward::from_fds`].
+#[derive(Debug)]
+pub struct XdpFds {
+    pub program: OwnedFd,
+    pub flows: OwnedFd,
+    pub tx_ports: OwnedFd,
+    pub counters: OwnedFd,
 }
 
 /// One run of the program on one frame: what it returned and the frame as it left it.
@@ -78,53 +92,76 @@ impl XdpForward {
         program
             .load()
             .map_err(|e| error("load the XDP program (the verifier said no?)", &e))?;
-        let flows = HashMap::try_from(take(&mut ebpf, FLOWS)?).map_err(map_error(FLOWS))?;
+        let program = program
+            .fd()
+            .map_err(|e| error("open the XDP program", &e))?
+            .as_fd()
+            .try_clone_to_owned()?;
+        let flows = XdpFlows::new(take(&mut ebpf, FLOWS)?)?;
         let tx_ports =
             DevMapHash::try_from(take(&mut ebpf, TX_PORTS)?).map_err(map_error(TX_PORTS))?;
-        let counters =
-            PerCpuArray::try_from(take(&mut ebpf, COUNTERS)?).map_err(map_error(COUNTERS))?;
-        if counters.len() as usize != Counter::ALL.len() {
-            return Err(io::Error::other(format!(
-                "the XDP object counts {} reasons but ringgate knows {}: \
-                 bpf/xdp_forward.h and src/sys/xdp/layout.rs disagree",
-                counters.len(),
-                Counter::ALL.len()
-            )));
-        }
+        let counters = XdpCounters::new(take(&mut ebpf, COUNTERS)?)?;
         Ok(XdpForward {
-            ebpf,
+            ebpf: Some(ebpf),
+            program,
             flows,
             tx_ports,
             counters,
         })
     }
 
+    /// The program and maps another process loaded, from their descriptors. The maps' layouts
+    /// are checked as `load` checks them.
+    pub fn from_fds(fds: XdpFds) -> io::Result<XdpForward> {
+        Ok(XdpForward {
+            ebpf: None,
+            program: fds.program,
+            flows: XdpFlows::from_fd(fds.flows)?,
+            tx_ports: DevMapHash::try_from(aya::maps::Map::DevMapHash(map_data(fds.tx_ports)?))
+                .map_err(map_error(TX_PORTS))?,
+            counters: XdpCounters::from_fd(fds.counters)?,
+        })
+    }
+
+    /// Copies of the program's and maps' descriptors.
+    pub fn fds(&self) -> io::Result<XdpFds> {
+        Ok(XdpFds {
+            program: self.program.try_clone()?,
+            flows: self.flows.fd()?,
+            tx_ports: self.tx_ports_fd()?,
+            counters: self.counters.fd()?,
+        })
+    }
+
+    fn tx_ports_fd(&self) -> io::Result<OwnedFd> {
+        use aya::maps::IterableMap as _;
+        self.tx_ports.map().fd().as_fd().try_clone_to_owned()
+    }
+
+    /// A handle of its own on the flow map, for one worker.
+    pub fn flows_handle(&self) -> io::Result<XdpFlows> {
+        XdpFlows::from_fd(self.flows.fd()?)
+    }
+
+    /// A handle of its own on the counters, for the metrics thread.
+    pub fn counters_handle(&self) -> io::Result<XdpCounters> {
+        XdpCounters::from_fd(self.counters.fd()?)
+    }
+
     /// Datagrams arriving as `from` leave as `to` (replacing any rewrite `from` had; its last
     /// seen time starts over at 0).
     pub fn insert_flow(&mut self, from: &Tuple, to: &Tuple) -> io::Result<()> {
-        self.flows
-            .insert(FlowKey::new(from), FlowValue::new(to), 0)
-            .map_err(|e| error("insert an XDP flow", &e))
+        self.flows.insert(from, to)
     }
 
     /// Forgets `from`'s rewrite; false if it had none.
     pub fn remove_flow(&mut self, from: &Tuple) -> io::Result<bool> {
-        match self.flows.remove(&FlowKey::new(from)) {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) if is_enoent(&e) => Ok(false),
-            Err(e) => Err(error("remove an XDP flow", &e)),
-        }
+        self.flows.remove(from)
     }
 
-    /// `from`'s rewrite and the CLOCK_MONOTONIC time in nanoseconds when the program last
-    /// forwarded a datagram of it (0: never, since it was inserted); None if `from` has none.
+    /// `from`'s rewrite and when it was last used (see [`XdpFlows::get`]).
     pub fn flow(&self, from: &Tuple) -> io::Result<Option<(Tuple, u64)>> {
-        match self.flows.get(&FlowKey::new(from), 0) {
-            Ok(value) => Ok(Some((value.tuple(), value.last_seen_ns))),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(error("read an XDP flow", &e)),
-        }
+        self.flows.get(from)
     }
 
     /// Lets the program redirect frames out of interface `ifindex`.
@@ -146,27 +183,23 @@ impl XdpForward {
 
     /// One counter, summed over the CPUs.
     pub fn counter(&self, counter: Counter) -> io::Result<u64> {
-        let values = self
-            .counters
-            .get(&counter.index(), 0)
-            .map_err(|e| error("read an XDP counter", &e))?;
-        Ok(values.iter().sum())
+        self.counters.get(counter)
     }
 
     /// Every counter, summed over the CPUs, in `Counter::ALL`'s order.
     pub fn counters(&self) -> io::Result<Vec<(Counter, u64)>> {
-        Counter::ALL
-            .iter()
-            .map(|&c| Ok((c, self.counter(c)?)))
-            .collect()
+        self.counters.all()
     }
 
     /// Runs the program once on `frame` as if it had arrived on `ingress_ifindex` (an interface
     /// in the calling thread's network namespace, queue 0), through `BPF_PROG_TEST_RUN`.
-    /// Nothing is sent whatever the verdict; maps and counters change as they would.
+    /// Nothing is sent whatever the verdict; maps and counters change as they would. Only for
+    /// a program this process loaded.
     pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32) -> io::Result<TestRunOutcome> {
         let program: &Xdp = self
             .ebpf
+            .as_ref()
+            .ok_or_else(|| io::Error::other("a test run needs the program loaded here"))?
             .program(PROGRAM)
             .ok_or_else(|| missing("program", PROGRAM))?
             .try_into()
@@ -229,6 +262,10 @@ pub fn session_flows(
 
 fn take(ebpf: &mut Ebpf, name: &str) -> io::Result<aya::maps::Map> {
     ebpf.take_map(name).ok_or_else(|| missing("map", name))
+}
+
+fn map_data(fd: OwnedFd) -> io::Result<MapData> {
+    MapData::from_fd(fd).map_err(|e| error("open an XDP map from its descriptor", &e))
 }
 
 fn missing(kind: &str, name: &str) -> io::Error {
