@@ -25,6 +25,7 @@ pub mod sys;
 pub mod takeover;
 pub mod user_data;
 pub mod worker;
+pub mod xdp;
 
 pub use config::Config;
 pub use proxy::{Proxy, StartError};

@@ -17,6 +17,7 @@ use super::parse::{
 };
 pub use super::redis_args::RedisArgs;
 pub use super::upgrade::UpgradeArgs;
+pub use super::xdp_args::XdpArgs;
 use crate::admission::rate::RateLimit;
 use crate::route::Routes;
 use crate::route::resolve::Dest;
@@ -214,6 +215,9 @@ pub struct Cli {
     #[command(flatten)]
     pub upgrade: UpgradeArgs,
 
+    #[command(flatten)]
+    pub xdp: XdpArgs,
+
     /// How each setting was given, so that an error names what the user wrote.
     #[arg(skip)]
     pub origins: Origins,
@@ -318,6 +322,7 @@ impl Cli {
             takeover: self.upgrade.takeover,
             handover_timeout: Duration::from_secs(self.upgrade.handover_timeout),
             drain_timeout: Duration::from_secs(self.upgrade.drain_timeout),
+            xdp: self.xdp.settings(&self.origins)?,
         })
     }
 }

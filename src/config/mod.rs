@@ -10,6 +10,7 @@ mod origins;
 mod parse;
 mod redis;
 mod redis_args;
+mod xdp_args;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct Config {
     pub handover_timeout: Duration,
     /// How long SIGTERM lets established sessions drain (zero: exit at once).
     pub drain_timeout: Duration,
+    /// `--xdp`: the XDP fast path for confirmed sessions (`None`: off).
+    pub xdp: Option<crate::xdp::Settings>,
 }
 
 impl Config {
@@ -116,6 +119,7 @@ impl Config {
             takeover: None,
             handover_timeout: Duration::from_secs(10),
             drain_timeout: Duration::ZERO,
+            xdp: None,
         }
     }
 

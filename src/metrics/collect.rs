@@ -30,6 +30,7 @@ pub fn exposition(shared: &Shared) -> String {
         lookup_latency(&mut t, shared);
     }
     per_backend(&mut t, shared);
+    super::xdp::xdp(&mut t, shared);
     t.family(
         "ringgate_build_info",
         "The running build: its version and the commit it was built from",

@@ -10,6 +10,7 @@ mod collect;
 mod http;
 mod process;
 mod text;
+mod xdp;
 
 use std::io;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@
 //! The list is bounded by the batch: at most one Opened, one Confirmed and one Closed per
 //! session per batch, and the worker empties it at the end of every batch.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use super::{Key, Sessions};
@@ -80,6 +80,8 @@ pub enum Event {
     Confirmed {
         key: Key,
         client: SocketAddr,
+        /// The address the client sent to, when the listener is a wildcard.
+        local: Option<IpAddr>,
         upstream: SocketAddr,
         backend: SocketAddr,
     },

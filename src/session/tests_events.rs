@@ -36,6 +36,7 @@ fn a_session_announces_its_opening_its_confirmation_once_and_its_close() {
     let confirmed = Event::Confirmed {
         key,
         client: addr(1),
+        local: None,
         upstream: addr(40_001),
         backend: BACKEND,
     };

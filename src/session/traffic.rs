@@ -50,11 +50,12 @@ impl<U: AsRawFd> Sessions<U> {
         s.last_tick = tick;
         if s.answered && !s.confirmed {
             s.confirmed = true;
-            let client = s.client;
+            let (client, local) = (s.client, s.local);
             if let (Some(upstream), Some(backend)) = (s.upstream_local, s.backend) {
                 self.events.push(Event::Confirmed {
                     key,
                     client,
+                    local,
                     upstream,
                     backend,
                 });
@@ -86,6 +87,14 @@ impl<U: AsRawFd> Sessions<U> {
             from: s.local,
             backend: s.backend_slot,
         })
+    }
+
+    /// Traffic of an open session went through elsewhere (the XDP fast path) as late as
+    /// `tick`: it is not idle before then.
+    pub fn seen_at(&mut self, key: Key, tick: u32) {
+        if let Some(s) = self.in_phase(key, Phase::Open) {
+            s.last_tick = s.last_tick.max(tick);
+        }
     }
 
     /// Whether the session is confirmed (see the module's comment).

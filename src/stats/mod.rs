@@ -99,9 +99,19 @@ counters! {
     DisconnectRefused => ("ringgate_redis_disconnect_messages", Some(("result", "refused")), DISCONNECTS),
     DisconnectOversize => ("ringgate_redis_disconnect_messages", Some(("result", "oversize")), DISCONNECTS),
     SubmitQueueFull => ("ringgate_submit_queue_full", None, "Times the submission queue was full and flushed early"),
+    XdpOffloaded => ("ringgate_xdp_offloads", Some(("result", "offloaded")), XDP_OFFLOADS),
+    XdpNotIpv4 => ("ringgate_xdp_offloads", Some(("result", "not_ipv4")), XDP_OFFLOADS),
+    XdpProxyHeader => ("ringgate_xdp_offloads", Some(("result", "proxy_header")), XDP_OFFLOADS),
+    XdpMapFull => ("ringgate_xdp_offloads", Some(("result", "map_full")), XDP_OFFLOADS),
+    XdpFailed => ("ringgate_xdp_offloads", Some(("result", "failed")), XDP_OFFLOADS),
+    XdpRemoveFailed => ("ringgate_xdp_remove_failures", None, "Offloaded sessions whose XDP entries could not be deleted when they closed (stays 0)"),
+    XdpActive => ("ringgate_xdp_idle_checks", Some(("result", "active")), XDP_IDLE),
+    XdpIdle => ("ringgate_xdp_idle_checks", Some(("result", "idle")), XDP_IDLE),
 }
 
 const DROPS: &str = "Datagrams dropped, by reason";
+const XDP_OFFLOADS: &str = "Confirmed sessions handed to the XDP fast path, or kept on the socket path and why";
+const XDP_IDLE: &str = "Offloaded sessions the reaper found idle by their own count, by whether the XDP program had forwarded for them since";
 const CLOSED: &str = "Sessions closed, by reason";
 const ROUTE_FAILURES: &str = "New sessions that got no usable route, by reason";
 const SESSION_MAP: &str = "Session map writes (--publish-sessions): acknowledged by Redis, refused by it, or dropped while it was down or behind";
@@ -122,6 +132,7 @@ pub(crate) const BUCKETS: usize = LATENCY_BUCKETS_US.len() + 1;
 pub struct Counters {
     values: [u64; COUNTERS],
     sessions: u64,
+    offloaded: u64,
     /// Redis lookup latency: per-bucket counts (not cumulative) and the sum in microseconds.
     latency: [u64; BUCKETS],
     latency_sum_us: u64,
@@ -135,6 +146,7 @@ impl Default for Counters {
         Counters {
             values: [0; COUNTERS],
             sessions: 0,
+            offloaded: 0,
             latency: [0; BUCKETS],
             latency_sum_us: 0,
             links_up: [false; LINKS_MAX],
@@ -163,6 +175,11 @@ impl Counters {
     }
 
     /// Records whether each of the router's connections is up.
+    /// Sessions whose flows are in the XDP map now.
+    pub fn set_offloaded(&mut self, offloaded: usize) {
+        self.offloaded = offloaded as u64;
+    }
+
     pub fn links_up_mut(&mut self) -> &mut [bool; LINKS_MAX] {
         &mut self.links_up
     }
@@ -190,6 +207,7 @@ impl Counters {
             .latency_sum_us
             .store(self.latency_sum_us, Ordering::Relaxed);
         shared.sessions.store(self.sessions, Ordering::Relaxed);
+        shared.offloaded.store(self.offloaded, Ordering::Relaxed);
         for (slot, up) in shared.links_up.iter().zip(self.links_up) {
             slot.store(up, Ordering::Relaxed);
         }

@@ -19,6 +19,7 @@ pub const LINKS_MAX: usize = 4;
 pub struct SharedStats {
     pub(super) values: [AtomicU64; COUNTERS],
     pub(super) sessions: AtomicU64,
+    pub(super) offloaded: AtomicU64,
     pub(super) latency: [AtomicU64; BUCKETS],
     pub(super) latency_sum_us: AtomicU64,
     pub(super) links_up: [AtomicBool; LINKS_MAX],
@@ -30,6 +31,7 @@ impl Default for SharedStats {
         SharedStats {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
             sessions: AtomicU64::new(0),
+            offloaded: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_us: AtomicU64::new(0),
             links_up: std::array::from_fn(|_| AtomicBool::new(false)),
@@ -45,6 +47,11 @@ impl SharedStats {
 
     pub fn sessions(&self) -> u64 {
         self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Sessions whose flows are in the XDP map.
+    pub fn offloaded(&self) -> u64 {
+        self.offloaded.load(Ordering::Relaxed)
     }
 
     /// Whether this worker's router connection `link` is up.
@@ -98,6 +105,10 @@ pub struct Shared {
     /// The driver every worker uses (`io_uring`, `epoll`), and why (`--io-backend`).
     pub io_backend: &'static str,
     pub io_backend_reason: &'static str,
+    /// The XDP fast path: `off` (no `--xdp`), `attached`, or `socket_path` (asked for, but it
+    /// could not be loaded or attached), and what `/metrics` reads of it when attached.
+    pub xdp_state: &'static str,
+    pub xdp: Option<crate::xdp::Status>,
 }
 
 impl Shared {
@@ -108,6 +119,8 @@ impl Shared {
             fd_sessions_per_worker: usize::MAX,
             io_backend: "io_uring",
             io_backend_reason: "configured",
+            xdp_state: "off",
+            xdp: None,
             stats: (0..workers).map(|_| SharedStats::default()).collect(),
             armed: AtomicUsize::new(0),
             workers,

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -43,6 +43,8 @@ pub struct Served {
     pub timeout: Duration,
     /// Told once another process serves everything (`BYE` sent).
     pub handed_over: Option<Box<dyn Fn(HandedOver) + Send>>,
+    /// The XDP fast path's descriptors, for a new process that asks for them (`xdp=1`).
+    pub xdp: Option<crate::xdp::Export>,
 }
 
 /// A finished takeover, as the old process reports it.
@@ -162,6 +164,7 @@ fn hand_over(mut link: Link, served: &Served) -> Result<HandedOver, String> {
     let hello = link
         .line(Instant::now() + HELLO_TIMEOUT)
         .map_err(|e| format!("no HELLO: {e}"))?;
+    let wants_xdp = hello.split(' ').any(|w| w == "xdp=1");
     let (listen, workers) = parse_hello(&hello).ok_or_else(|| {
         let _ = link.send("REFUSE not a takeover request");
         format!("not a takeover request: {:?}", truncated(&hello))
@@ -172,13 +175,27 @@ fn hand_over(mut link: Link, served: &Served) -> Result<HandedOver, String> {
     }
     // How many descriptors this process holds: the new one makes room for them before GO.
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-    link.send(&format!(
-        "OK listen={} workers={} pid={} fds={fds}",
-        served.local,
-        served.workers.len(),
-        std::process::id()
-    ))
-    .map_err(|e| e.to_string())?;
+    // The XDP program, maps and links go now, before anything pauses: sharing them changes
+    // nothing until the new process inserts or removes an entry, which it does only once it
+    // serves.
+    let xdp = served.xdp.as_ref().filter(|_| wants_xdp);
+    let xdp_word = xdp.map_or(String::new(), |x| format!(" xdp={}", x.parts.len()));
+    let failed = |e: io::Error| e.to_string();
+    link.queue(
+        &format!(
+            "OK listen={} workers={} pid={} fds={fds}{xdp_word}",
+            served.local,
+            served.workers.len(),
+            std::process::id()
+        ),
+        None,
+    )
+    .map_err(failed)?;
+    for (label, fd) in xdp.map_or(&[][..], |x| &x.parts[..]) {
+        link.queue(&format!("X {label}"), Some(fd.as_raw_fd()))
+            .map_err(failed)?;
+    }
+    link.flush().map_err(failed)?;
     info!("a new process is taking over; waiting for it to build its rings");
     // Building rings takes the new process a moment; nothing is paused yet.
     let go = link

@@ -34,6 +34,8 @@ pub struct Taking {
     pub local: SocketAddr,
     pub old_pid: u32,
     workers: usize,
+    /// The old process's XDP fast path, if this one asked for it and it had one.
+    pub xdp: Option<crate::xdp::Inherited>,
 }
 
 /// What arrived besides the workers' parts.
@@ -50,8 +52,14 @@ pub struct Received {
 }
 
 impl Taking {
-    /// Connects to `path` and asks to take over `listen` with `workers` workers.
-    pub fn connect(path: &Path, listen: SocketAddr, workers: usize) -> Result<Taking, String> {
+    /// Connects to `path` and asks to take over `listen` with `workers` workers, and the XDP
+    /// fast path's descriptors if `xdp`.
+    pub fn connect(
+        path: &Path,
+        listen: SocketAddr,
+        workers: usize,
+        xdp: bool,
+    ) -> Result<Taking, String> {
         let stream = UnixStream::connect(path).map_err(|e| {
             format!(
                 "cannot connect to {} (--takeover): {e}; is a ringgate with --control {0} running?",
@@ -59,8 +67,9 @@ impl Taking {
             )
         })?;
         let mut link = Link::new(stream);
+        let xdp_word = if xdp { " xdp=1" } else { "" };
         link.send(&format!(
-            "HELLO {VERSION} listen={listen} workers={workers}"
+            "HELLO {VERSION} listen={listen} workers={workers}{xdp_word}"
         ))
         .map_err(|e| format!("cannot ask for a takeover: {e}"))?;
         let answer = link
@@ -79,11 +88,31 @@ impl Taking {
                 debug!(error = %e, "cannot make room for the descriptors in advance");
             }
         }
+        let xdp = match parse_word(&answer, "xdp=") {
+            Some(count) if count as usize <= crate::xdp::PARTS_MAX => {
+                let mut inherited = crate::xdp::Inherited::default();
+                let deadline = Instant::now() + ANSWER_TIMEOUT;
+                for _ in 0..count {
+                    let line = link
+                        .line(deadline)
+                        .map_err(|e| format!("the XDP descriptors did not arrive: {e}"))?;
+                    let label = line
+                        .strip_prefix("X ")
+                        .ok_or_else(|| format!("unexpected line {:?}", truncated(&line)))?;
+                    let fd = link.fd().map_err(|e| e.to_string())?;
+                    inherited.push(label, fd)?;
+                }
+                Some(inherited)
+            }
+            Some(count) => return Err(format!("{count} XDP descriptors announced: too many")),
+            None => None,
+        };
         Ok(Taking {
             link,
             local,
             old_pid,
             workers,
+            xdp,
         })
     }
 
@@ -225,8 +254,13 @@ impl Taking {
 
 /// The `fds=` an `OK` line may end with: how many descriptors the old process holds.
 fn parse_fds(line: &str) -> Option<u64> {
+    parse_word(line, "fds=")
+}
+
+/// The number after `prefix` in one of `line`'s words.
+fn parse_word(line: &str, prefix: &str) -> Option<u64> {
     line.split(' ')
-        .find_map(|w| w.strip_prefix("fds=")?.parse().ok())
+        .find_map(|w| w.strip_prefix(prefix)?.parse().ok())
 }
 
 fn parse_ok(line: &str, workers: usize) -> Option<(SocketAddr, u32)> {

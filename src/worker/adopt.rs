@@ -15,7 +15,7 @@ use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::Worker;
-use crate::session::Key;
+use crate::session::{Event, Key};
 use crate::stats::Counter;
 use crate::takeover::state::SessionLine;
 use crate::takeover::{Adopted, Armed};
@@ -36,6 +36,9 @@ pub(super) struct State {
     armed: Option<Armed>,
     /// Adopted sessions still waiting for their route, asked for once serving.
     unrouted: Vec<Key>,
+    /// Adopted confirmed sessions, offered to the XDP fast path once serving (their entries
+    /// are usually in the map already, the old process's: inserting again is harmless).
+    confirmed: Vec<Event>,
 }
 
 impl Worker {
@@ -58,7 +61,19 @@ impl Worker {
                     let slot = self.counters.backends.slot(s.backend);
                     let (tick, tick_len) = (self.tick, self.tick_len);
                     let socket = Socket::from(fd);
+                    let confirmed = s.confirmed.then_some((s.client, s.local, s.upstream, s.backend));
                     let adopted_key = self.sessions.adopt(s, socket, tick, tick_len, lease, slot);
+                    if let (Some(key), Some((client, local, upstream, backend))) =
+                        (adopted_key, confirmed)
+                    {
+                        self.adoption.confirmed.push(Event::Confirmed {
+                            key,
+                            client,
+                            local,
+                            upstream,
+                            backend,
+                        });
+                    }
                     if adopted_key.is_some() {
                         self.counters.backends.opened(slot);
                         adopted.sessions += 1;
@@ -130,6 +145,18 @@ impl Worker {
     pub(super) fn start_adopted(&mut self) {
         for key in std::mem::take(&mut self.adoption.unrouted) {
             self.route(|router, io| router.request(key.ticket(), io));
+        }
+        for event in std::mem::take(&mut self.adoption.confirmed) {
+            if let Event::Confirmed {
+                key,
+                client,
+                local,
+                upstream,
+                backend,
+            } = event
+            {
+                self.offload(key, client, local, upstream, backend);
+            }
         }
         if let Some(armed) = self.adoption.armed.take() {
             let _ = armed.send(());

@@ -43,6 +43,7 @@ impl Worker {
         }
         self.driver.publish();
         self.counters.set_sessions(self.sessions.live());
+        self.counters.set_offloaded(self.offloaded());
         self.counters.publish(&self.shared.stats[self.index]);
     }
 

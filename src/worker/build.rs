@@ -191,7 +191,11 @@ impl Worker {
             warnings: Warnings::new(config.log_sessions),
             pause: pause::State::new(control),
             adoption: adopt::State::default(),
+            offload: None,
         };
+        if let Some(status) = &worker.shared.xdp {
+            worker.offload = Some(super::offload::Offload::new(status.flows.try_clone()?));
+        }
         if let Some((sessions, adopted, commit)) = import {
             worker.adopt(sessions, adopted, commit);
         }

@@ -27,6 +27,8 @@ impl Worker {
     /// Starts closing a session for `why`: held datagrams dropped with `drop_reason`, the close
     /// counted, its receive cancelled. The table announces it (`events`).
     pub(super) fn close_session(&mut self, key: Key, drop_reason: Counter, why: Why) {
+        // Out of the XDP map first: the table may close the socket at once.
+        self.unload(key);
         let Some(closed) = self.sessions.begin_close(key, why) else {
             return;
         };
@@ -110,7 +112,10 @@ impl Worker {
         if let Some(cutoff) = idle_cutoff(self.tick, self.idle_ticks) {
             self.sessions.collect_idle(cutoff, &mut keys);
             for key in keys.drain(..) {
-                self.close_session(key, Counter::DropNoRoute, Why::Idle);
+                // An offloaded session's datagrams went through the XDP program, unseen here.
+                if !self.active_in_xdp(key, cutoff) {
+                    self.close_session(key, Counter::DropNoRoute, Why::Idle);
+                }
             }
             // Live sessions' entries in the session map are refreshed once per idle timeout
             // (they expire after two).

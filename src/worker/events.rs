@@ -1,7 +1,8 @@
 //! The one place a worker reacts to what its session table announced (`session::Event`): the
-//! session log lines (`--log-sessions`) and the router's session notes (the Redis session map).
-//! Once per batch, before the router's turn, so what a batch opened or closed reaches Redis in
-//! the same batch. A new consumer (the XDP map) is one more arm here.
+//! session log lines (`--log-sessions`), the router's session notes (the Redis session map) and
+//! the XDP fast path (a confirmed session is offloaded). Once per batch, before the router's
+//! turn, so what a batch opened or closed reaches Redis in the same batch. (A closing session
+//! leaves the XDP map earlier, in `closing::close_session`, before its socket can close.)
 
 use tracing::info;
 
@@ -34,7 +35,13 @@ impl Worker {
                         );
                     }
                 }
-                Event::Confirmed { .. } => {}
+                Event::Confirmed {
+                    key,
+                    client,
+                    local,
+                    upstream,
+                    backend,
+                } => self.offload(key, client, local, upstream, backend),
                 Event::Closed {
                     client,
                     upstream,

@@ -29,7 +29,8 @@
 //!   asks whether to forward and whether to arm receives.
 //! - [`pause`] and [`adopt`]: a takeover, the old process's side (pausing, exporting) and the new one's.
 //! - [`events`]: once per batch, what the session table announced (opened, confirmed, closed)
-//!   goes to the session log lines and the router's session map.
+//!   goes to the session log lines, the router's session map and the XDP fast path.
+//! - [`offload`]: the sessions the XDP program forwards in the kernel (`--xdp`).
 //! - [`batch`]: once per batch, the router's turn, re-arms within the buffer budget, publishing.
 //!
 //! Per-datagram failures are counted, never propagated. A session's slot is freed only after
@@ -43,6 +44,7 @@ mod closing;
 mod downstream;
 mod events;
 mod lifecycle;
+mod offload;
 mod pause;
 mod recv;
 mod upstream;
@@ -136,6 +138,8 @@ pub struct Worker {
     /// A takeover's state in this worker: giving away (`pause`), taking in (`adopt`).
     pause: pause::State,
     adoption: adopt::State,
+    /// The XDP fast path's handle and the sessions it forwards (`--xdp`, when attached).
+    offload: Option<offload::Offload>,
 }
 
 impl Worker {

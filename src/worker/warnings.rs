@@ -11,6 +11,7 @@ pub(super) struct Warnings {
     pub(super) source: RateLimited,
     pub(super) full: RateLimited,
     pub(super) oversize: RateLimited,
+    pub(super) xdp: RateLimited,
     /// One per backend slot (`stats::backends`).
     pub(super) unreachable: Vec<RateLimited>,
     /// `new session` and `session closed` lines (`None`: `--log-sessions off`).
@@ -18,6 +19,20 @@ pub(super) struct Warnings {
 }
 
 impl Warnings {
+    /// A confirmed session could not be offloaded to XDP (it forwards on the socket path).
+    pub(super) fn xdp_offload(&mut self, e: &std::io::Error) {
+        if let Some(suppressed) = self.xdp.check() {
+            if crate::sys::xdp::is_full(e) {
+                tracing::warn!(
+                    suppressed,
+                    "the XDP flow map is full; new sessions forward on the socket path"
+                );
+            } else {
+                tracing::warn!(suppressed, error = %e, "cannot offload a session to XDP");
+            }
+        }
+    }
+
     pub(super) fn new(log_sessions: bool) -> Warnings {
         Warnings {
             socket: RateLimited::default(),
@@ -26,6 +41,7 @@ impl Warnings {
             source: RateLimited::default(),
             full: RateLimited::default(),
             oversize: RateLimited::default(),
+            xdp: RateLimited::default(),
             unreachable: (0..=usize::from(crate::stats::backends::OTHER))
                 .map(|_| RateLimited::default())
                 .collect(),

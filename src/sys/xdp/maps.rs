@@ -30,6 +30,11 @@ impl XdpFlows {
         self.map.map().fd().as_fd().try_clone_to_owned()
     }
 
+    /// Another handle of its own on the same map (for another thread).
+    pub fn try_clone(&self) -> io::Result<XdpFlows> {
+        XdpFlows::from_fd(self.fd()?)
+    }
+
     /// The most entries the map holds (two per session).
     pub fn capacity(&self) -> u32 {
         self.map.map().info().map_or(0, |i| i.max_entries())
