@@ -74,8 +74,8 @@ impl Net {
             ];
             ns.ip(&args);
         }
-        let x0 = ifindex(&ns, "x0");
-        let y0 = ifindex(&ns, "y0");
+        let x0 = ns.ifindex("x0");
+        let y0 = ns.ifindex("y0");
         Net { ns, x0, y0 }
     }
 
@@ -90,14 +90,6 @@ impl Net {
             f(&mut xdp)
         })
     }
-}
-
-fn ifindex(ns: &Netns, dev: &str) -> u32 {
-    let out = ns.ip(&["-o", "link", "show", "dev", dev]);
-    let index = out.stdout.split(':').next().unwrap().trim();
-    index
-        .parse()
-        .unwrap_or_else(|_| panic!("no ifindex in {:?}", out.stdout))
 }
 
 fn skip(test: &str) -> bool {

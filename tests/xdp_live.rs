@@ -31,16 +31,13 @@ mod util;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringgate::sys::xdp::{Counter, XdpAttachment, XdpForward, XdpMode, session_flows};
-use util::PATIENCE;
-use util::netns::{self, Netns};
-use util::process::Run;
+use util::netns::{self, Netns, link};
 
 const CLIENT: &str = "10.1.0.2:5000";
 const MISS_CLIENT: &str = "10.1.0.2:5001";
@@ -63,36 +60,6 @@ fn skip(test: &str) -> bool {
 
 fn v4(text: &str) -> SocketAddrV4 {
     text.parse().unwrap()
-}
-
-/// `ip netns exec NS ARGS...`, which must succeed.
-fn exec(ns: &Netns, args: &[&str]) -> Run {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns.name()]).args(args);
-    let run = Run::new(cmd, PATIENCE);
-    run.assert_success();
-    run
-}
-
-fn ifindex(ns: &Netns, dev: &str) -> u32 {
-    let out = ns.ip(&["-o", "link", "show", "dev", dev]);
-    let index = out.stdout.split(':').next().unwrap().trim();
-    index.parse().unwrap()
-}
-
-/// One end of a link: its namespace, name, MAC and address.
-type End<'a> = (&'a Netns, &'a str, &'a str, &'a str);
-
-/// A veth between two ends, MACs and addresses set, each end a permanent neighbour of the other.
-fn link(a: End, b: End) {
-    a.0.veth(a.1, b.0, b.1);
-    for ((ns, dev, mac, cidr), (_, _, their_mac, their_cidr)) in [(a, b), (b, a)] {
-        ns.ip(&["link", "set", dev, "address", mac]);
-        ns.ip(&["addr", "add", cidr, "dev", dev]);
-        let ip = their_cidr.split('/').next().unwrap();
-        let neigh = ["neigh", "replace", ip, "lladdr", their_mac, "dev", dev];
-        ns.ip(&[&neigh[..], &["nud", "permanent"]].concat());
-    }
 }
 
 /// The three namespaces, the programs attached, and the echo server. Fields drop in order:
@@ -124,8 +91,8 @@ impl Testbed {
         );
         // The senders compute their UDP checksums in full (a veth otherwise hands on a partial
         // one, which the program's incremental update would corrupt).
-        exec(&client, &["ethtool", "-K", "c0", "tx", "off"]);
-        exec(&backend, &["ethtool", "-K", "b0", "tx", "off"]);
+        client.exec(&["ethtool", "-K", "c0", "tx", "off"]);
+        backend.exec(&["ethtool", "-K", "b0", "tx", "off"]);
         let xdp = forwarder.enter(|| XdpForward::load(1024).expect("load the XDP program"));
         Testbed {
             echo: None,
@@ -141,10 +108,7 @@ impl Testbed {
     /// Attaches the forwarder's program to x0 and y0 in `mode` (native falls back to generic,
     /// saying so) and a passing program natively to c0 and b0; returns the forwarder's modes.
     fn attach(&mut self, mode: XdpMode) -> Vec<XdpMode> {
-        let (x0, y0) = (
-            ifindex(&self.forwarder, "x0"),
-            ifindex(&self.forwarder, "y0"),
-        );
+        let (x0, y0) = (self.forwarder.ifindex("x0"), self.forwarder.ifindex("y0"));
         let xdp = &mut self.xdp;
         let attached = self.forwarder.enter(|| {
             xdp.add_port(x0).unwrap();
@@ -225,7 +189,8 @@ impl Testbed {
 
     /// UDP sockets in the forwarder ns, as `ss` lists them (none is expected).
     fn forwarder_sockets(&self) -> String {
-        exec(&self.forwarder, &["ss", "-Haun"])
+        self.forwarder
+            .exec(&["ss", "-Haun"])
             .stdout
             .trim()
             .to_string()

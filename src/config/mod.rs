@@ -10,8 +10,8 @@ mod origins;
 mod parse;
 mod redis;
 mod redis_args;
-mod xdp_args;
 mod upgrade;
+mod xdp_args;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

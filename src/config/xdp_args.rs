@@ -33,8 +33,8 @@ pub struct XdpArgs {
           help_heading = HEADING)]
     pub xdp_mode: String,
 
-    /// Exit (status 2) when the XDP program cannot be loaded or attached, instead of forwarding
-    /// on the socket path
+    /// Refuse to start (exit status 1) when the XDP program cannot be loaded or attached,
+    /// instead of forwarding on the socket path
     #[arg(long, env = "RINGGATE_XDP_REQUIRED",
           value_parser = clap::builder::BoolishValueParser::new(), help_heading = HEADING)]
     pub xdp_required: bool,

@@ -436,7 +436,8 @@ fn xdp_start(
         ))),
         Err(why) => {
             warn!(
-                "cannot start the XDP fast path: {why}; forwarding every datagram on the socket                  path (--xdp-required makes this fatal)"
+                "cannot start the XDP fast path: {why}; forwarding every datagram on the socket \
+                 path (--xdp-required makes this fatal)"
             );
             Ok((None, "socket_path"))
         }

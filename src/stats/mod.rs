@@ -110,7 +110,8 @@ counters! {
 }
 
 const DROPS: &str = "Datagrams dropped, by reason";
-const XDP_OFFLOADS: &str = "Confirmed sessions handed to the XDP fast path, or kept on the socket path and why";
+const XDP_OFFLOADS: &str =
+    "Confirmed sessions handed to the XDP fast path, or kept on the socket path and why";
 const XDP_IDLE: &str = "Offloaded sessions the reaper found idle by their own count, by whether the XDP program had forwarded for them since";
 const CLOSED: &str = "Sessions closed, by reason";
 const ROUTE_FAILURES: &str = "New sessions that got no usable route, by reason";

@@ -61,7 +61,9 @@ impl Worker {
                     let slot = self.counters.backends.slot(s.backend);
                     let (tick, tick_len) = (self.tick, self.tick_len);
                     let socket = Socket::from(fd);
-                    let confirmed = s.confirmed.then_some((s.client, s.local, s.upstream, s.backend));
+                    let confirmed = s
+                        .confirmed
+                        .then_some((s.client, s.local, s.upstream, s.backend));
                     let adopted_key = self.sessions.adopt(s, socket, tick, tick_len, lease, slot);
                     if let (Some(key), Some((client, local, upstream, backend))) =
                         (adopted_key, confirmed)

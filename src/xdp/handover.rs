@@ -34,7 +34,12 @@ pub struct Attached {
 
 impl Attached {
     fn label(&self) -> String {
-        format!("link {} {} {}", self.ifindex, self.mode.name(), self.interface)
+        format!(
+            "link {} {} {}",
+            self.ifindex,
+            self.mode.name(),
+            self.interface
+        )
     }
 
     fn parse(label: &str) -> Option<Attached> {
@@ -51,7 +56,10 @@ impl Attached {
 }
 
 impl Export {
-    pub(super) fn of(forward: &XdpForward, attachments: &[XdpAttachment]) -> std::io::Result<Export> {
+    pub(super) fn of(
+        forward: &XdpForward,
+        attachments: &[XdpAttachment],
+    ) -> std::io::Result<Export> {
         let fds = forward.fds()?;
         let mut parts = vec![
             ("program".to_owned(), fds.program),

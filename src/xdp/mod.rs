@@ -15,7 +15,9 @@ use std::io;
 
 use tracing::info;
 
-use crate::sys::xdp::{Counter, Interface, XdpAttachment, XdpCounters, XdpFlows, XdpForward, XdpMode};
+use crate::sys::xdp::{
+    Counter, Interface, XdpAttachment, XdpCounters, XdpFlows, XdpForward, XdpMode,
+};
 
 pub use handover::{Attached, Export, Inherited, PARTS_MAX};
 

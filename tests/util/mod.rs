@@ -8,6 +8,7 @@ pub mod netns;
 pub mod process;
 pub mod sentinel;
 pub mod spoof;
+pub mod xdpbed;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

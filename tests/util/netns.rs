@@ -67,6 +67,22 @@ impl Netns {
         ip(&all)
     }
 
+    /// `ip netns exec NAME ARGS...` (a program run inside the namespace), which must succeed.
+    pub fn exec(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        let run = Run::new(cmd, PATIENCE);
+        run.assert_success();
+        run
+    }
+
+    /// The index of interface `dev` here.
+    pub fn ifindex(&self, dev: &str) -> u32 {
+        let out = self.ip(&["-o", "link", "show", "dev", dev]);
+        let index = out.stdout.split(':').next().unwrap().trim();
+        index.parse().unwrap()
+    }
+
     /// A veth pair: `local` here, `remote` in `peer`, both up.
     pub fn veth(&self, local: &str, peer: &Netns, remote: &str) {
         self.ip(&["link", "add", local, "type", "veth", "peer", "name", remote]);
@@ -109,6 +125,22 @@ impl Netns {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
+    }
+}
+
+/// One end of a link: its namespace, interface name, MAC and address (CIDR).
+pub type End<'a> = (&'a Netns, &'a str, &'a str, &'a str);
+
+/// A veth between two ends, MACs and addresses set, each end a permanent neighbour of the other
+/// (so that a route lookup from XDP never waits for ARP).
+pub fn link(a: End, b: End) {
+    a.0.veth(a.1, b.0, b.1);
+    for ((ns, dev, mac, cidr), (_, _, their_mac, their_cidr)) in [(a, b), (b, a)] {
+        ns.ip(&["link", "set", dev, "address", mac]);
+        ns.ip(&["addr", "add", cidr, "dev", dev]);
+        let ip = their_cidr.split('/').next().unwrap();
+        let neigh = ["neigh", "replace", ip, "lladdr", their_mac, "dev", dev];
+        ns.ip(&[&neigh[..], &["nud", "permanent"]].concat());
     }
 }
 

@@ -117,7 +117,10 @@ impl XdpCounters {
 
     /// Every counter, summed over the CPUs, in `Counter::ALL`'s order.
     pub fn all(&self) -> io::Result<Vec<(Counter, u64)>> {
-        Counter::ALL.iter().map(|&c| Ok((c, self.get(c)?))).collect()
+        Counter::ALL
+            .iter()
+            .map(|&c| Ok((c, self.get(c)?)))
+            .collect()
     }
 }
 
