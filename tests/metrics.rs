@@ -4,8 +4,7 @@
 
 mod util;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricNumber, MetricsExposition, PrometheusType, PrometheusValue};
@@ -34,32 +33,7 @@ fn busy_exposition() -> String {
 
 #[test]
 fn promtool_finds_nothing_to_complain_about() {
-    let body = busy_exposition();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool must be installed (Debian: apt-get install prometheus; scripts/test does)",
-        );
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{body}"
-    );
+    util::promtool_check(&busy_exposition());
 }
 
 fn family<'a>(

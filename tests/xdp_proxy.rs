@@ -74,6 +74,8 @@ fn every_size_goes_through_xdp(mode: &str) {
         2 * PAYLOAD_MAX as u64,
         "both ways, every one, in XDP"
     );
+    // Every XDP family, as Prometheus's own linter reads it.
+    util::promtool_check(&bed.metrics());
     // x0 in, y0 out and back: through the device map, never XDP_TX.
     let series = r#"ringgate_xdp_packets_total{action="forwarded",reason="redirect"}"#;
     assert!(bed.metric(series) >= 2 * PAYLOAD_MAX as u64);

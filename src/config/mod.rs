@@ -123,6 +123,16 @@ impl Config {
         }
     }
 
+    /// Entries the XDP flow map is made for: two per session the workers may hold together
+    /// (`xdp` caps it).
+    pub fn xdp_flows(&self) -> u32 {
+        let flows = self
+            .sessions_max
+            .saturating_mul(self.workers)
+            .saturating_mul(2);
+        u32::try_from(flows).unwrap_or(u32::MAX)
+    }
+
     /// How often the reaper runs: an eighth of the shorter of the idle and unreplied
     /// timeouts, between 10 ms and 1 s, so a session is closed between 1x and 1.25x its
     /// timeout.

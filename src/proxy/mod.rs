@@ -38,6 +38,7 @@ use crate::sys::uring::TaskRun;
 use crate::sys::{eventfd, limits};
 use crate::takeover::WorkerLink;
 use crate::takeover::give::{Control, HandedOver, Served};
+use crate::takeover::take::Taking;
 use crate::worker::Listen;
 use crate::xdp::FastPath;
 
@@ -113,21 +114,15 @@ impl Proxy {
         };
         // Asked before anything is built: a refusal (worker count, listen address) costs the
         // running process nothing.
+        let (listen, workers, xdp) = (config.listen, config.workers, config.xdp.is_some());
         let mut taking = match &config.takeover {
-            Some(path) => Some(
-                crate::takeover::take::Taking::connect(
-                    path,
-                    config.listen,
-                    config.workers,
-                    config.xdp.is_some(),
-                )
-                .map_err(StartError)?,
-            ),
+            Some(path) => Some(Taking::connect(path, listen, workers, xdp).map_err(StartError)?),
             None => None,
         };
         // Before the workers: each takes a handle on the flow map as it is built.
         let inherited = taking.as_mut().and_then(|t| t.xdp.take());
-        let (fast_path, xdp_state) = xdp_start(&config, inherited)?;
+        let started = crate::xdp::start(config.xdp.as_ref(), config.xdp_flows(), inherited)
+            .map_err(StartError)?;
         // Sessions never take the last descriptors: the reserve keeps health checks, metrics
         // and Redis reachable when a flood of new sources meets a low limit.
         let reserve = config.fd_reserve();
@@ -146,12 +141,8 @@ impl Proxy {
         shared.ready_requires_links = config.ready_requires_redis;
         shared.io_backend = io_backend.name();
         shared.io_backend_reason = io_backend_reason;
-        shared.xdp_state = xdp_state;
-        shared.xdp = match fast_path.as_ref().map(FastPath::status) {
-            Some(Ok(status)) => Some(status),
-            Some(Err(e)) => return Err(StartError(format!("cannot open the XDP maps: {e}"))),
-            None => None,
-        };
+        shared.xdp_state = started.state;
+        shared.xdp = started.status;
         shared.local_ips = limits::local_addresses().unwrap_or_else(|e| {
             warn!(error = %e, "cannot list the host's addresses; only loopback counts as ringgate's own");
             Vec::new()
@@ -175,7 +166,7 @@ impl Proxy {
             summary: None,
             control: None,
             heartbeat: None,
-            xdp: fast_path,
+            xdp: started.fast_path,
         };
         let mut imports = Vec::new();
         for index in 0..config.workers {
@@ -285,13 +276,7 @@ impl Proxy {
                 local: proxy.local,
                 workers: proxy.worker_links(),
                 metrics: proxy.metrics.as_ref().map(MetricsServer::listener_fd),
-                xdp: proxy.xdp.as_ref().and_then(|x| match x.export() {
-                    Ok(export) => Some(export),
-                    Err(e) => {
-                        warn!(error = %e, "a takeover will not carry the XDP fast path over");
-                        None
-                    }
-                }),
+                xdp: proxy.xdp.as_ref().and_then(FastPath::export),
                 timeout: config.handover_timeout,
                 handed_over: Some(handed_over),
             };
@@ -407,39 +392,6 @@ impl Drop for Proxy {
             || self.heartbeat.is_some()
         {
             let _ = self.stop();
-        }
-    }
-}
-
-/// Starts the XDP fast path if `--xdp` asks for it, from what a takeover inherited if anything:
-/// the fast path and the state `/metrics` reports. Where it cannot start, ringgate says why
-/// once and forwards on the socket path, unless `--xdp-required`.
-fn xdp_start(
-    config: &Config,
-    inherited: Option<crate::xdp::Inherited>,
-) -> Result<(Option<FastPath>, &'static str), StartError> {
-    let Some(settings) = &config.xdp else {
-        if inherited.is_some() {
-            info!("the previous process's XDP fast path detaches when it exits (no --xdp here)");
-        }
-        return Ok((None, "off"));
-    };
-    let flows_max = config
-        .sessions_max
-        .saturating_mul(config.workers)
-        .saturating_mul(2);
-    let flows_max = u32::try_from(flows_max).unwrap_or(u32::MAX);
-    match FastPath::start(settings, flows_max, inherited) {
-        Ok(fast_path) => Ok((Some(fast_path), "attached")),
-        Err(why) if settings.required => Err(StartError(format!(
-            "cannot start the XDP fast path (--xdp-required): {why}"
-        ))),
-        Err(why) => {
-            warn!(
-                "cannot start the XDP fast path: {why}; forwarding every datagram on the socket \
-                 path (--xdp-required makes this fatal)"
-            );
-            Ok((None, "socket_path"))
         }
     }
 }

@@ -13,7 +13,7 @@ mod handover;
 
 use std::io;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::sys::xdp::{
     Counter, Interface, XdpAttachment, XdpCounters, XdpFlows, XdpForward, XdpMode,
@@ -37,6 +37,59 @@ pub struct Settings {
     pub interfaces: Vec<String>,
     pub mode: Mode,
     pub required: bool,
+}
+
+/// What [`start`] started: the fast path if it runs, the state `/metrics` reports, and what
+/// the workers and `/metrics` read of it.
+pub struct Started {
+    pub fast_path: Option<FastPath>,
+    pub state: &'static str,
+    pub status: Option<Status>,
+}
+
+/// Starts the fast path if `--xdp` asks for it (`settings`), from what a takeover inherited if
+/// anything, a new flow map made for `flows_max` entries. Where it cannot start, ringgate says
+/// why once and forwards on the socket path; the error (with `--xdp-required`) says why it may
+/// not.
+pub fn start(
+    settings: Option<&Settings>,
+    flows_max: u32,
+    inherited: Option<Inherited>,
+) -> Result<Started, String> {
+    let off = |state| Started {
+        fast_path: None,
+        state,
+        status: None,
+    };
+    let Some(settings) = settings else {
+        if inherited.is_some() {
+            info!("the previous process's XDP fast path detaches when it exits (no --xdp here)");
+        }
+        return Ok(off("off"));
+    };
+    let started = FastPath::start(settings, flows_max, inherited).and_then(|fast_path| {
+        let status = fast_path
+            .status()
+            .map_err(|e| format!("cannot open the XDP maps: {e}"))?;
+        Ok(Started {
+            fast_path: Some(fast_path),
+            state: "attached",
+            status: Some(status),
+        })
+    });
+    match started {
+        Ok(started) => Ok(started),
+        Err(why) if settings.required => Err(format!(
+            "cannot start the XDP fast path (--xdp-required): {why}"
+        )),
+        Err(why) => {
+            warn!(
+                "cannot start the XDP fast path: {why}; forwarding every datagram on the socket \
+                 path (--xdp-required makes this fatal)"
+            );
+            Ok(off("socket_path"))
+        }
+    }
 }
 
 /// Entries the flow map is made with at most: two per session; 2^20 entries take about 100 MiB
@@ -184,9 +237,12 @@ impl FastPath {
         })
     }
 
-    /// Copies of every descriptor a successor needs, with what each attachment is.
-    pub fn export(&self) -> io::Result<Export> {
+    /// Copies of every descriptor a successor needs, with what each attachment is; `None`
+    /// (said once) if they cannot be copied, and a takeover then leaves the fast path behind.
+    pub fn export(&self) -> Option<Export> {
         Export::of(&self.forward, &self.attachments)
+            .map_err(|e| warn!(error = %e, "a takeover will not carry the XDP fast path over"))
+            .ok()
     }
 
     pub fn attachments(&self) -> &[XdpAttachment] {

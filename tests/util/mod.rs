@@ -476,3 +476,34 @@ pub fn round_trip_within(
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     answered
 }
+
+/// Fails unless `promtool check metrics` (Prometheus's own linter) accepts `body` silently.
+pub fn promtool_check(body: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool must be installed (Debian: apt-get install prometheus; scripts/test does)",
+        );
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
+    );
+}
