@@ -3,7 +3,7 @@
 //! `recvmmsg` batches, per-flow counters, loss by sequence number, and optionally an echo of
 //! every datagram back to where it came from (the forwarder's upstream socket for the session),
 //! or only those of the first `--echo-flows` flows (the takeover scenario's mix of echo and
-//! sink load). A PROXY protocol v2 header in front of a datagram is stripped before it is counted
+//! sink load), or each flow's first `--echo-first` datagrams (the XDP testbed's handshake). A PROXY protocol v2 header in front of a datagram is stripped before it is counted
 //! or echoed, as a backend behind `--proxy-protocol v2` would. Each thread also keeps the
 //! longest time it went without a datagram since the window opened: a forwarding pause.
 //!
@@ -38,6 +38,10 @@ pub struct Args {
     echo_flows: Option<usize>,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Echo each flow's datagrams numbered below N even without --echo: the XDP testbed's
+    /// handshake (a reply, then the client's next datagram) that confirms every session
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    echo_first: u64,
 }
 
 #[derive(Default)]
@@ -123,7 +127,8 @@ fn report(threads: &[Counters], flows: usize) -> BackendReport {
 pub fn run(args: Args) -> Result<(), String> {
     args.role.enter()?;
     let threads = args.threads.max(1);
-    let (sockets, listen) = sockets::listen(threads).map_err(|e| format!("backend bind: {e}"))?;
+    let (sockets, listen) =
+        sockets::listen(args.role.listen_ip, threads).map_err(|e| format!("backend bind: {e}"))?;
     let new = |_| Counters {
         flows: (0..args.flows).map(|_| Flow::default()).collect(),
         received: Counter::default(),
@@ -160,7 +165,11 @@ pub fn run(args: Args) -> Result<(), String> {
         std::thread::spawn(move || {
             role.pin_thread(index);
             let clock = Clock { epoch, window };
-            serve(&socket, &counters[index], echo_flows, clock)
+            let echo = Echo {
+                flows: echo_flows,
+                first: args.echo_first,
+            };
+            serve(&socket, &counters[index], echo, clock)
         });
     }
     proc::say("ready", &Ready { listen });
@@ -177,7 +186,15 @@ struct Clock {
     window: &'static AtomicU64,
 }
 
-fn serve(socket: &UdpSocket, counters: &Counters, echo_flows: usize, clock: Clock) {
+/// Which datagrams are echoed: every one of the flows numbered below `flows`, and each flow's
+/// datagrams numbered below `first`.
+#[derive(Clone, Copy)]
+struct Echo {
+    flows: usize,
+    first: u64,
+}
+
+fn serve(socket: &UdpSocket, counters: &Counters, echo: Echo, clock: Clock) {
     let mut batch: Batch<SockaddrStorage> = Batch::new(64, DATAGRAM_BUFFER_BYTES);
     loop {
         let received = match batch.recv(socket, MsgFlags::MSG_WAITFORONE) {
@@ -201,8 +218,9 @@ fn serve(socket: &UdpSocket, counters: &Counters, echo_flows: usize, clock: Cloc
             if batch.truncated(i) {
                 counters.odd.add(1);
             }
-            let echo = Header::read(payload).is_some_and(|h| (h.flow as usize) < echo_flows);
-            if !echo {
+            let echoed = Header::read(payload)
+                .is_some_and(|h| (h.flow as usize) < echo.flows || h.seq < echo.first);
+            if !echoed {
                 continue;
             }
             // A `send_to` per echo: nix's sendmmsg to many addresses cannot report how many

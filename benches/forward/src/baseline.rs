@@ -201,7 +201,8 @@ pub fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("baseline runtime: {e}"))?;
     runtime.block_on(async move {
         let listen_error = |e| format!("baseline listen: {e}");
-        let (listeners, listen) = sockets::listen(args.workers).map_err(listen_error)?;
+        let (listeners, listen) =
+            sockets::listen(args.role.listen_ip, args.workers).map_err(listen_error)?;
         let listeners = listeners.into_iter().map(tokio_socket);
         let listeners = listeners
             .collect::<io::Result<Vec<_>>>()

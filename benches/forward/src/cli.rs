@@ -36,6 +36,17 @@ pub struct Cli {
     /// (`--takeover`) in the middle of the window; ringgate contestants only
     #[arg(long, conflicts_with_all = ["flood", "echo"])]
     pub takeover: bool,
+    /// The XDP testbed (root): client, forwarder and backend network namespaces joined by
+    /// veths; the whole machine's CPU per forwarded datagram for direct (a veth pair of their
+    /// own), routed (kernel forwarding), ringgate, ringgate+xdp-generic, ringgate+xdp-native,
+    /// floor and baseline, at 100k/s and max (or --rate), --flows (default 32) of --payload
+    /// bytes; --forwarders picks; results in target/bench/xdp.json
+    #[arg(long, conflicts_with_all = ["full", "flood", "takeover", "echo", "ringgate_bin", "variant", "proxy_protocol", "ringgate_arg"])]
+    pub xdp_testbed: bool,
+    /// With --xdp-testbed: run every contestant at every rate this many times, the order of
+    /// the contestants rotated each round; the table gives the median
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least(1), requires = "xdp_testbed")]
+    pub rounds: usize,
     /// One custom step: this many flows, each its own client socket and loopback address
     /// [default: 64]
     #[arg(long, value_name = "N", value_parser = at_least(1))]
@@ -56,6 +67,8 @@ pub struct Cli {
     #[arg(long, value_name = "M", default_value_t = 1, value_parser = at_least(1))]
     pub load_threads: usize,
     /// Contestants: ringgate, ringgate:LABEL (each --ringgate-bin), baseline, floor [default: all]
+    /// (the XDP testbed's: direct, routed, ringgate, ringgate+xdp-generic, ringgate+xdp-native,
+    /// floor, baseline)
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub forwarders: Vec<String>,
     /// CPUs for the forwarder; N workers get the first N [default: the first CPUs]
@@ -199,5 +212,13 @@ mod tests {
         assert_eq!("1,3-4".parse(), Ok(CpuList(vec![1, 3, 4])));
         assert!("x".parse::<CpuList>().is_err() && "".parse::<CpuList>().is_err());
         assert_eq!(CpuList(vec![1, 3]).to_string(), "1,3");
+    }
+
+    #[test]
+    fn the_xdp_testbed_is_a_mode_of_its_own() {
+        let cli = Cli::from_args(&["--xdp-testbed", "--rate", "100k", "--flows", "8"]).unwrap();
+        assert!(cli.xdp_testbed && cli.rate == Some(Rate::Pps(100_000)));
+        assert!(Cli::from_args(&["--xdp-testbed", "--full"]).is_err());
+        assert!(Cli::from_args(&["--xdp-testbed", "--echo"]).is_err());
     }
 }

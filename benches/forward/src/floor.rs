@@ -31,8 +31,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), String> {
     args.role.enter()?;
-    let (listeners, listen) =
-        sockets::listen(args.workers).map_err(|e| format!("floor listen: {e}"))?;
+    let (listeners, listen) = sockets::listen(args.role.listen_ip, args.workers)
+        .map_err(|e| format!("floor listen: {e}"))?;
     proc::serve_commands(args.role.lifetime(), |command| {
         eprintln!("floor: unknown command `{command}`")
     });

@@ -43,7 +43,9 @@
 //! 6 s); `-- --full` runs every step of the issues, flood included (about 3 minutes per worker
 //! count; `--only flood` for the flood alone); `-- --flows N --rate R --payload B --echo` runs
 //! one custom step, `-- --flood R` one custom flood step and its quiet run, `-- --takeover
-//! [--rate R]` one takeover step; `-- --help` lists every option. The driver's checks are this
+//! [--rate R]` one takeover step; `-- --xdp-testbed` the XDP fast path against ringgate's socket
+//! path between network namespaces of its own (root; `xdp.rs`, `netns.rs`, `xdp_report.rs`);
+//! `-- --help` lists every option. The driver's checks are this
 //! crate's tests (`cargo test --release -p ringgate-bench`): unit tests beside the logic, and
 //! `tests/plumbing.rs`, a brief run of the baseline and the floor end to end.
 
@@ -58,6 +60,7 @@ mod floor;
 mod loadgen;
 mod loopback;
 mod measure;
+mod netns;
 mod os;
 mod pacing;
 mod plan;
@@ -68,6 +71,9 @@ mod rig;
 mod ringgate;
 mod sockets;
 mod wire;
+mod xdp;
+mod xdp_report;
+mod xdp_run;
 
 use clap::Parser;
 
@@ -128,6 +134,9 @@ fn host_json(ticks_per_second: u64) -> serde_json::Value {
 }
 
 fn drive(cli: &Cli) -> Result<(), String> {
+    if cli.xdp_testbed {
+        return xdp::drive(cli);
+    }
     let online = os::allowed_cpus().map_err(|e| format!("reading this process's CPUs: {e}"))?;
     let ringgate = match &cli.ringgate {
         Some(path) => path.clone(),

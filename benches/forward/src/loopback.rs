@@ -23,11 +23,16 @@ const SPOOFED_PORT_MIN: u16 = 1024;
 /// The most flows the generator can give an address of their own.
 pub const FLOWS_MAX: usize = (FLOWS_LAST - FLOWS_FIRST + 1) as usize;
 
-/// The address flow `flow` binds: 127.1.0.1 + flow towards an IPv4 target; towards IPv6, ::1,
-/// the only IPv6 loopback address (so every flow shares one source there).
+/// The address flow `flow` binds: 127.1.0.1 + flow towards an IPv4 loopback target; towards
+/// IPv6, ::1, the only IPv6 loopback address (so every flow shares one source there); towards
+/// an IPv4 target off loopback (the XDP testbed's namespaces), the address the route picks, so
+/// the flows share the client's address and differ by port.
 pub fn flow_source(flow: usize, target: SocketAddr) -> Result<IpAddr, String> {
     if target.is_ipv6() {
         return Ok(Ipv6Addr::LOCALHOST.into());
+    }
+    if !target.ip().is_loopback() {
+        return Ok(Ipv4Addr::UNSPECIFIED.into());
     }
     let offset = u32::try_from(flow)
         .ok()
@@ -71,6 +76,11 @@ mod tests {
         assert_eq!(flow(255), IpAddr::from([127, 1, 1, 0]));
         assert_eq!(flow(FLOWS_MAX - 1), IpAddr::from([127, 199, 255, 255]));
         assert!(flow_source(FLOWS_MAX, target).is_err());
+        let off_loopback = "10.1.0.1:9".parse().unwrap();
+        assert_eq!(
+            flow_source(7, off_loopback),
+            Ok(Ipv4Addr::UNSPECIFIED.into())
+        );
         assert_eq!(
             flow_source(3, "[::1]:9".parse().unwrap()),
             Ok(Ipv6Addr::LOCALHOST.into())

@@ -1,5 +1,5 @@
 //! Every OS call the harness makes beyond std and its sockets (`sockets.rs`), each through a
-//! safe wrapper (nix): CPU pinning, dying with the driver, the open-file limit, the clock tick,
+//! safe wrapper (nix): CPU pinning, network namespaces (setns), dying with the driver, the open-file limit, the clock tick,
 //! timer slack, and batched datagram I/O with `recvmmsg`/`sendmmsg`. Nothing here knows about
 //! the benchmark. This is where `sys.rs` and its raw calls used to be; the
 //! crate root now forbids them, so the wrappers' own invariants are all the harness relies on.
@@ -18,6 +18,30 @@ pub fn pin(cpus: &[usize]) -> io::Result<()> {
         set.set(cpu)?;
     }
     Ok(sched_setaffinity(Pid::from_raw(0), &set)?)
+}
+
+/// Moves the calling thread into the named network namespace (`ip netns add NAME` made
+/// `/run/netns/NAME`); sockets it opens from then on, and threads it starts, are there.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let handle = std::fs::File::open(format!("/run/netns/{name}"))?;
+    Ok(nix::sched::setns(
+        handle,
+        nix::sched::CloneFlags::CLONE_NEWNET,
+    )?)
+}
+
+/// Runs `f` on a thread of its own inside the named network namespace, and returns what it
+/// returns: the driver's way to reach an address there (ringgate's metrics) without moving.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            enter_netns(name).map_err(|e| format!("entering network namespace {name}: {e}"))?;
+            Ok(f())
+        });
+        thread
+            .join()
+            .map_err(|_| format!("a thread in {name} panicked"))?
+    })
 }
 
 /// The CPUs this process may run on.

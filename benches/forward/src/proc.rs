@@ -39,12 +39,22 @@ pub struct RoleArgs {
     /// Exit after this long even if the driver never says stop
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub max_secs: u64,
+    /// Run in this network namespace (`/run/netns/NAME`, the XDP testbed's), entered first
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// The address the role's listening sockets bind (backend, baseline, floor)
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub listen_ip: std::net::IpAddr,
 }
 
 impl RoleArgs {
-    /// Dies with the driver and pins the whole process, before any thread starts.
+    /// Dies with the driver, enters its namespace and pins the whole process, before any
+    /// thread starts (a thread inherits its creator's namespace).
     pub fn enter(&self) -> Result<(), String> {
         os::die_with_parent().map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+        if let Some(name) = &self.netns {
+            os::enter_netns(name).map_err(|e| format!("entering network namespace {name}: {e}"))?;
+        }
         os::pin(&self.cpus.0).map_err(|e| format!("pinning to CPUs {}: {e}", self.cpus))
     }
 

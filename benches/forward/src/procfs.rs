@@ -1,12 +1,12 @@
 //! What the driver reads about its children from /proc: CPU time (utime + stime of all threads,
 //! from /proc/<pid>/stat), peak resident memory (VmHWM in /proc/<pid>/status), how busy a CPU
-//! set was (/proc/stat), and the datagrams the kernel dropped at full receive buffers of a
-//! process's UDP sockets (the `drops` column of /proc/net/udp and udp6, for the sockets in
+//! set was and what the whole machine did by kind of work (/proc/stat), and the datagrams the
+//! kernel dropped at full receive buffers of a process's UDP sockets (the `drops` column of /proc/net/udp and udp6, for the sockets in
 //! /proc/<pid>/fd) or at a CPU's input backlog (/proc/net/softnet_stat). The drops say where a
 //! loss happened: at the forwarder (it fell behind) or at the generator and backend (the load
 //! did).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
@@ -24,6 +24,25 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     Some(utime + fields.next()?.parse::<u64>().ok()?)
+}
+
+/// User plus system CPU time of every process now, by pid, except `ours` and the kernel's
+/// `ksoftirqd` threads (which run the network's deferred work, the benchmark's own): what the
+/// rest of the machine spent, for the XDP testbed to tell its cost from a busy neighbour's.
+/// A process that vanishes between two readings is missed (its time moves to its parent's
+/// children's time, which is not counted): an undercount of the others.
+pub fn other_processes_ticks(ours: &[u32]) -> BTreeMap<u32, u64> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return BTreeMap::new();
+    };
+    let pids = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    let others = pids.filter(|pid| !ours.contains(pid));
+    let ticks = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+        (!comm.starts_with("ksoftirqd")).then(|| Some((pid, parse_cpu_ticks(&stat)?)))?
+    };
+    others.filter_map(ticks).collect()
 }
 
 /// The peak resident set size of `pid` so far, in KiB.
@@ -115,6 +134,43 @@ fn parse_cpu_set_ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
     (found == cpus.len()).then_some((busy, total))
 }
 
+/// What the whole machine did since boot, from /proc/stat's `cpu` row, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Sampled by the tick, by kind: user (with nice), system, irq, softirq. The XDP
+    /// testbed's breakdown: the program's work is softirq time that no process is charged.
+    pub by_kind: [u64; 4],
+    /// Idle and iowait: kept exactly by a tickless kernel (its idle sleep time, rounded to a
+    /// tick only when printed), so elapsed time less this is the precise busy time.
+    pub idle: u64,
+    /// The CPUs the row sums over (`cpuN` rows).
+    pub cpus: usize,
+}
+
+pub fn machine_ticks() -> Result<MachineTicks, String> {
+    parse_machine_ticks(&read("/proc/stat")?).ok_or_else(|| "/proc/stat: no `cpu` row".into())
+}
+
+fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let row = stat.lines().find(|row| row.starts_with("cpu "))?;
+    let ticks: Vec<u64> = row
+        .split_whitespace()
+        .skip(1)
+        .take(7)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let cpus = stat
+        .lines()
+        .filter(|row| row.starts_with("cpu") && !row.starts_with("cpu "))
+        .count();
+    // user nice system idle iowait irq softirq
+    (ticks.len() == 7 && cpus > 0).then(|| MachineTicks {
+        by_kind: [ticks[0] + ticks[1], ticks[2], ticks[5], ticks[6]],
+        idle: ticks[3] + ticks[4],
+        cpus,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +210,20 @@ mod tests {
         assert_eq!(parse_cpu_set_ticks(stat, &[0, 1]), Some((65, 370)));
         assert_eq!(parse_cpu_set_ticks(stat, &[2]), None);
         assert!(cpu_set_ticks(&[0]).is_ok());
+    }
+
+    #[test]
+    fn machine_ticks_by_kind() {
+        let stat = "cpu  30 1 20 300 7 2 9 5 0 0\ncpu0 30 1 20 300 7 2 9 5 0 0\n";
+        let expected = MachineTicks {
+            by_kind: [31, 20, 2, 9],
+            idle: 307,
+            cpus: 1,
+        };
+        assert_eq!(parse_machine_ticks(stat), Some(expected));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3\n"), None);
+        assert!(machine_ticks().is_ok());
+        let others = other_processes_ticks(&[std::process::id()]);
+        assert!(!others.is_empty() && !others.contains_key(&std::process::id()));
     }
 }

@@ -1,9 +1,9 @@
 //! Running a real ringgate binary under the driver: free ports, the command line the issue
 //! fixes (plus any `--ringgate-arg`), readiness by polling `GET /readyz` with a deadline, and
 //! its Prometheus counters (`ringgate_packets_total`, `ringgate_drops_total`, the sessions
-//! created and closed, and the `ringgate_sessions` gauge) scraped around the measured window,
-//! and the pause a successor logs after a takeover. Every failure comes back as text for the
-//! table, naming ringgate's log.
+//! created and closed, the `ringgate_sessions` gauge, and the XDP fast path's packets, sessions
+//! and state) scraped around the measured window, and the pause a successor logs after a
+//! takeover. Every failure comes back as text for the table, naming ringgate's log.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -19,13 +19,17 @@ use crate::sockets::free_port;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
-/// The metric families the driver records (the last a gauge, whose delta is its net change).
-const RECORDED_METRICS: [&str; 5] = [
+/// The metric families the driver records (`ringgate_sessions` and `ringgate_xdp_sessions` are
+/// gauges, whose delta is their net change; `ringgate_xdp_info` says the fast path's state).
+const RECORDED_METRICS: [&str; 8] = [
     "ringgate_packets_total",
     "ringgate_drops_total",
     "ringgate_sessions_created_total",
     "ringgate_sessions_closed_total",
     "ringgate_sessions",
+    "ringgate_xdp_packets_total",
+    "ringgate_xdp_sessions",
+    "ringgate_xdp_info",
 ];
 
 /// Recorded counters, by series (name with labels).

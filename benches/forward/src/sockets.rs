@@ -17,7 +17,8 @@ use crate::loopback;
 /// contestant wins or loses on buffer sizing.
 pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 
-/// Where every role listens: a port of its own on 127.0.0.1.
+/// Where every role listens by default: a port of its own on 127.0.0.1 (the XDP testbed names
+/// another address of a namespace's with the roles' `--listen-ip`).
 const LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// IPPROTO_RAW (255, from <netinet/in.h>): a raw socket that sends IPv4 packets whole and,
@@ -44,11 +45,11 @@ fn force_send_buffer(socket: &Socket) -> io::Result<()> {
     Ok(())
 }
 
-/// A role's listening side: `count` sockets (at least one) sharing a free port of 127.0.0.1
+/// A role's listening side: `count` sockets (at least one) sharing a free port of `ip`
 /// through SO_REUSEPORT (the kernel spreads flows over them by hash), and that address. The
 /// first asks the kernel for the port and the others join it.
-pub fn listen(count: usize) -> io::Result<(Vec<UdpSocket>, SocketAddr)> {
-    let mut addr = LISTEN_ADDR;
+pub fn listen(ip: IpAddr, count: usize) -> io::Result<(Vec<UdpSocket>, SocketAddr)> {
+    let mut addr = SocketAddr::new(ip, 0);
     let mut sockets = Vec::with_capacity(count.max(1));
     for _ in 0..count.max(1) {
         let socket = udp_socket(addr)?;
@@ -70,9 +71,11 @@ fn connected(local: IpAddr, target: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// A forwarder's socket to `backend`: from an ephemeral port of the loopback address of the
-/// backend's family, connected to it.
+/// backend's family, connected to it; to a backend off loopback (the XDP testbed's), from the
+/// address the kernel's route picks.
 pub fn upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
     let local: IpAddr = match backend {
+        _ if !backend.ip().is_loopback() => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
         SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
     };
