@@ -92,16 +92,6 @@ impl Net {
     }
 }
 
-fn skip(test: &str) -> bool {
-    match netns::unavailable() {
-        Some(why) => {
-            eprintln!("{test}: skipped: {why}");
-            true
-        }
-        None => false,
-    }
-}
-
 /// An Ethernet frame carrying an IPv4/UDP datagram from `src` to `dst`, checksummed.
 fn frame(
     eth_dst: [u8; 6],
@@ -216,7 +206,7 @@ fn monotonic_ns() -> u64 {
 
 #[test]
 fn a_hit_from_the_client_is_rewritten_and_redirected_to_the_backend() {
-    if skip("a_hit_from_the_client_is_rewritten_and_redirected_to_the_backend") {
+    if netns::skip("a_hit_from_the_client_is_rewritten_and_redirected_to_the_backend") {
         return;
     }
     let net = Net::new();
@@ -264,7 +254,7 @@ fn a_hit_from_the_client_is_rewritten_and_redirected_to_the_backend() {
 
 #[test]
 fn a_hit_from_the_backend_is_rewritten_and_redirected_to_the_client() {
-    if skip("a_hit_from_the_backend_is_rewritten_and_redirected_to_the_client") {
+    if netns::skip("a_hit_from_the_backend_is_rewritten_and_redirected_to_the_client") {
         return;
     }
     let net = Net::new();
@@ -295,7 +285,7 @@ fn a_hit_from_the_backend_is_rewritten_and_redirected_to_the_client() {
 
 #[test]
 fn a_next_hop_out_of_the_same_interface_is_sent_back_with_xdp_tx() {
-    if skip("a_next_hop_out_of_the_same_interface_is_sent_back_with_xdp_tx") {
+    if netns::skip("a_next_hop_out_of_the_same_interface_is_sent_back_with_xdp_tx") {
         return;
     }
     let net = Net::new();
@@ -324,7 +314,7 @@ fn a_next_hop_out_of_the_same_interface_is_sent_back_with_xdp_tx() {
 
 #[test]
 fn checksums_stay_right_across_many_tuples_and_a_zero_udp_checksum_stays_zero() {
-    if skip("checksums_stay_right_across_many_tuples_and_a_zero_udp_checksum_stays_zero") {
+    if netns::skip("checksums_stay_right_across_many_tuples_and_a_zero_udp_checksum_stays_zero") {
         return;
     }
     let net = Net::new();
@@ -379,7 +369,7 @@ fn assert_passed(xdp: &XdpForward, input: &[u8], ifindex: u32, why: Counter) {
 
 #[test]
 fn what_the_program_does_not_forward_passes_untouched_and_counted() {
-    if skip("what_the_program_does_not_forward_passes_untouched_and_counted") {
+    if netns::skip("what_the_program_does_not_forward_passes_untouched_and_counted") {
         return;
     }
     let net = Net::new();
@@ -447,7 +437,7 @@ fn what_the_program_does_not_forward_passes_untouched_and_counted() {
 
 #[test]
 fn a_next_hop_the_kernel_cannot_resolve_or_may_not_use_passes_the_original() {
-    if skip("a_next_hop_the_kernel_cannot_resolve_or_may_not_use_passes_the_original") {
+    if netns::skip("a_next_hop_the_kernel_cannot_resolve_or_may_not_use_passes_the_original") {
         return;
     }
     let net = Net::new();
@@ -488,7 +478,7 @@ fn a_next_hop_the_kernel_cannot_resolve_or_may_not_use_passes_the_original() {
 
 #[test]
 fn with_forwarding_off_the_lookup_fails_and_frames_pass() {
-    if skip("with_forwarding_off_the_lookup_fails_and_frames_pass") {
+    if netns::skip("with_forwarding_off_the_lookup_fails_and_frames_pass") {
         return;
     }
     let net = Net::new();
@@ -504,7 +494,7 @@ fn with_forwarding_off_the_lookup_fails_and_frames_pass() {
 
 #[test]
 fn a_udp_checksum_that_computes_to_zero_leaves_as_all_ones() {
-    if skip("a_udp_checksum_that_computes_to_zero_leaves_as_all_ones") {
+    if netns::skip("a_udp_checksum_that_computes_to_zero_leaves_as_all_ones") {
         return;
     }
     // A two-byte payload for which the rewritten datagram's checksum computes to 0, which

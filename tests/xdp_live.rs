@@ -37,7 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringgate::sys::xdp::{Counter, XdpAttachment, XdpForward, XdpMode, session_flows};
-use util::netns::{self, Netns, link};
+use util::netns::{self, Netns};
+use util::xdpbed::three_namespaces;
 
 const CLIENT: &str = "10.1.0.2:5000";
 const MISS_CLIENT: &str = "10.1.0.2:5001";
@@ -47,16 +48,6 @@ const BACKEND: &str = "10.2.0.2:9000";
 
 /// How long one echo may take before the test calls it lost.
 const ECHO_PATIENCE: Duration = Duration::from_secs(2);
-
-fn skip(test: &str) -> bool {
-    match netns::unavailable() {
-        Some(why) => {
-            eprintln!("{test}: skipped: {why}");
-            true
-        }
-        None => false,
-    }
-}
 
 fn v4(text: &str) -> SocketAddrV4 {
     text.parse().unwrap()
@@ -77,22 +68,7 @@ struct Testbed {
 
 impl Testbed {
     fn new() -> Testbed {
-        let client = Netns::new("xdpc");
-        let forwarder = Netns::new("xdpf");
-        let backend = Netns::new("xdpb");
-        forwarder.sysctl("net.ipv4.ip_forward", "1");
-        link(
-            (&client, "c0", "02:00:00:00:01:02", "10.1.0.2/24"),
-            (&forwarder, "x0", "02:00:00:00:01:01", "10.1.0.1/24"),
-        );
-        link(
-            (&forwarder, "y0", "02:00:00:00:02:01", "10.2.0.1/24"),
-            (&backend, "b0", "02:00:00:00:02:02", "10.2.0.2/24"),
-        );
-        // The senders compute their UDP checksums in full (a veth otherwise hands on a partial
-        // one, which the program's incremental update would corrupt).
-        client.exec(&["ethtool", "-K", "c0", "tx", "off"]);
-        backend.exec(&["ethtool", "-K", "b0", "tx", "off"]);
+        let [client, forwarder, backend] = three_namespaces();
         let xdp = forwarder.enter(|| XdpForward::load(1024).expect("load the XDP program"));
         Testbed {
             echo: None,
@@ -220,7 +196,7 @@ fn payload(len: usize) -> Vec<u8> {
 
 #[test]
 fn xdp_native_forwards_every_payload_size_with_no_listener_and_passes_a_miss() {
-    if skip("xdp_native_forwards_every_payload_size_with_no_listener_and_passes_a_miss") {
+    if netns::skip("xdp_native_forwards_every_payload_size_with_no_listener_and_passes_a_miss") {
         return;
     }
     forwards_every_payload_size(XdpMode::Native);
@@ -228,7 +204,7 @@ fn xdp_native_forwards_every_payload_size_with_no_listener_and_passes_a_miss() {
 
 #[test]
 fn xdp_generic_forwards_every_payload_size_with_no_listener_and_passes_a_miss() {
-    if skip("xdp_generic_forwards_every_payload_size_with_no_listener_and_passes_a_miss") {
+    if netns::skip("xdp_generic_forwards_every_payload_size_with_no_listener_and_passes_a_miss") {
         return;
     }
     forwards_every_payload_size(XdpMode::Generic);
@@ -311,7 +287,7 @@ fn forwards_every_payload_size(mode: XdpMode) {
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn xdp_live_100k_datagrams() {
-    if skip("xdp_live_100k_datagrams") {
+    if netns::skip("xdp_live_100k_datagrams") {
         return;
     }
     const TOTAL: usize = 100_000;

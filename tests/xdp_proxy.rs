@@ -21,16 +21,6 @@ use util::{Backend, DISCONNECT_CHANNEL, RedisServer, http_get, sample, udp, wait
 /// The largest UDP payload a 1500-byte MTU carries in one IPv4 frame without options.
 const PAYLOAD_MAX: usize = 1472;
 
-fn skip(test: &str) -> bool {
-    match netns::unavailable() {
-        Some(why) => {
-            eprintln!("{test}: skipped: {why}");
-            true
-        }
-        None => false,
-    }
-}
-
 fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 7 + size) as u8).collect()
 }
@@ -83,21 +73,21 @@ fn every_size_goes_through_xdp(mode: &str) {
 
 #[test]
 fn every_size_goes_through_native_xdp_byte_for_byte() {
-    if !skip("native") {
+    if !netns::skip("native") {
         every_size_goes_through_xdp("native");
     }
 }
 
 #[test]
 fn every_size_goes_through_generic_xdp_byte_for_byte() {
-    if !skip("generic") {
+    if !netns::skip("generic") {
         every_size_goes_through_xdp("generic");
     }
 }
 
 #[test]
 fn an_offloaded_session_lives_while_xdp_forwards_and_closes_when_idle() {
-    if skip("idle") {
+    if netns::skip("idle") {
         return;
     }
     let bed = Bed::new("xdp-idle");
@@ -153,7 +143,7 @@ fn after_removal_a_new_session_starts(bed: &Bed, client: &std::net::UdpSocket) {
 
 #[test]
 fn a_disconnect_removes_an_offloaded_sessions_entries() {
-    if skip("disconnect") {
+    if netns::skip("disconnect") {
         return;
     }
     let bed = Bed::new("xdp-disconnect");
@@ -253,7 +243,7 @@ fn with_xdp_required_ringgate_refuses_to_start_where_xdp_cannot_attach() {
 
 #[test]
 fn an_interface_that_does_not_forward_is_refused_with_the_sysctl_to_set() {
-    if skip("forwarding") {
+    if netns::skip("forwarding") {
         return;
     }
     let ns = netns::Netns::new("xpnofwd");

@@ -38,6 +38,17 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
+/// Whether a test that needs namespaces must skip here; if so it says why, named `test`.
+pub fn skip(test: &str) -> bool {
+    match unavailable() {
+        Some(why) => {
+            eprintln!("{test}: skipped: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
 
 /// A named network namespace with its loopback up; deleted on drop.

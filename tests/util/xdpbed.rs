@@ -27,6 +27,29 @@ pub const LISTEN: &str = "10.1.0.1:7000";
 pub const BACKEND: &str = "10.2.0.2:9000";
 pub const METRICS: &str = "127.0.0.1:9100";
 
+/// Client, forwarder and backend namespaces linked as drawn above: forwarding on in the
+/// forwarder, permanent neighbours, TX checksum offload off on the senders (c0, b0). Nothing
+/// gives the peers NAPI: each testbed chooses how.
+pub fn three_namespaces() -> [Netns; 3] {
+    let client = Netns::new("xdpc");
+    let forwarder = Netns::new("xdpf");
+    let backend = Netns::new("xdpb");
+    forwarder.sysctl("net.ipv4.ip_forward", "1");
+    link(
+        (&client, "c0", "02:00:00:00:01:02", "10.1.0.2/24"),
+        (&forwarder, "x0", "02:00:00:00:01:01", "10.1.0.1/24"),
+    );
+    link(
+        (&forwarder, "y0", "02:00:00:00:02:01", "10.2.0.1/24"),
+        (&backend, "b0", "02:00:00:00:02:02", "10.2.0.2/24"),
+    );
+    // The senders compute their UDP checksums in full (a veth otherwise hands on a partial one,
+    // which the program's incremental update would corrupt).
+    client.exec(&["ethtool", "-K", "c0", "tx", "off"]);
+    backend.exec(&["ethtool", "-K", "b0", "tx", "off"]);
+    [client, forwarder, backend]
+}
+
 pub struct Bed {
     echo: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     pub dir: PathBuf,
@@ -37,20 +60,8 @@ pub struct Bed {
 
 impl Bed {
     pub fn new(name: &str) -> Bed {
-        let client = Netns::new("xpc");
-        let forwarder = Netns::new("xpf");
-        let backend = Netns::new("xpb");
-        forwarder.sysctl("net.ipv4.ip_forward", "1");
-        link(
-            (&client, "c0", "02:00:00:00:01:02", "10.1.0.2/24"),
-            (&forwarder, "x0", "02:00:00:00:01:01", "10.1.0.1/24"),
-        );
-        link(
-            (&forwarder, "y0", "02:00:00:00:02:01", "10.2.0.1/24"),
-            (&backend, "b0", "02:00:00:00:02:02", "10.2.0.2/24"),
-        );
+        let [client, forwarder, backend] = three_namespaces();
         for (ns, dev) in [(&client, "c0"), (&backend, "b0")] {
-            ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
             ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
         }
         let mut bed = Bed {
